@@ -1,0 +1,132 @@
+"""The ``avseg`` command. Sub-commands only parse their arguments and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from avseg import __version__
+from avseg.errors import AvsegError
+
+READERS = {
+    "s4": ("avseg.data.avsbench", "S4"),
+    "ms3": ("avseg.data.avsbench", "MS3"),
+    "avss": ("avseg.data.avsbench", "AVSS"),
+    "refavs": ("avseg.data.refavs", "RefAVS"),
+}
+
+
+def reader_class(layout: str):
+    import importlib
+
+    module, name = READERS[layout]
+    return getattr(importlib.import_module(module), name)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from avseg.data.synthetic import write_dataset
+
+    counts = write_dataset(args.layout, args.out, args.videos, args.seed, args.size)
+    splits = ", ".join(f"{split} {count}" for split, count in counts.items())
+    print(f"wrote a synthetic {args.layout} dataset to {args.out} ({splits})")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    reader = reader_class(args.layout)
+    splits = reader.splits if args.split == "all" else (args.split,)
+    table = {}
+    for split in splits:
+        dataset = reader(args.root, split=split)
+        if len(dataset):
+            table[split] = dataset.check()
+    if not table:
+        raise AvsegError(f"{args.root}: no clips in split(s) {', '.join(splits)}")
+    print(json.dumps(table, indent=1) if args.json else _format_counts(table))
+
+
+def _format_counts(table: dict[str, dict[str, int]]) -> str:
+    columns = list(next(iter(table.values())))
+    lines = ["| split | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {split} | " + " | ".join(str(row[c]) for c in columns) + " |" for split, row in table.items()]
+    return "\n".join(lines)
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from avseg.media import probe
+
+    for path in args.videos:
+        print(json.dumps(asdict(probe(path))))
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from avseg.data.synthetic import write_wav
+    from avseg.media import iter_frames, read_audio
+
+    out = Path(args.out)
+    size = (args.size, args.size) if args.size else None
+    waveform, rate = read_audio(args.video, args.rate, missing="silence" if args.allow_silent else "error")
+    frames_dir = out / "frames"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for count, frame in enumerate(iter_frames(args.video, args.sampling, size), start=1):
+        Image.fromarray(frame.image).save(frames_dir / f"{count - 1}.png")
+    write_wav(out / "audio.wav", waveform, rate)
+    print(f"wrote {count} frames and {len(waveform) / rate:.2f}s of {rate} Hz audio to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avseg", description="Audio-visual segmentation toolkit.")
+    parser.add_argument("--version", action="version", version=f"avseg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser("synth", help="write a synthetic dataset in an official layout")
+    synth.add_argument("--layout", required=True, choices=list(READERS))
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--videos", type=int, default=40)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=224, help="frame width and height in pixels")
+    synth.set_defaults(run=cmd_synth)
+
+    check = commands.add_parser("check", help="read every clip of a dataset and count frames, masks and empty masks")
+    check.add_argument("root", type=Path)
+    check.add_argument("--layout", required=True, choices=list(READERS))
+    check.add_argument("--split", default="all", help="a split name, or 'all' (default)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.set_defaults(run=cmd_check)
+
+    probe = commands.add_parser("probe", help="print duration, frame rate and audio format of media files")
+    probe.add_argument("videos", nargs="+", type=Path)
+    probe.set_defaults(run=cmd_probe)
+
+    extract = commands.add_parser("extract", help="sample a video into AVSBench-style frames and a wav")
+    extract.add_argument("video", type=Path)
+    extract.add_argument("--out", required=True, type=Path)
+    extract.add_argument("--sampling", choices=["avsbench", "all"], default="avsbench")
+    extract.add_argument("--size", type=int, default=224, help="square frame size; 0 keeps the native size")
+    extract.add_argument("--rate", type=int, default=16000, help="audio sample rate in Hz")
+    extract.add_argument("--allow-silent", action="store_true", help="write silence when the video has no audio track")
+    extract.set_defaults(run=cmd_extract)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except AvsegError as exc:
+        print(f"avseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("avseg: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

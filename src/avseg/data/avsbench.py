@@ -1,0 +1,195 @@
+"""AVSBench readers: S4 (single source), MS3 (multi-source) and AVSS (semantic).
+
+Layouts and annotation rules are the official ones:
+
+* **S4** (``Single-source/``): ``s4_meta_data.csv`` (``name, start, category,
+  split``); ``s4_data/visual_frames/{split}/{category}/{name}/{name}_{1..5}.png``,
+  ``s4_data/gt_masks/...`` alike, ``s4_data/audio_wav/{split}/{category}/{name}.wav``.
+  Train clips carry only mask 1 (the first frame); val and test carry 5.
+* **MS3** (``Multi-sources/``): ``ms3_meta_data.csv`` (``name, split``); frames at
+  ``ms3_data/visual_frames/{name}/{name}.mp4_{1..5}.png`` (no split folder, and
+  the ``.mp4_`` is really in the file names), masks at
+  ``ms3_data/gt_masks/{split}/{name}/{name}_{1..5}.png``, audio at
+  ``ms3_data/audio_wav/{split}/{name}.wav``. All 5 masks in every split. Masks
+  are palette PNGs; the official loader never binarises them explicitly, we
+  take non-zero as foreground (see :mod:`avseg.data.files`).
+* **AVSS** (AVSBench-semantic): ``metadata.csv`` (``vid, uid, s_min, s_sec,
+  a_obj, split, label``, read by name), ``label2idx.json`` (71 names in class
+  order, background first); per clip ``{label}/{uid}/frames/{i}.jpg``,
+  ``labels_rgb/{i}.png`` (0-indexed) and ``audio.wav``. v1s and v1m clips have
+  5 frames, v2 clips 10; every clip is padded to 10 frames, with
+  ``frame_valid`` marking the real ones. Only frame 0 of a v1s *train* clip is
+  annotated (the official ``gt_temporal_mask_flag``). Colour masks map to class
+  indices through the PASCAL-VOC bit-interleaved palette; unknown colours are
+  background.
+
+Where the official code differs from what is done here, and why:
+
+* The official AVSS loader pads frames with zeros *after* normalisation (the
+  mean colour) and includes padded frames in its test metric. We pad with
+  black frames, flag them, and leave it to the evaluator to skip them.
+* The official loaders resize nothing at read time (frames were resized to
+  224x224 when extracted); ``size=`` here resizes on request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from avseg.data.files import read_color_mask, read_csv, require_file
+from avseg.data.reader import ClipReader, ClipRecord
+from avseg.errors import DatasetError
+
+S4_FRAMES = 5
+AVSS_FRAMES = 10
+AVSS_SUBSET_FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}
+
+
+def _find_root(root: Path, marker: str, conventional: str) -> Path:
+    """Accept the folder holding ``marker`` or its parent holding ``conventional/marker``."""
+    if (root / marker).is_file():
+        return root
+    if (root / conventional / marker).is_file():
+        return root / conventional
+    if not root.is_dir():
+        raise DatasetError(root, "dataset folder does not exist")
+    raise DatasetError(root / marker, "missing file")
+
+
+class S4(ClipReader):
+    """AVSBench single-source (S4). ``root`` is ``Single-source/`` or its parent."""
+
+    meta_file = "s4_meta_data.csv"
+
+    @classmethod
+    def resolve_root(cls, root: Path) -> Path:
+        return _find_root(root, cls.meta_file, "Single-source")
+
+    def read_records(self) -> list[ClipRecord]:
+        rows = read_csv(self.root / self.meta_file, ["name", "category", "split"])
+        return [self.record(self.root, row) for row in rows]
+
+    @staticmethod
+    def record(root: Path, row: dict[str, str]) -> ClipRecord:
+        name, category, split = row["name"], row["category"], row["split"]
+        data = root / "s4_data"
+        frames_dir = data / "visual_frames" / split / category / name
+        masks_dir = data / "gt_masks" / split / category / name
+        annotated = 1 if split == "train" else S4_FRAMES
+        return ClipRecord(
+            id=name,
+            frames=tuple(frames_dir / f"{name}_{k}.png" for k in range(1, S4_FRAMES + 1)),
+            audio=data / "audio_wav" / split / category / f"{name}.wav",
+            masks=tuple(masks_dir / f"{name}_{k}.png" if k <= annotated else None for k in range(1, S4_FRAMES + 1)),
+            mask_valid=tuple(k <= annotated for k in range(1, S4_FRAMES + 1)),
+            num_frames=S4_FRAMES,
+            meta={"subset": "s4", "split": split, "category": category},
+        )
+
+
+class MS3(ClipReader):
+    """AVSBench multi-source (MS3). ``root`` is ``Multi-sources/`` or its parent."""
+
+    meta_file = "ms3_meta_data.csv"
+
+    @classmethod
+    def resolve_root(cls, root: Path) -> Path:
+        return _find_root(root, cls.meta_file, "Multi-sources")
+
+    def read_records(self) -> list[ClipRecord]:
+        rows = read_csv(self.root / self.meta_file, ["name", "split"])
+        return [self.record(self.root, row) for row in rows]
+
+    @staticmethod
+    def record(root: Path, row: dict[str, str]) -> ClipRecord:
+        name, split = row["name"], row["split"]
+        data = root / "ms3_data"
+        return ClipRecord(
+            id=name,
+            frames=tuple(data / "visual_frames" / name / f"{name}.mp4_{k}.png" for k in range(1, S4_FRAMES + 1)),
+            audio=data / "audio_wav" / split / f"{name}.wav",
+            masks=tuple(data / "gt_masks" / split / name / f"{name}_{k}.png" for k in range(1, S4_FRAMES + 1)),
+            mask_valid=(True,) * S4_FRAMES,
+            num_frames=S4_FRAMES,
+            meta={"subset": "ms3", "split": split},
+        )
+
+
+def voc_palette(num_classes: int) -> np.ndarray:
+    """``(num_classes, 3)`` uint8 PASCAL-VOC colours: bits of the class index interleaved into R, G, B."""
+    palette = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        code, colour = index, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                colour[channel] |= ((code >> channel) & 1) << shift
+            code >>= 3
+            if code == 0:
+                break
+        palette[index] = colour
+    return palette
+
+
+class AVSS(ClipReader):
+    """AVSBench-semantic (AVSS): 71 classes, clips padded to 10 frames.
+
+    ``subsets`` restricts the rows to some of ``v1s``, ``v1m``, ``v2``.
+    """
+
+    meta_file = "metadata.csv"
+    label_file = "label2idx.json"
+
+    def __init__(self, root, split="test", sample_rate=None, size=None, subsets=("v1s", "v1m", "v2")):
+        self.subsets = tuple(subsets)
+        super().__init__(root, split, sample_rate, size)
+        self.class_names = read_class_names(self.root / self.label_file)
+        self.num_classes = len(self.class_names)
+        self.palette = voc_palette(self.num_classes)
+
+    @classmethod
+    def resolve_root(cls, root: Path) -> Path:
+        return _find_root(root, cls.meta_file, "AVSBench-semantic")
+
+    def read_records(self) -> list[ClipRecord]:
+        rows = read_csv(self.root / self.meta_file, ["uid", "split", "label"])
+        for line, row in enumerate(rows, start=2):
+            if row["label"] not in AVSS_SUBSET_FRAMES:
+                raise DatasetError(self.root / self.meta_file, f"line {line}: unknown label {row['label']!r} (expected v1s, v1m or v2)")
+        return [self.record(self.root, row) for row in rows if row["label"] in self.subsets]
+
+    @staticmethod
+    def record(root: Path, row: dict[str, str]) -> ClipRecord:
+        uid, split, subset = row["uid"], row["split"], row["label"]
+        folder = root / subset / uid
+        count = AVSS_SUBSET_FRAMES[subset]
+        annotated = 1 if (subset == "v1s" and split == "train") else count
+        return ClipRecord(
+            id=uid,
+            frames=tuple(folder / "frames" / f"{i}.jpg" for i in range(count)),
+            audio=folder / "audio.wav",
+            masks=tuple(folder / "labels_rgb" / f"{i}.png" if i < annotated else None for i in range(count)),
+            mask_valid=tuple(i < annotated for i in range(count)),
+            num_frames=AVSS_FRAMES,
+            meta={"subset": subset, "split": split, "vid": row.get("vid", ""), "sounding": row.get("a_obj", "")},
+        )
+
+    def read_mask(self, path: Path, size: tuple[int, int]) -> np.ndarray:
+        return read_color_mask(path, self.palette, size)
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names in index order from ``label2idx.json`` (background is index 0)."""
+    require_file(path)
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(path, f"invalid JSON ({exc})") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise DatasetError(path, "expected a non-empty JSON object of class name -> index")
+    values = list(mapping.values())
+    if not all(isinstance(v, int) for v in values) or sorted(values) != list(range(min(values), min(values) + len(values))):
+        raise DatasetError(path, "class indices must be consecutive integers")
+    return sorted(mapping, key=mapping.__getitem__)

@@ -1,0 +1,124 @@
+"""What every dataset reader shares: a record of file paths per clip, and one loader.
+
+A subset reader (S4, MS3, AVSS, Ref-AVS) only knows its metadata file and its
+path scheme: it turns each metadata row into a :class:`ClipRecord`. Loading a
+record into a :class:`~avseg.data.clip.Clip` (decoding frames, masks and audio,
+padding, flags) happens here, once, for all of them. The synthetic benchmark
+writes its files to the paths these same records name, so the readers are what
+the tests exercise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from avseg.data.clip import Clip
+from avseg.data.files import read_binary_mask, read_rgb
+from avseg.errors import ConfigError, DatasetError, MediaError
+from avseg.media import read_audio
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """Where one clip's files are, and which frames carry annotations.
+
+    ``masks[k]`` is the mask file of real frame ``k``; None with
+    ``mask_valid[k]`` True means "annotated, and empty" (Ref-AVS null rows
+    ship no mask), None with ``mask_valid[k]`` False means "not annotated".
+    Frames past ``len(frames)`` up to ``num_frames`` are padding.
+    """
+
+    id: str
+    frames: tuple[Path, ...]
+    audio: Path
+    masks: tuple[Path | None, ...]
+    mask_valid: tuple[bool, ...]
+    num_frames: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ClipReader(Sequence[Clip]):
+    """A sequence of clips read from one split of a dataset on disk.
+
+    Args:
+        root: the dataset folder (see each subclass for what it must hold).
+        split: which split to read; None reads every row.
+        sample_rate: resample audio to this rate; the file's own rate if None.
+        size: resize frames (bilinear) and masks (nearest) to ``(width, height)``.
+    """
+
+    splits: tuple[str, ...] = ("train", "val", "test")
+    num_classes: int = 2
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = "test",
+        sample_rate: int | None = None,
+        size: tuple[int, int] | None = None,
+    ):
+        if split is not None and split not in self.splits:
+            raise ConfigError(f"unknown split {split!r} for {type(self).__name__}; choose from {', '.join(self.splits)}")
+        self.root = self.resolve_root(Path(root))
+        self.split = split
+        self.sample_rate = sample_rate
+        self.size = size
+        self.records = [r for r in self.read_records() if split is None or r.meta["split"] == split]
+
+    @classmethod
+    def resolve_root(cls, root: Path) -> Path:
+        if not root.is_dir():
+            raise DatasetError(root, "dataset folder does not exist")
+        return root
+
+    def read_records(self) -> list[ClipRecord]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Clip:  # type: ignore[override]
+        return self.load(self.records[index])
+
+    def __iter__(self) -> Iterator[Clip]:
+        for record in self.records:
+            yield self.load(record)
+
+    def load(self, record: ClipRecord) -> Clip:
+        frames = np.stack([read_rgb(path, self.size) for path in record.frames])
+        height, width = frames.shape[1:3]
+        masks = np.zeros((record.num_frames, height, width), dtype=np.uint8)
+        for k, path in enumerate(record.masks):
+            if path is not None:
+                masks[k] = self.read_mask(path, (width, height))
+        try:
+            waveform, rate = read_audio(record.audio, self.sample_rate)
+        except MediaError as exc:
+            raise DatasetError(record.audio, str(exc).removeprefix(f"{record.audio}: ")) from None
+        padding = record.num_frames - len(frames)
+        frame_valid = np.arange(record.num_frames) < len(frames)
+        if padding:
+            frames = np.concatenate([frames, np.zeros((padding, height, width, 3), dtype=np.uint8)])
+        mask_valid = np.zeros(record.num_frames, dtype=bool)
+        mask_valid[: len(record.mask_valid)] = record.mask_valid
+        return Clip(frames, waveform, rate, masks, mask_valid, frame_valid, dict(record.meta, id=record.id))
+
+    def read_mask(self, path: Path, size: tuple[int, int]) -> np.ndarray:
+        """The mask at ``path`` as uint8 ``(H, W)``, resized (nearest) to the frames' ``(width, height)``."""
+        return read_binary_mask(path, size)
+
+    def check(self) -> dict[str, int]:
+        """Load every clip (raising on the first bad file) and count what was found."""
+        stats = {"clips": 0, "frames": 0, "annotated_frames": 0, "empty_masks": 0, "empty_clips": 0}
+        for clip in self:
+            annotated = clip.masks[clip.mask_valid]
+            empty = ~annotated.reshape(len(annotated), -1).any(1)
+            stats["clips"] += 1
+            stats["frames"] += int(clip.frame_valid.sum())
+            stats["annotated_frames"] += len(annotated)
+            stats["empty_masks"] += int(empty.sum())
+            stats["empty_clips"] += int(len(annotated) > 0 and empty.all())
+        return stats

@@ -1,0 +1,266 @@
+"""The synthetic benchmark, written in the exact on-disk layouts of S4, MS3, AVSS and Ref-AVS.
+
+Scenes come from :mod:`avseg.data.scene`. Files go to the paths that the real
+readers' ``record()`` methods name, so reading a synthetic dataset exercises
+the same code as reading the real one:
+
+* S4: one object sounds through the whole clip; PNG frames, 0/255 greyscale
+  masks; train clips get only mask 1.
+* MS3: objects sound independently per second; palette PNG masks (index =
+  object number + 1, decoded with ``> 0``); some clips are silent throughout,
+  so all their masks are empty.
+* AVSS: ``v1s`` (5 frames, single source), ``v1m`` (5 frames, multi-source)
+  and ``v2`` (10 frames) clips; JPEG frames; RGB colour masks in the
+  PASCAL-VOC palette and ``labels_semantic`` greyscale index maps;
+  ``label2idx.json`` (1-based, background first, like the release).
+* Ref-AVS: 10-frame clips; one row per visible object ("the bell") whose mask
+  is that object in every frame; ``test_n`` rows ask for an object class that
+  is not in the clip and have no mask files (the right answer is empty).
+
+Beside the layout, ``synthetic_objects.json`` records, for each clip and
+frame, the names of the visible and of the sounding objects: the visible
+names are the *oracle text cues* for TeSO tests and the demo.
+
+Each clip is drawn from ``numpy.random.default_rng([seed, index])``, so a
+seed reproduces the dataset and adding videos does not change earlier ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from avseg.data.avsbench import AVSS, AVSS_SUBSET_FRAMES, MS3, S4, voc_palette
+from avseg.data.reader import ClipRecord
+from avseg.data.refavs import RefAVS
+from avseg.data.scene import AUDIO_RATE, CLASSES, Scene, make_scene, render_audio, render_frame
+from avseg.errors import ConfigError
+
+LAYOUTS = ("s4", "ms3", "avss", "refavs")
+OBJECTS_FILE = "synthetic_objects.json"
+SILENT_EVERY = 7
+"""Every 7th clip (index 3, 10, 17, ...) of MS3/AVSS/Ref-AVS is silent throughout."""
+
+
+@dataclass
+class RenderedClip:
+    scene: Scene
+    frames: list[np.ndarray]
+    visible: list[np.ndarray]
+    """bool ``(objects, H, W)`` per frame."""
+    audio: np.ndarray
+
+    def sounding_mask(self, second: int) -> np.ndarray:
+        return (self.visible[second] & self.scene.sounding[second][:, None, None]).any(0)
+
+    def object_names(self, second: int, sounding_only: bool = False) -> list[str]:
+        names = []
+        for k, obj in enumerate(self.scene.objects):
+            if self.visible[second][k].any() and (not sounding_only or obj.sounding[second]):
+                names.append(obj.cls.name)
+        return names
+
+
+def render_clip(rng: np.random.Generator, size: int, seconds: int, num_objects: int, **scene_options) -> RenderedClip:
+    scene = make_scene(rng, size, seconds, num_objects, **scene_options)
+    frames, visible = zip(*(render_frame(scene, second) for second in range(seconds)))
+    return RenderedClip(scene, list(frames), list(visible), render_audio(scene, rng))
+
+
+def split_of(index: int, count: int, splits: tuple[str, ...] = ("train", "val", "test")) -> str:
+    """Deterministic split: the last ~20% go to each evaluation split, the rest to train."""
+    held_out = len(splits) - 1
+    per_split = max(1, round(0.2 * count)) if count >= len(splits) else 0
+    position = count - 1 - index
+    if position < per_split * held_out:
+        return splits[held_out - position // per_split]
+    return splits[0]
+
+
+def write_wav(path: Path, waveform: np.ndarray, rate: int = AUDIO_RATE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = np.round(np.clip(waveform, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(pcm.tobytes())
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, quality=95) if path.suffix == ".jpg" else image.save(path)
+
+
+def _write_record(
+    record: ClipRecord, clip: RenderedClip, mask_image: Callable[[int], Image.Image], media: bool = True
+) -> None:
+    """Write a clip's masks to the paths ``record`` names, and its frames and audio unless ``media`` is False."""
+    if media:
+        for second, path in enumerate(record.frames):
+            _save(Image.fromarray(clip.frames[second]), path)
+        write_wav(record.audio, clip.audio)
+    for second, path in enumerate(record.masks):
+        if path is not None:
+            _save(mask_image(second), path)
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _palette_image(indices: np.ndarray) -> Image.Image:
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    image.putpalette(voc_palette(256).flatten().tolist())
+    return image
+
+
+def write_dataset(layout: str, out: str | Path, videos: int, seed: int = 0, size: int = 224) -> dict[str, int]:
+    """Write ``videos`` synthetic clips in ``layout``; returns the number of rows per split."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if videos < 1:
+        raise ConfigError(f"--videos must be at least 1, got {videos}")
+    if size < 32:
+        raise ConfigError(f"--size must be at least 32 pixels, got {size}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = {"s4": _write_s4, "ms3": _write_ms3, "avss": _write_avss, "refavs": _write_refavs}[layout]
+    rows, objects = writer(out, videos, seed, size)
+    (out / OBJECTS_FILE).write_text(json.dumps(objects, indent=1), encoding="utf-8")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["split"]] = counts.get(row["split"], 0) + 1
+    return counts
+
+
+def _objects_entry(clip: RenderedClip) -> dict[str, list[list[str]]]:
+    seconds = range(clip.scene.seconds)
+    return {
+        "visible": [clip.object_names(s) for s in seconds],
+        "sounding": [clip.object_names(s, sounding_only=True) for s in seconds],
+    }
+
+
+def _write_s4(out: Path, videos: int, seed: int, size: int):
+    rows, objects = [], {}
+    for index in range(videos):
+        rng = np.random.default_rng([seed, index])
+        clip = render_clip(rng, size, 5, int(rng.integers(2, 4)), single_source=True)
+        source = next(obj for obj in clip.scene.objects if obj.sounding.any())
+        row = {"name": f"synth{index:05d}", "start": "0", "category": source.cls.name, "split": split_of(index, videos)}
+        record = S4.record(out, row)
+        _write_record(record, clip, lambda s: Image.fromarray(clip.sounding_mask(s).astype(np.uint8) * 255, mode="L"))
+        rows.append(row)
+        objects[record.id] = _objects_entry(clip)
+    _write_csv(out / S4.meta_file, rows)
+    return rows, objects
+
+
+def _object_index_mask(clip: RenderedClip, second: int) -> np.ndarray:
+    """Palette index per pixel: object number + 1 where a sounding object is visible."""
+    indices = np.zeros(clip.visible[second].shape[1:], dtype=np.uint8)
+    for k, obj in enumerate(clip.scene.objects):
+        if obj.sounding[second]:
+            indices[clip.visible[second][k]] = k + 1
+    return indices
+
+
+def _write_ms3(out: Path, videos: int, seed: int, size: int):
+    rows, objects = [], {}
+    for index in range(videos):
+        rng = np.random.default_rng([seed, index])
+        clip = render_clip(rng, size, 5, int(rng.integers(2, 5)), silent=index % SILENT_EVERY == 3)
+        row = {"name": f"synth{index:05d}", "split": split_of(index, videos)}
+        record = MS3.record(out, row)
+        _write_record(record, clip, lambda s: _palette_image(_object_index_mask(clip, s)))
+        rows.append(row)
+        objects[record.id] = _objects_entry(clip)
+    _write_csv(out / MS3.meta_file, rows)
+    return rows, objects
+
+
+def _class_map(clip: RenderedClip, second: int) -> np.ndarray:
+    """AVSS class index per pixel (synthetic class + 1; 0 is background)."""
+    labels = np.zeros(clip.visible[second].shape[1:], dtype=np.uint8)
+    for k, obj in enumerate(clip.scene.objects):
+        if obj.sounding[second]:
+            labels[clip.visible[second][k]] = obj.class_index + 1
+    return labels
+
+
+def _write_avss(out: Path, videos: int, seed: int, size: int):
+    subsets = tuple(AVSS_SUBSET_FRAMES)
+    palette = voc_palette(len(CLASSES) + 1)
+    rows, objects = [], {}
+    for index in range(videos):
+        rng = np.random.default_rng([seed, index])
+        subset = subsets[index % len(subsets)]
+        silent = index % SILENT_EVERY == 3 and subset != "v1s"
+        clip = render_clip(
+            rng, size, AVSS_SUBSET_FRAMES[subset], int(rng.integers(2, 5)), single_source=subset == "v1s", silent=silent
+        )
+        sounding = sorted({obj.cls.name for obj in clip.scene.objects if obj.sounding.any()})
+        row = {
+            "vid": f"vid{index:05d}",
+            "uid": f"vid{index:05d}_{index}",
+            "s_min": "0",
+            "s_sec": "0",
+            "a_obj": ",".join(sounding),
+            "split": split_of(index, videos),
+            "label": subset,
+        }
+        record = AVSS.record(out, row)
+        _write_record(record, clip, lambda s: Image.fromarray(palette[_class_map(clip, s)]))
+        semantic_dir = record.audio.parent / "labels_semantic"
+        for second, path in enumerate(record.masks):
+            if path is not None:
+                _save(Image.fromarray(_class_map(clip, second), mode="L"), semantic_dir / path.name)
+        rows.append(row)
+        objects[record.id] = _objects_entry(clip)
+    _write_csv(out / AVSS.meta_file, rows)
+    label2idx = {"background": 1} | {cls.name: k + 2 for k, cls in enumerate(CLASSES)}
+    (out / AVSS.label_file).write_text(json.dumps(label2idx, indent=1), encoding="utf-8")
+    return rows, objects
+
+
+def _write_refavs(out: Path, videos: int, seed: int, size: int):
+    rows, objects = [], {}
+    splits = ("train", "val", "test_s", "test_u")
+    for index in range(videos):
+        rng = np.random.default_rng([seed, index])
+        clip = render_clip(rng, size, 10, int(rng.integers(2, 4)), silent=index % SILENT_EVERY == 3)
+        vid = f"vid{index:05d}"
+        split = split_of(index, videos, splits)
+        clip_rows = []
+        for k, obj in enumerate(clip.scene.objects):
+            clip_rows.append({"vid": vid, "uid": f"{vid}_{obj.cls.name}_{k}", "split": split, "fid": str(k), "exp": f"the {obj.cls.name}"})
+        for k, row in enumerate(clip_rows):
+            mask = lambda s: Image.fromarray(clip.visible[s][k].astype(np.uint8) * 255, mode="L")  # noqa: E731
+            _write_record(RefAVS.record(out, row), clip, mask, media=k == 0)
+        if split == "test_s":
+            present = {obj.cls.name for obj in clip.scene.objects}
+            absent = next(cls.name for cls in CLASSES if cls.name not in present)
+            clip_rows.append({"vid": vid, "uid": f"null_c-{vid}_null_0", "split": "test_n", "fid": "0", "exp": f"the sounding {absent}"})
+        rows.extend(clip_rows)
+        objects[vid] = _objects_entry(clip)
+    _write_csv(out / RefAVS.meta_file, rows)
+    return rows, objects
+
+
+def load_objects(root: str | Path) -> dict[str, dict[str, list[list[str]]]]:
+    """Per clip id: the visible and sounding object names of each frame (oracle cues)."""
+    from avseg.data.files import require_file
+
+    path = require_file(Path(root) / OBJECTS_FILE)
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,274 @@
+"""AVS metrics, numerically equal to the official AVSBench / Ref-AVS code.
+
+Binary AVS (S4, MS3, AVSS-binary):
+
+* :func:`official_j` is AVSBench's ``mask_iou``: ``sigmoid(P) > 0.5``; IoU =
+  ``|p & g| / (|p | g| + 1e-7)``; a frame with empty ground truth scores the
+  fraction of pixels the prediction leaves empty; the batch value is the mean
+  over its frames.
+* :func:`official_f` is AVSBench's ``Eval_Fmeasure``: on ``sigmoid(P)`` with
+  255 thresholds ``linspace(0, 1 - 1e-10, 255)`` (float32, so the last one is
+  exactly 1.0) and ``>=``; ``beta^2 = 0.3``; only frames with non-empty ground
+  truth count; their F curves are averaged and the **maximum over thresholds
+  is taken per batch**. A batch without any non-empty frame scores 0.
+* :class:`BinaryAccumulator` averages those per-batch values over batches as
+  the official test loop does (official test batch: 4 clips), and also keeps a
+  batch-independent F: the maximum of the F curve averaged over *all* frames
+  of the split. The official F depends on the batch size; the batch-independent
+  one does not. Reports label both.
+
+Semantic AVS (AVSS, 71 classes): :class:`SemanticAccumulator` follows
+AVSBench-semantic's per-frame, per-class histograms. Per frame and class,
+``IoU = I / (U + 2.220446049250313e-16)`` and
+``F = 1.3 P R / (0.3 P + R)`` with NaN taken as 0 are summed over frames, and
+a class's counter grows on frames where its union is non-empty. The result is
+the mean over classes of ``sum / count``, classes never seen counting 0. The
+official code crashes here (it unpacks three values from a function that
+returns four); this implementation has no such path.
+
+Ref-AVS null subset: :func:`null_s` is ``sqrt(mean(sigmoid(P) > 0.5))``,
+lower is better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+F_BETA2 = 0.3
+F_THRESHOLDS = 255
+J_EPS = 1e-7
+F_EPS = 1e-20
+SEMANTIC_EPS = 2.220446049250313e-16
+
+
+def _binary_batch(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = torch.as_tensor(logits)
+    gt = torch.as_tensor(gt)
+    if logits.ndim != 3 or logits.shape != gt.shape:
+        raise ValueError(f"expected logits and gt of equal shape (N,H,W), got {tuple(logits.shape)} and {tuple(gt.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
+    logits = logits.detach().float().cpu()
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN")
+    gt = gt.detach().cpu()
+    if ((gt != 0) & (gt != 1)).any():
+        raise ValueError("gt must be a binary mask with values 0 and 1")
+    return logits, gt.bool()
+
+
+def official_j(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """AVSBench ``mask_iou`` of one batch of ``(N,H,W)`` logits and binary ground truth."""
+    logits, gt = _binary_batch(logits, gt)
+    pred = torch.sigmoid(logits) > 0.5
+    num_pixels = gt.shape[1] * gt.shape[2]
+    intersection = (pred & gt).sum((1, 2)).double()
+    union = (pred | gt).sum((1, 2)).double()
+    empty = gt.sum((1, 2)) == 0
+    intersection[empty] = (~pred[empty]).sum((1, 2)).double()
+    union[empty] = float(num_pixels)
+    return float((intersection / (union + J_EPS)).mean())
+
+
+def f_curves(logits: torch.Tensor, gt: torch.Tensor, num_thresholds: int = F_THRESHOLDS) -> tuple[torch.Tensor, int]:
+    """Per-threshold F summed over the frames with non-empty ground truth.
+
+    Returns ``(curve_sum float64 (num_thresholds,), num_frames_counted)``.
+    Counting pixels ``>= threshold`` by binary search over the sorted
+    probabilities gives exactly the official per-threshold comparison.
+    """
+    logits, gt = _binary_batch(logits, gt)
+    thresholds = torch.linspace(0, 1 - 1e-10, num_thresholds)  # float32, as the official code
+    prob = torch.sigmoid(logits).flatten(1)
+    gt = gt.flatten(1)
+    keep = gt.any(1)
+    curve_sum = torch.zeros(num_thresholds, dtype=torch.float64)
+    for frame_prob, frame_gt in zip(prob[keep], gt[keep]):
+        all_sorted = frame_prob.sort().values
+        fg_sorted = frame_prob[frame_gt].sort().values
+        predicted = (len(all_sorted) - torch.searchsorted(all_sorted, thresholds, side="left")).double()
+        true_pos = (len(fg_sorted) - torch.searchsorted(fg_sorted, thresholds, side="left")).double()
+        precision = true_pos / (predicted + F_EPS)
+        recall = true_pos / (len(fg_sorted) + F_EPS)
+        f = (1 + F_BETA2) * precision * recall / (F_BETA2 * precision + recall)
+        curve_sum += torch.nan_to_num(f, nan=0.0)
+    return curve_sum, int(keep.sum())
+
+
+def official_f(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """AVSBench ``Eval_Fmeasure`` of one batch: max over thresholds of the mean F curve."""
+    curve_sum, count = f_curves(logits, gt)
+    return float((curve_sum / count).max()) if count else 0.0
+
+
+def null_s(logits: torch.Tensor) -> float:
+    """Ref-AVS null metric ``sqrt(mean(sigmoid(P) > 0.5))`` over all pixels given."""
+    logits = torch.as_tensor(logits).detach().float()
+    if logits.numel() == 0:
+        raise ValueError("null_s needs at least one pixel")
+    return float(torch.sqrt((torch.sigmoid(logits) > 0.5).double().mean()))
+
+
+@dataclass
+class BinaryAccumulator:
+    """Accumulates binary AVS metrics batch by batch, as the official test loop does.
+
+    ``J`` and ``F`` are the means of the per-batch official values; they are
+    only comparable between runs with the same batch composition
+    (``batch_size`` clips per batch is recorded for the label).
+    ``F_batch_independent`` is the max of the F curve averaged over every
+    counted frame of the split.
+    """
+
+    batch_size: int | None = None
+    j_per_batch: list[float] = field(default_factory=list)
+    f_per_batch: list[float] = field(default_factory=list)
+    curve_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(F_THRESHOLDS, dtype=torch.float64))
+    curve_frames: int = 0
+    num_frames: int = 0
+
+    def update(self, logits: torch.Tensor, gt: torch.Tensor) -> None:
+        self.j_per_batch.append(official_j(logits, gt))
+        curve_sum, count = f_curves(logits, gt)
+        self.f_per_batch.append(float((curve_sum / count).max()) if count else 0.0)
+        self.curve_sum += curve_sum
+        self.curve_frames += count
+        self.num_frames += len(gt)
+
+    def compute(self) -> dict[str, float]:
+        if not self.j_per_batch:
+            raise ValueError("no batches were accumulated")
+        independent = float((self.curve_sum / self.curve_frames).max()) if self.curve_frames else 0.0
+        return {
+            "J": float(np.mean(self.j_per_batch)),
+            "F": float(np.mean(self.f_per_batch)),
+            "F_batch_independent": independent,
+            "num_batches": len(self.j_per_batch),
+            "num_frames": self.num_frames,
+        }
+
+
+@dataclass
+class SemanticAccumulator:
+    """AVSBench-semantic per-class mIoU and F over ``num_classes`` (background included)."""
+
+    num_classes: int = 71
+    beta2: float = F_BETA2
+    iou_sum: torch.Tensor = field(init=False)
+    f_sum: torch.Tensor = field(init=False)
+    count: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.iou_sum = torch.zeros(self.num_classes, dtype=torch.float64)
+        self.f_sum = torch.zeros(self.num_classes, dtype=torch.float64)
+        self.count = torch.zeros(self.num_classes, dtype=torch.float64)
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add frames: ``prediction`` is logits ``(N,C,H,W)`` or class indices ``(N,H,W)``."""
+        prediction = torch.as_tensor(prediction).detach().cpu()
+        target = torch.as_tensor(target).detach().cpu().long()
+        if prediction.ndim == 4:
+            if prediction.shape[1] != self.num_classes:
+                raise ValueError(f"expected {self.num_classes} class logits, got {prediction.shape[1]}")
+            if prediction.is_floating_point() and torch.isnan(prediction).any():
+                raise ValueError("logits contain NaN")
+            prediction = prediction.argmax(1)
+        prediction = prediction.long()
+        if prediction.shape != target.shape or target.ndim != 3:
+            raise ValueError(f"expected prediction and target (N,H,W), got {tuple(prediction.shape)} and {tuple(target.shape)}")
+        if target.min() < 0 or target.max() >= self.num_classes or prediction.min() < 0 or prediction.max() >= self.num_classes:
+            raise ValueError(f"class indices must lie in [0, {self.num_classes})")
+        for pred, label in zip(prediction.flatten(1), target.flatten(1)):
+            area_pred = torch.bincount(pred, minlength=self.num_classes).double()
+            area_label = torch.bincount(label, minlength=self.num_classes).double()
+            intersection = torch.bincount(pred[pred == label], minlength=self.num_classes).double()
+            union = area_pred + area_label - intersection
+            self.iou_sum += intersection / (union + SEMANTIC_EPS)
+            self.count += (union > 0).double()
+            precision = intersection / area_pred
+            recall = intersection / area_label
+            f = (1 + self.beta2) * precision * recall / (self.beta2 * precision + recall)
+            self.f_sum += torch.nan_to_num(f, nan=0.0)
+
+    def per_class(self) -> dict[str, torch.Tensor]:
+        seen = self.count > 0
+        safe = self.count.clamp(min=1)
+        return {
+            "iou": torch.where(seen, self.iou_sum / safe, torch.zeros_like(self.iou_sum)),
+            "f": torch.where(seen, self.f_sum / safe, torch.zeros_like(self.f_sum)),
+        }
+
+    def compute(self) -> dict[str, float]:
+        per_class = self.per_class()
+        return {"mIoU": float(per_class["iou"].mean()), "F": float(per_class["f"].mean())}
+
+
+@dataclass
+class NullAccumulator:
+    """Ref-AVS null S over all pixels of all frames seen."""
+
+    positive: int = 0
+    total: int = 0
+
+    def update(self, logits: torch.Tensor) -> None:
+        logits = torch.as_tensor(logits).detach().float()
+        self.positive += int((torch.sigmoid(logits) > 0.5).sum())
+        self.total += logits.numel()
+
+    def compute(self) -> dict[str, float]:
+        if self.total == 0:
+            raise ValueError("no frames were accumulated")
+        return {"S": float(np.sqrt(self.positive / self.total))}
+
+
+HIGHER_IS_BETTER = {"J": True, "F": True, "F_batch_independent": True, "mIoU": True, "S": False}
+
+
+def preference_drop(
+    results: Mapping[str, Mapping[str, float]],
+    baseline: str = "normal",
+    metrics: Sequence[str] | None = None,
+) -> list[dict[str, float | str]]:
+    """Rows of metric values per audio condition with the relative drop from ``baseline``.
+
+    ``drop = (baseline - value) / baseline`` for metrics where higher is
+    better, so a model that follows the sound shows a *large* drop when the
+    audio is muted or swapped. For lower-is-better metrics (null S) the sign
+    is flipped, so a positive drop still means "worse than with real audio".
+    """
+    if baseline not in results:
+        raise ValueError(f"the baseline condition {baseline!r} is missing from the results")
+    reference = results[baseline]
+    names = list(metrics) if metrics is not None else [k for k in reference if k in HIGHER_IS_BETTER]
+    rows = []
+    for condition, values in results.items():
+        row: dict[str, float | str] = {"condition": condition}
+        for name in names:
+            value, base = float(values[name]), float(reference[name])
+            row[name] = value
+            sign = 1.0 if HIGHER_IS_BETTER.get(name, True) else -1.0
+            row[f"{name}_drop"] = sign * (base - value) / base if base != 0 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, float | str]]) -> str:
+    """A Markdown table of dict rows (floats to 4 decimals, drops as percentages)."""
+    if not rows:
+        return ""
+    columns = list(rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column, "")
+            if isinstance(value, float):
+                cells.append(f"{100 * value:+.1f}%" if column.endswith("_drop") else f"{value:.4f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
