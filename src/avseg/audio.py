@@ -16,6 +16,7 @@ input no resampling happens at all.
 from __future__ import annotations
 
 from math import gcd
+from typing import Literal
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -103,22 +104,34 @@ def vggish_log_mel(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.log(mel + VGGISH_LOG_OFFSET)
 
 
-def vggish_examples(waveform: np.ndarray, sample_rate: int, num_examples: int | None = None) -> np.ndarray:
+def vggish_examples(
+    waveform: np.ndarray,
+    sample_rate: int,
+    num_examples: int | None = None,
+    pad: Literal["repeat", "zeros"] = "repeat",
+) -> np.ndarray:
     """VGGish input examples ``(E, 96, 64)`` float32, one per 0.96 s.
 
     With ``num_examples`` the result has exactly that many: extra examples are
-    dropped, and missing ones repeat the last example, as AVSBench pads its
-    5-second clips. Audio shorter than one example counts as silence
-    (``log(0.01)`` everywhere) before padding.
+    dropped (the official code raises instead), and missing ones are padded.
+    ``pad="repeat"`` repeats the last example, as AVSBench S4/MS3 preprocessing
+    does; ``pad="zeros"`` appends all-zero examples, as the AVSS loader does
+    for its 5-second clips in 10-frame batches. Audio shorter than one example
+    counts as one example of silence (``log(0.01)``) before repeat-padding.
     """
+    if pad not in ("repeat", "zeros"):
+        raise ValueError(f"pad must be 'repeat' or 'zeros', got {pad!r}")
     log_mel = vggish_log_mel(waveform, sample_rate)
     examples = _frame(log_mel, VGGISH_EXAMPLE_FRAMES, VGGISH_EXAMPLE_FRAMES)
     if num_examples is not None:
-        if len(examples) == 0:
-            silence = np.full((1, VGGISH_EXAMPLE_FRAMES, VGGISH_MEL_BANDS), np.log(VGGISH_LOG_OFFSET))
-            examples = silence
-        if len(examples) < num_examples:
-            repeat = np.repeat(examples[-1:], num_examples - len(examples), axis=0)
-            examples = np.concatenate([examples, repeat])
-        examples = examples[:num_examples]
+        missing = num_examples - len(examples)
+        if missing > 0 and pad == "zeros":
+            filler = np.zeros((missing, VGGISH_EXAMPLE_FRAMES, VGGISH_MEL_BANDS))
+        elif missing > 0:
+            if len(examples) == 0:
+                examples = np.full((1, VGGISH_EXAMPLE_FRAMES, VGGISH_MEL_BANDS), np.log(VGGISH_LOG_OFFSET))
+            filler = np.repeat(examples[-1:], num_examples - len(examples), axis=0)
+        else:
+            filler = examples[:0]
+        examples = np.concatenate([examples, filler])[:num_examples]
     return examples.astype(np.float32)

@@ -26,7 +26,8 @@ the mean over classes of ``sum / count``, classes never seen counting 0. The
 official code crashes here (it unpacks three values from a function that
 returns four); this implementation has no such path.
 
-Ref-AVS null subset: :func:`null_s` is ``sqrt(mean(sigmoid(P) > 0.5))``,
+Ref-AVS null subset: :func:`null_s` is ``sqrt(mean(sigmoid(P) > 0.5))`` over
+the pixels of one batch, averaged over batches by :class:`NullAccumulator`;
 lower is better.
 """
 
@@ -61,10 +62,14 @@ def _binary_batch(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor,
     return logits, gt.bool()
 
 
-def official_j(logits: torch.Tensor, gt: torch.Tensor) -> float:
-    """AVSBench ``mask_iou`` of one batch of ``(N,H,W)`` logits and binary ground truth."""
+def official_j(logits: torch.Tensor, gt: torch.Tensor, threshold: float = 0.5) -> float:
+    """AVSBench ``mask_iou`` of one batch of ``(N,H,W)`` logits and binary ground truth.
+
+    ``threshold`` applies to ``sigmoid(logits)``: 0.5 in AVSBench; the Ref-AVS
+    code uses the same formula with 0.4.
+    """
     logits, gt = _binary_batch(logits, gt)
-    pred = torch.sigmoid(logits) > 0.5
+    pred = torch.sigmoid(logits) > threshold
     num_pixels = gt.shape[1] * gt.shape[2]
     intersection = (pred & gt).sum((1, 2)).double()
     union = (pred | gt).sum((1, 2)).double()
@@ -209,23 +214,37 @@ class SemanticAccumulator:
 
 @dataclass
 class NullAccumulator:
-    """Ref-AVS null S over all pixels of all frames seen."""
+    """Ref-AVS null S.
 
+    ``S`` is the official value: :func:`null_s` per batch (the official
+    evaluation batch is 4 expressions x 10 frames), averaged over batches.
+    ``S_batch_independent`` pools every pixel of every frame instead.
+    """
+
+    s_per_batch: list[float] = field(default_factory=list)
     positive: int = 0
     total: int = 0
 
     def update(self, logits: torch.Tensor) -> None:
         logits = torch.as_tensor(logits).detach().float()
+        self.s_per_batch.append(null_s(logits))
         self.positive += int((torch.sigmoid(logits) > 0.5).sum())
         self.total += logits.numel()
 
     def compute(self) -> dict[str, float]:
-        if self.total == 0:
-            raise ValueError("no frames were accumulated")
-        return {"S": float(np.sqrt(self.positive / self.total))}
+        if not self.s_per_batch:
+            raise ValueError("no batches were accumulated")
+        return {"S": float(np.mean(self.s_per_batch)), "S_batch_independent": float(np.sqrt(self.positive / self.total))}
 
 
-HIGHER_IS_BETTER = {"J": True, "F": True, "F_batch_independent": True, "mIoU": True, "S": False}
+HIGHER_IS_BETTER = {
+    "J": True,
+    "F": True,
+    "F_batch_independent": True,
+    "mIoU": True,
+    "S": False,
+    "S_batch_independent": False,
+}
 
 
 def preference_drop(

@@ -1,0 +1,65 @@
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def make_video(
+    path: Path,
+    seconds: float = 5.0,
+    fps: float | Fraction = 10,
+    size: tuple[int, int] = (64, 48),
+    audio_rate: int | None = 16000,
+    layout: str = "mono",
+    tone_hz: float = 440.0,
+    faststart: bool = False,
+) -> Path:
+    """An mp4 whose frame i is a flat grey of level ``(5 * i) % 256`` and whose audio is a sine."""
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=options) as container:
+        video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        audio = container.add_stream("aac", rate=audio_rate, layout=layout) if audio_rate else None
+        for i in range(int(round(seconds * float(fps)))):
+            image = np.full((size[1], size[0], 3), (5 * i) % 256, dtype=np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode(None))
+        if audio is not None:
+            write_audio_stream(container, audio, seconds, tone_hz)
+    return path
+
+
+def write_audio_stream(container, stream, seconds, tone_hz):
+    rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
+    channels = len(stream.codec_context.layout.channels)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+    planes = np.stack([tone * (c + 1) / channels for c in range(channels)])
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format="fltp", layout=layout)
+    frame.sample_rate, frame.pts = rate, 0
+    container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def make_audio_file(path: Path, seconds: float, rate: int, layout: str = "mono", tone_hz: float = 440.0) -> Path:
+    """A lossless (FLAC in .mka) audio file: channel c carries the tone scaled by (c + 1) / channels."""
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("flac", rate=rate, layout=layout)
+        write_audio_stream(container, stream, seconds, tone_hz)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """One small synthetic dataset per layout, written once per session."""
+    from avseg.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    for layout in ("s4", "ms3", "avss", "refavs"):
+        write_dataset(layout, root / layout, videos=15, seed=7, size=48)
+    return root

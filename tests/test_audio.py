@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from avseg.audio import resample, second_windows, vggish_examples, vggish_log_mel, vggish_mel_matrix
+
+
+def hertz_to_mel(hz):
+    return 1127.0 * np.log(1.0 + np.asarray(hz) / 700.0)
+
+
+def test_mel_matrix_triangles():
+    weights = vggish_mel_matrix()
+    assert weights.shape == (257, 64)
+    assert not weights[0].any()  # DC carries nothing
+    bins_hz = np.linspace(0, 8000, 257)
+    outside = (bins_hz < 125) | (bins_hz > 7500)
+    assert not weights[outside].any()
+    edges = np.linspace(hertz_to_mel(125), hertz_to_mel(7500), 66)
+    peak_mel = hertz_to_mel(bins_hz[weights.argmax(0)])
+    spacing = edges[1] - edges[0]
+    assert np.all(np.abs(peak_mel - edges[1:-1]) < spacing)  # each band peaks at its own centre
+    assert weights.max() <= 1.0
+
+
+def test_log_mel_shape_and_framing():
+    waveform = np.zeros(80000, dtype=np.float32)
+    log_mel = vggish_log_mel(waveform, 16000)
+    assert log_mel.shape == (1 + (80000 - 400) // 160, 64) == (498, 64)
+    np.testing.assert_allclose(log_mel, np.log(0.01))
+
+
+def test_log_mel_sine_lands_in_its_band():
+    t = np.arange(16000) / 16000
+    log_mel = vggish_log_mel(np.sin(2 * np.pi * 1000 * t), 16000)
+    band = int(log_mel.mean(0).argmax())
+    centres = np.linspace(hertz_to_mel(125), hertz_to_mel(7500), 66)[1:-1]
+    assert band == int(np.abs(centres - hertz_to_mel(1000)).argmin())
+
+
+def test_log_mel_magnitude_scale():
+    # a full-scale 1 kHz sine: |rfft| of the Hann-windowed frame peaks at A * sum(hann) / 2 = 100
+    t = np.arange(400) / 16000
+    frame_peak = np.abs(np.fft.rfft(np.sin(2 * np.pi * 1000 * t) * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)), 512)).max()
+    assert frame_peak == pytest.approx(100, rel=0.02)
+
+
+def test_examples_count_and_padding():
+    rng = np.random.default_rng(0)
+    five = rng.normal(0, 0.1, 5 * 16000).astype(np.float32)
+    assert vggish_examples(five, 16000).shape == (5, 96, 64)
+    short = five[: int(2.5 * 16000)]
+    repeated = vggish_examples(short, 16000, num_examples=5)
+    assert repeated.shape == (5, 96, 64)
+    np.testing.assert_array_equal(repeated[2], repeated[4])
+    np.testing.assert_array_equal(repeated[:2], vggish_examples(short, 16000))
+    zeros = vggish_examples(short, 16000, num_examples=5, pad="zeros")
+    assert not zeros[2:].any() and zeros[:2].any()
+    assert vggish_examples(five, 16000, num_examples=3).shape == (3, 96, 64)
+    silence = vggish_examples(np.zeros(100, np.float32), 16000, num_examples=2)
+    np.testing.assert_allclose(silence, np.log(0.01), rtol=1e-6)
+
+
+def test_examples_resample_from_other_rates():
+    t = np.arange(44100 * 2) / 44100
+    at_44k = vggish_examples(np.sin(2 * np.pi * 500 * t), 44100)
+    t16 = np.arange(16000 * 2) / 16000
+    at_16k = vggish_examples(np.sin(2 * np.pi * 500 * t16), 16000)
+    assert at_44k.shape == at_16k.shape == (2, 96, 64)
+    assert np.abs(at_44k - at_16k).mean() < 0.05
+
+
+def test_resample_lengths_and_pitch():
+    t = np.arange(48000) / 48000
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    out = resample(tone, 48000, 16000)
+    assert len(out) == 16000 and out.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(out))
+    assert abs(np.fft.rfftfreq(16000, 1 / 16000)[spectrum.argmax()] - 1000) < 1
+    assert len(resample(tone[:44100], 44100, 16000)) == 16000
+    np.testing.assert_array_equal(resample(tone, 16000, 16000), tone)
+    with pytest.raises(ValueError):
+        resample(tone, 0, 16000)
+
+
+def test_second_windows_zero_pad():
+    waveform = np.arange(25, dtype=np.float32)
+    windows = second_windows(waveform, 10, 3)
+    assert windows.shape == (3, 10)
+    np.testing.assert_array_equal(windows[2], [20, 21, 22, 23, 24, 0, 0, 0, 0, 0])
+    assert second_windows(waveform, 10, 2).shape == (2, 10)
