@@ -60,6 +60,18 @@ class RenderedClip:
     def sounding_mask(self, second: int) -> np.ndarray:
         return (self.visible[second] & self.scene.sounding[second][:, None, None]).any(0)
 
+    def sounding_labels(self, second: int, by: str = "class") -> np.ndarray:
+        """uint8 label map of the sounding objects, 0 elsewhere.
+
+        ``by="class"``: AVSS class index (synthetic class + 1); ``by="object"``:
+        object number + 1 (the palette indices of MS3-style masks).
+        """
+        labels = np.zeros(self.visible[second].shape[1:], dtype=np.uint8)
+        for k, obj in enumerate(self.scene.objects):
+            if obj.sounding[second]:
+                labels[self.visible[second][k]] = obj.class_index + 1 if by == "class" else k + 1
+        return labels
+
     def object_names(self, second: int, sounding_only: bool = False) -> list[str]:
         names = []
         for k, obj in enumerate(self.scene.objects):
@@ -167,15 +179,6 @@ def _write_s4(out: Path, videos: int, seed: int, size: int):
     return rows, objects
 
 
-def _object_index_mask(clip: RenderedClip, second: int) -> np.ndarray:
-    """Palette index per pixel: object number + 1 where a sounding object is visible."""
-    indices = np.zeros(clip.visible[second].shape[1:], dtype=np.uint8)
-    for k, obj in enumerate(clip.scene.objects):
-        if obj.sounding[second]:
-            indices[clip.visible[second][k]] = k + 1
-    return indices
-
-
 def _write_ms3(out: Path, videos: int, seed: int, size: int):
     rows, objects = [], {}
     for index in range(videos):
@@ -183,20 +186,11 @@ def _write_ms3(out: Path, videos: int, seed: int, size: int):
         clip = render_clip(rng, size, 5, int(rng.integers(2, 5)), silent=index % SILENT_EVERY == 3)
         row = {"name": f"synth{index:05d}", "split": split_of(index, videos)}
         record = MS3.record(out, row)
-        _write_record(record, clip, lambda s: _palette_image(_object_index_mask(clip, s)))
+        _write_record(record, clip, lambda s: _palette_image(clip.sounding_labels(s, by="object")))
         rows.append(row)
         objects[record.id] = _objects_entry(clip)
     _write_csv(out / MS3.meta_file, rows)
     return rows, objects
-
-
-def _class_map(clip: RenderedClip, second: int) -> np.ndarray:
-    """AVSS class index per pixel (synthetic class + 1; 0 is background)."""
-    labels = np.zeros(clip.visible[second].shape[1:], dtype=np.uint8)
-    for k, obj in enumerate(clip.scene.objects):
-        if obj.sounding[second]:
-            labels[clip.visible[second][k]] = obj.class_index + 1
-    return labels
 
 
 def _write_avss(out: Path, videos: int, seed: int, size: int):
@@ -221,11 +215,11 @@ def _write_avss(out: Path, videos: int, seed: int, size: int):
             "label": subset,
         }
         record = AVSS.record(out, row)
-        _write_record(record, clip, lambda s: Image.fromarray(palette[_class_map(clip, s)]))
+        _write_record(record, clip, lambda s: Image.fromarray(palette[clip.sounding_labels(s)]))
         semantic_dir = record.audio.parent / "labels_semantic"
         for second, path in enumerate(record.masks):
             if path is not None:
-                _save(Image.fromarray(_class_map(clip, second), mode="L"), semantic_dir / path.name)
+                _save(Image.fromarray(clip.sounding_labels(second), mode="L"), semantic_dir / path.name)
         rows.append(row)
         objects[record.id] = _objects_entry(clip)
     _write_csv(out / AVSS.meta_file, rows)
