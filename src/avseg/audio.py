@@ -7,19 +7,27 @@ The VGGish front end follows the official VGGish/AVSBench parameters
 numpy and checked against the official implementation (see the parity notes
 in the repository history); it is not a copy of it.
 
-Resampling uses a polyphase Kaiser-windowed FIR (:func:`scipy.signal.resample_poly`).
-The official front end uses ``resampy``; the two differ by interpolation
-error only (well below the log-mel quantisation that matters), and at 16 kHz
-input no resampling happens at all.
+Resampling is polyphase (:func:`scipy.signal.resample_poly`) with our own
+Kaiser-windowed sinc low-pass: 50 zero crossings, cutoff at 91.73% of the
+lower Nyquist, beta 13. These match the response of ``resampy``'s
+``kaiser_best`` table, which the official front end uses. Measured against
+the official front end on noise and natural-sound clips, log-mel examples
+agree to within 0.017 (max abs) for 8, 22.05, 32, 44.1 and 48 kHz input; a
+synthetic log sweep, whose near-silent bands magnify tiny differences through
+the log, reaches 0.27. SciPy's default filter (10 zero crossings, cutoff at
+Nyquist) differs by up to 0.5 in the top mel bands and by 2.3 for 8 kHz input. Output
+length is ``floor(n * to / from)``, as resampy's. At 16 kHz input nothing is
+resampled and the examples are bit-identical to the official front end.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import gcd
 from typing import Literal
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 VGGISH_SAMPLE_RATE = 16000
 VGGISH_WINDOW_SECONDS = 0.025
@@ -31,6 +39,19 @@ VGGISH_LOG_OFFSET = 0.01
 VGGISH_EXAMPLE_FRAMES = 96
 
 
+RESAMPLE_ZERO_CROSSINGS = 50
+RESAMPLE_ROLLOFF = 0.9173
+RESAMPLE_KAISER_BETA = 13.0
+
+
+@lru_cache(maxsize=16)
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """Low-pass FIR at the upsampled rate ``up * from_rate``."""
+    max_rate = max(up, down)
+    taps = 2 * RESAMPLE_ZERO_CROSSINGS * max_rate + 1
+    return firwin(taps, RESAMPLE_ROLLOFF / max_rate, window=("kaiser", RESAMPLE_KAISER_BETA))
+
+
 def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Resample a 1-D float waveform between any two integer rates."""
     waveform = np.asarray(waveform, dtype=np.float32)
@@ -39,8 +60,9 @@ def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     if from_rate == to_rate or waveform.size == 0:
         return waveform.copy()
     common = gcd(int(from_rate), int(to_rate))
-    out = resample_poly(waveform.astype(np.float64), int(to_rate) // common, int(from_rate) // common)
-    return out.astype(np.float32)
+    up, down = int(to_rate) // common, int(from_rate) // common
+    out = resample_poly(waveform.astype(np.float64), up, down, window=_resampling_filter(up, down))
+    return out[: len(waveform) * up // down].astype(np.float32)
 
 
 def second_windows(waveform: np.ndarray, sample_rate: int, num_seconds: int) -> np.ndarray:
