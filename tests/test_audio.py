@@ -88,3 +88,17 @@ def test_second_windows_zero_pad():
     assert windows.shape == (3, 10)
     np.testing.assert_array_equal(windows[2], [20, 21, 22, 23, 24, 0, 0, 0, 0, 0])
     assert second_windows(waveform, 10, 2).shape == (2, 10)
+
+
+def test_log_mel_matches_values_from_the_official_front_end():
+    """Reference values computed with AVSBench's torchvggish mel_features on the same signal."""
+    t = np.arange(16000) / 16000
+    signal = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.25 * np.sin(2 * np.pi * 3000 * t) + 0.05 * np.sin(2 * np.pi * 7000 * t * t)
+    log_mel = vggish_log_mel(signal, 16000)
+    assert log_mel.shape == (98, 64)
+    official = [
+        [-3.740490699216, 1.793242226808, -0.015462683772, -4.569007167086, -0.910333316367, -4.523166802196, -4.599513536069],
+        [-3.735866470958, 1.792106665682, -4.211200368032, -4.594698644187, -0.91039692443, -4.522957024366, 2.736600636879],
+        [-3.735853448405, 1.792106774525, -4.211155582262, -4.593786484823, -0.895877519203, -4.526634755969, -4.599416843087],
+    ]
+    np.testing.assert_allclose(log_mel[[5, 50, 90]][:, [0, 10, 20, 30, 40, 50, 63]], official, atol=1e-9)
