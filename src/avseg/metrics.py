@@ -179,9 +179,11 @@ class SemanticAccumulator:
         if prediction.ndim == 4:
             if prediction.shape[1] != self.num_classes:
                 raise ValueError(f"expected {self.num_classes} class logits, got {prediction.shape[1]}")
-            if prediction.is_floating_point() and torch.isnan(prediction).any():
-                raise ValueError("logits contain NaN")
-            prediction = prediction.argmax(1)
+            if not torch.isfinite(prediction).all():
+                raise ValueError("logits contain NaN or infinite values")
+            # argmax of the float32 softmax, as the official code: where rounding makes the
+            # top two probabilities equal, the lower class index wins.
+            prediction = torch.softmax(prediction.float(), dim=1).argmax(1)
         prediction = prediction.long()
         if prediction.shape != target.shape or target.ndim != 3:
             raise ValueError(f"expected prediction and target (N,H,W), got {tuple(prediction.shape)} and {tuple(target.shape)}")
