@@ -1,0 +1,1 @@
+"""Frozen pretrained encoders (audio, text, vision) that the segmentation models build on."""
