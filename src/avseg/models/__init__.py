@@ -1,0 +1,1 @@
+"""Model architectures: AV2T-SAM, TeSO and shared building blocks."""

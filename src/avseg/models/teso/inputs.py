@@ -1,0 +1,178 @@
+"""From clips to TeSO's per-frame inputs and targets.
+
+A clip of T frames becomes T rows. Frozen encoders run here, once per clip:
+the audio encoder embeds each second (``embed(waveform, rate, T) -> (T, D)``)
+and the text encoder embeds cue names (``encode(names) -> (n, D)``, each
+distinct name once).
+
+Per frame ``t``:
+
+* ``pixel_values``: the frame resized to ``image_size`` (bilinear) and
+  normalised with the ImageNet mean and std, as Mask2Former's Swin expects;
+* ``audio``: the embeddings of seconds ``t-w..t+w`` (zeros and
+  ``audio_valid=False`` past the clip's ends);
+* ``audio_level_db``: the RMS level of second ``t`` in dBFS (the silence test
+  of the dynamic mask);
+* ``cues``: up to ``max_cues`` cue embeddings with ``cue_valid``;
+* targets: per-class masks for Mask2Former's matched loss (background
+  included, empty classes left out), ``has_object`` and the label-size mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from avseg.audio import second_windows
+from avseg.data.clip import Clip
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class AudioEncoder(Protocol):
+    dim: int
+
+    def embed(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor: ...
+
+
+class TextEncoder(Protocol):
+    def encode(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def level_db(waveform: np.ndarray, sample_rate: int, num_seconds: int) -> np.ndarray:
+    """RMS level of each second in dBFS (-200 for digital silence)."""
+    windows = second_windows(waveform, sample_rate, num_seconds).astype(np.float64)
+    return 20 * np.log10(np.sqrt(np.mean(windows**2, axis=1)) + 1e-10)
+
+
+def pixel_values(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> normalised float ``(T, 3, S, S)``."""
+    images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    images = nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return (images - mean) / std
+
+
+def audio_windows(embeddings: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T, D)`` -> ``(T, 2w+1, D)`` neighbourhoods and their validity ``(T, 2w+1)``."""
+    num_seconds = len(embeddings)
+    offsets = torch.arange(-window, window + 1)
+    index = torch.arange(num_seconds)[:, None] + offsets[None]
+    valid = (index >= 0) & (index < num_seconds)
+    gathered = embeddings[index.clamp(0, num_seconds - 1)] * valid[..., None]
+    return gathered, valid
+
+
+@dataclass
+class FrameBatch:
+    """Rows of frames ready for :class:`~avseg.models.teso.model.TeSO` (tensors on CPU)."""
+
+    pixel_values: torch.Tensor
+    audio: torch.Tensor
+    audio_valid: torch.Tensor
+    audio_level_db: torch.Tensor
+    cues: torch.Tensor
+    cue_valid: torch.Tensor
+    masks: torch.Tensor | None = None
+    """``(N, H, W)`` label-size ground truth (class indices or 0/1)."""
+    mask_valid: torch.Tensor | None = None
+    sound_labels: torch.Tensor | None = None
+    """bool ``(N, L)`` sounding categories for InfoNCE, if known."""
+
+    def model_inputs(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        names = ("pixel_values", "audio", "audio_valid", "audio_level_db", "cues", "cue_valid")
+        return {name: getattr(self, name).to(device) for name in names}
+
+    def __len__(self) -> int:
+        return len(self.pixel_values)
+
+    def select(self, rows: torch.Tensor) -> FrameBatch:
+        return FrameBatch(**{k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()})
+
+    @staticmethod
+    def concat(batches: Sequence[FrameBatch]) -> FrameBatch:
+        fields = vars(batches[0]).keys()
+        joined = {}
+        for name in fields:
+            values = [getattr(b, name) for b in batches]
+            joined[name] = None if any(v is None for v in values) else torch.cat(values)
+        return FrameBatch(**joined)
+
+
+class TeSOInputs:
+    """Turns clips into :class:`FrameBatch` rows with frozen audio and text encoders."""
+
+    def __init__(
+        self,
+        audio_encoder: AudioEncoder,
+        text_encoder: TextEncoder,
+        text_dim: int,
+        image_size: int,
+        audio_window: int = 1,
+        max_cues: int = 4,
+    ):
+        self.audio_encoder = audio_encoder
+        self.text_encoder = text_encoder
+        self.text_dim = text_dim
+        self.image_size = image_size
+        self.audio_window = audio_window
+        self.max_cues = max_cues
+        self._cue_cache: dict[str, torch.Tensor] = {}
+
+    def cue_embeddings(self, frame_cues: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame cue names -> ``(T, K, D)`` embeddings and ``(T, K)`` validity."""
+        names = sorted({n for cues in frame_cues for n in cues[: self.max_cues] if n.strip()} - self._cue_cache.keys())
+        if names:
+            with torch.no_grad():
+                encoded = self.text_encoder.encode(names)
+            self._cue_cache.update(zip(names, encoded))
+        embeddings = torch.zeros(len(frame_cues), self.max_cues, self.text_dim)
+        valid = torch.zeros(len(frame_cues), self.max_cues, dtype=torch.bool)
+        for t, cues in enumerate(frame_cues):
+            for k, name in enumerate(n for n in cues if n.strip()):
+                if k == self.max_cues:
+                    break
+                embeddings[t, k], valid[t, k] = self._cue_cache[name], True
+        return embeddings, valid
+
+    def frames(self, clip: Clip, frame_cues: Sequence[Sequence[str]], sound_labels: torch.Tensor | None = None) -> FrameBatch:
+        """The valid frames of ``clip`` as rows; ``frame_cues`` has one list of names per frame."""
+        keep = torch.from_numpy(clip.frame_valid)
+        num_seconds = clip.num_frames
+        with torch.no_grad():
+            embeddings = self.audio_encoder.embed(clip.waveform, clip.sample_rate, num_seconds).float()
+        audio, audio_valid = audio_windows(embeddings, self.audio_window)
+        cues, cue_valid = self.cue_embeddings(list(frame_cues) + [[]] * (num_seconds - len(frame_cues)))
+        levels = torch.from_numpy(level_db(clip.waveform, clip.sample_rate, num_seconds)).float()
+        batch = FrameBatch(
+            pixel_values=pixel_values(clip.frames, self.image_size),
+            audio=audio,
+            audio_valid=audio_valid,
+            audio_level_db=levels,
+            cues=cues,
+            cue_valid=cue_valid,
+            masks=torch.from_numpy(clip.masks).long() if clip.masks is not None else None,
+            mask_valid=torch.from_numpy(clip.mask_valid) if clip.masks is not None else None,
+            sound_labels=sound_labels,
+        )
+        return batch.select(keep)
+
+
+def matched_targets(masks: torch.Tensor, image_size: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Label maps ``(N, H, W)`` -> per-frame (class masks, class ids) at the model's input size.
+
+    Every class present in a frame, background included, becomes one target.
+    """
+    resized = nn.functional.interpolate(masks[:, None].float(), size=(image_size, image_size), mode="nearest")[:, 0].long()
+    mask_labels, class_labels = [], []
+    for frame in resized:
+        classes = torch.unique(frame)
+        mask_labels.append(torch.stack([(frame == c).float() for c in classes]))
+        class_labels.append(classes)
+    return mask_labels, class_labels

@@ -1,0 +1,287 @@
+"""TeSO: text cues select what sounds, and prompt Mask2Former's mask queries.
+
+Per frame: SeDAM lets the audio choose among the frame's text cues
+(:mod:`.sedam`), PMQS prompts Mask2Former's mask queries with what SeDAM kept
+(:mod:`.pmqs`), and a frozen ``Mask2FormerForUniversalSegmentation`` decodes,
+with audio-conditioned adapters (:mod:`avseg.models.adapters`) after every
+Swin block of the visual encoder, every deformable-attention layer of the
+pixel decoder and every layer of the masked-attention decoder.
+
+Heads: the class predictor is replaced by a trainable one over
+``num_classes`` classes *including background* (2 for S4/MS3: background and
+sounding; 71 for AVSS), plus Mask2Former's no-object class. Per-pixel class
+scores are Mask2Former's semantic inference, ``sum_q softmax(class_q) *
+sigmoid(mask_q)``; the binary logit is ``log s_sounding - log s_background``,
+so ``sigmoid(logit) = s_1 / (s_0 + s_1)``.
+
+Losses: Mask2Former's matched classification + mask (BCE and dice on sampled
+points) losses with auxiliary losses, from transformers, plus the SeDAM gate
+loss and ``infonce_weight`` x InfoNCE on the frame audio embeddings.
+
+Trainable: SeDAM, PMQS, the adapters and the class head. Frozen: all of
+Mask2Former otherwise (and, outside this module, the audio and text encoders),
+unless ``train_mask2former`` (the tiny, from-scratch configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
+
+from avseg.errors import AvsegError
+from avseg.models.adapters import AdapterInjection
+from avseg.models.teso.pmqs import PMQS
+from avseg.models.teso.sedam import SeDAM, SeDAMOutput, gate_loss, info_nce
+
+PRETRAINED_MASK2FORMER = "facebook/mask2former-swin-base-ade-semantic"
+
+
+@dataclass
+class TeSOConfig:
+    num_classes: int = 2
+    text_dim: int = 1024
+    audio_dim: int = 128
+    sedam_layers: int = 2
+    pmqs_layers: int = 2
+    heads: int = 8
+    audio_window: int = 1
+    silence_db: float = -60.0
+    adapter_bottleneck: int = 32
+    image_size: int = 384
+    gate_weight: float = 1.0
+    infonce_weight: float = 0.1
+    infonce_temperature: float = 0.1
+    mask2former: dict[str, Any] = field(default_factory=dict)
+    """A ``Mask2FormerConfig`` as a dict; empty means the architecture of ``pretrained``."""
+    pretrained: str | None = PRETRAINED_MASK2FORMER
+    """Hub name or folder of Mask2Former weights to start from; None builds ``mask2former`` from scratch."""
+    train_mask2former: bool = False
+    """The paper freezes the pretrained Mask2Former. A Mask2Former built from scratch (offline tests
+    and the demo, where no pretrained weights exist) has nothing worth freezing, so it trains."""
+
+    @classmethod
+    def tiny(cls, num_classes: int = 2, text_dim: int = 32, audio_dim: int = 16, image_size: int = 64) -> TeSOConfig:
+        """The same architecture at toy width, for tests and the offline demo."""
+        swin = {
+            "model_type": "swin",
+            "image_size": image_size,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [1, 1, 2, 2],
+            "window_size": 4,
+            "out_features": ["stage1", "stage2", "stage3", "stage4"],
+        }
+        mask2former = {
+            "backbone_config": swin,
+            "feature_size": 32,
+            "mask_feature_size": 32,
+            "hidden_dim": 32,
+            "encoder_feedforward_dim": 64,
+            "dim_feedforward": 64,
+            "encoder_layers": 1,
+            "decoder_layers": 4,
+            "num_attention_heads": 2,
+            "num_queries": 8,
+            "train_num_points": 1024,
+        }
+        return cls(
+            num_classes=num_classes,
+            text_dim=text_dim,
+            audio_dim=audio_dim,
+            sedam_layers=1,
+            pmqs_layers=1,
+            heads=2,
+            adapter_bottleneck=8,
+            image_size=image_size,
+            mask2former=mask2former,
+            pretrained=None,
+            train_mask2former=True,
+        )
+
+
+@dataclass
+class TeSOOutput:
+    class_logits: torch.Tensor
+    """``(N, Q, num_classes + 1)``, the last class being "no object"."""
+    mask_logits: torch.Tensor
+    """``(N, Q, h, w)`` at a quarter of the input resolution."""
+    auxiliary: list[dict[str, torch.Tensor]]
+    semantics: SeDAMOutput
+
+
+def _build_mask2former(config: TeSOConfig) -> Mask2FormerForUniversalSegmentation:
+    if config.pretrained is None:
+        m2f_config = Mask2FormerConfig(**config.mask2former)
+        return Mask2FormerForUniversalSegmentation(m2f_config)
+    return Mask2FormerForUniversalSegmentation.from_pretrained(config.pretrained, **config.mask2former)
+
+
+class TeSO(nn.Module):
+    def __init__(self, config: TeSOConfig):
+        super().__init__()
+        self.config = config
+        self.mask2former = _build_mask2former(config)
+        self.mask2former.requires_grad_(config.train_mask2former)
+        m2f = self.mask2former.config
+        dim = m2f.hidden_dim
+        # A new head over our classes (+ no-object), and a criterion sized to match it.
+        m2f.num_labels = config.num_classes
+        self.mask2former.class_predictor = nn.Linear(dim, config.num_classes + 1)
+        self.mask2former.criterion = Mask2FormerLoss(m2f, self.mask2former.weight_dict)
+
+        self.sedam = SeDAM(
+            config.text_dim, config.audio_dim, dim, config.sedam_layers, config.heads, config.audio_window, config.silence_db
+        )
+        self.pmqs = PMQS(dim, config.pmqs_layers, config.heads)
+
+        pixel_module = self.mask2former.model.pixel_level_module
+        swin_blocks = [block for stage in pixel_module.encoder.swin.encoder.layers for block in stage.blocks]
+        pixel_layers = list(pixel_module.decoder.encoder.layers)
+        decoder_layers = list(self.mask2former.model.transformer_module.decoder.layers)
+        condition_dim = 2 * dim
+        bottleneck = config.adapter_bottleneck
+        self.visual_adapters = AdapterInjection(swin_blocks, [b.layernorm_before.normalized_shape[0] for b in swin_blocks], condition_dim, bottleneck)
+        self.pixel_adapters = AdapterInjection(pixel_layers, [m2f.feature_size] * len(pixel_layers), condition_dim, bottleneck)
+        self.decoder_adapters = AdapterInjection(decoder_layers, [dim] * len(decoder_layers), condition_dim, bottleneck, batch_dim=1)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        audio: torch.Tensor,
+        audio_valid: torch.Tensor,
+        audio_level_db: torch.Tensor,
+        cues: torch.Tensor,
+        cue_valid: torch.Tensor,
+    ) -> TeSOOutput:
+        """One frame per row: ``pixel_values`` ``(N, 3, S, S)``, the rest as in :meth:`SeDAM.forward`."""
+        semantics = self.sedam(cues, cue_valid, audio, audio_valid, audio_level_db)
+        sounding = audio_level_db > self.config.silence_db
+        condition = self._adapter_condition(semantics, sounding)
+
+        with self.visual_adapters.conditioned(condition), self.pixel_adapters.conditioned(condition):
+            pixels = self.mask2former.model.pixel_level_module(pixel_values)
+        queries = self.mask2former.model.transformer_module.queries_features.weight
+        queries = self.pmqs(queries.expand(len(pixel_values), -1, -1), semantics.tokens, semantics.keep, semantics.audio_embedding, sounding)
+        with self.decoder_adapters.conditioned(condition):
+            decoded = self._decode(pixels.decoder_hidden_states, pixels.decoder_last_hidden_state, queries)
+
+        class_logits = [self.mask2former.class_predictor(h.transpose(0, 1)) for h in decoded.intermediate_hidden_states]
+        mask_logits = list(decoded.masks_queries_logits)
+        auxiliary = [{"class_queries_logits": c, "masks_queries_logits": m} for c, m in zip(class_logits[:-1], mask_logits[:-1])]
+        return TeSOOutput(class_logits[-1], mask_logits[-1], auxiliary, semantics)
+
+    def _adapter_condition(self, semantics: SeDAMOutput, sounding: torch.Tensor) -> torch.Tensor:
+        """``[own audio token ; mean of the kept cue tokens]``, all zero on a silent frame."""
+        kept = semantics.keep.float()[..., None]
+        cue_summary = (semantics.tokens * kept).sum(1) / kept.sum(1).clamp(min=1.0)
+        audio = semantics.audio_embedding * sounding[:, None].float()
+        return torch.cat([audio, cue_summary], dim=-1)
+
+    def _decode(self, multi_scale: tuple[torch.Tensor, ...], mask_features: torch.Tensor, queries: torch.Tensor):
+        """Mask2Former's transformer module, fed our prompted query features instead of its own."""
+        module = self.mask2former.model.transformer_module
+        features, positions, sizes = [], [], []
+        for level in range(module.num_feature_levels):
+            feature = multi_scale[level]
+            sizes.append(feature.shape[-2:])
+            position = module.position_embedder(feature.shape, feature.device, feature.dtype, None).flatten(2)
+            projected = module.input_projections[level](feature).flatten(2) + module.level_embed.weight[level][None, :, None]
+            positions.append(position.permute(2, 0, 1))
+            features.append(projected.permute(2, 0, 1))
+        query_positions = module.queries_embedder.weight[:, None].expand(-1, len(queries), -1)
+        return module.decoder(
+            inputs_embeds=queries.transpose(0, 1),
+            multi_stage_positional_embeddings=positions,
+            pixel_embeddings=mask_features,
+            encoder_hidden_states=features,
+            query_position_embeddings=query_positions,
+            feature_size_list=sizes,
+            return_dict=True,
+        )
+
+    def loss(
+        self,
+        outputs: TeSOOutput,
+        mask_labels: list[torch.Tensor],
+        class_labels: list[torch.Tensor],
+        has_object: torch.Tensor,
+        sound_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Mask2Former matched losses, the SeDAM gate loss and InfoNCE; ``total`` is their weighted sum."""
+        losses = self.mask2former.get_loss_dict(
+            masks_queries_logits=outputs.mask_logits,
+            class_queries_logits=outputs.class_logits,
+            mask_labels=mask_labels,
+            class_labels=class_labels,
+            auxiliary_predictions=outputs.auxiliary,
+        )
+        total = self.mask2former.get_loss(losses)
+        semantics = outputs.semantics
+        losses["gate"] = gate_loss(semantics.gates, semantics.keep, has_object)
+        total = total + self.config.gate_weight * losses["gate"]
+        if sound_labels is not None and self.config.infonce_weight > 0:
+            losses["infonce"] = info_nce(semantics.audio_embedding, sound_labels, self.config.infonce_temperature)
+            total = total + self.config.infonce_weight * losses["infonce"]
+        losses["total"] = total
+        return losses
+
+    def segmentation_logits(self, outputs: TeSOOutput, size: tuple[int, int], rows: slice = slice(None)) -> torch.Tensor:
+        """Logits at ``size`` for ``rows``: binary ``(N, H, W)``, or ``(N, C, H, W)`` log-scores for AVSS."""
+        scores = class_scores(outputs.class_logits[rows], outputs.mask_logits[rows], size).clamp(min=1e-6)
+        if self.config.num_classes > 2:
+            return scores.log()
+        return scores[:, 1:].sum(1).log() - scores[:, 0].log()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"model": "teso", **asdict(self.config), "pretrained": None, "mask2former": self.mask2former.config.to_dict()}
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(folder / "model.safetensors", lambda path: save_file(state, str(path)))
+        _atomic_write(folder / "config.json", lambda path: path.write_text(json.dumps(config, indent=1)))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> TeSO:
+        """Load a folder written by :meth:`save_pretrained`, strictly."""
+        folder = Path(folder)
+        for name in ("config.json", "model.safetensors"):
+            if not (folder / name).is_file():
+                raise AvsegError(f"{folder / name}: missing file (not a saved TeSO model folder)")
+        config = json.loads((folder / "config.json").read_text())
+        if config.pop("model", None) != "teso":
+            raise AvsegError(f"{folder / 'config.json'}: not a TeSO model")
+        model = cls(TeSOConfig(**config))
+        try:
+            model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        except (RuntimeError, OSError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise AvsegError(f"{folder / 'model.safetensors'}: does not match the TeSO config ({detail})") from None
+        return model
+
+
+def class_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Mask2Former semantic inference ``sum_q softmax(class_q)[:-1] * sigmoid(mask_q)``: ``(N, C, H, W)``."""
+    probabilities = class_logits.softmax(-1)[..., :-1]
+    masks = nn.functional.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid()
+    return torch.einsum("nqc,nqhw->nchw", probabilities, masks)
+
+
+def _atomic_write(path: Path, write) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    write(temporary)
+    os.replace(temporary, path)

@@ -1,0 +1,84 @@
+"""What a training loop needs from TeSO: shuffled batches of frame rows, and their loss.
+
+Frozen encoders run once per clip (:class:`~avseg.models.teso.inputs.TeSOInputs`)
+and their outputs are kept, so an epoch only runs the trainable model.
+
+Silence augmentation: with probability ``mute_probability`` a clip's audio is
+replaced by digital silence (the encoder's embedding of zeros, a level of
+-200 dBFS) and its targets by empty masks. The synthetic and real training
+sets rarely contain true silence, and without it the silent path of the
+dynamic mask (every cue masked, only the null prompt left) is never trained.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from avseg.data.clip import Clip
+from avseg.models.teso.inputs import FrameBatch, TeSOInputs, audio_windows, matched_targets
+from avseg.models.teso.model import TeSO
+
+SILENCE_DB = -200.0
+
+
+class TeSOTask:
+    def __init__(
+        self,
+        model: TeSO,
+        inputs: TeSOInputs,
+        clips: Sequence[Clip],
+        cues: Mapping[str, Sequence[Sequence[str]]],
+        sound_labels: Mapping[str, torch.Tensor] | None = None,
+        batch_clips: int = 4,
+        mute_probability: float = 0.1,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.inputs = inputs
+        self.batch_clips = batch_clips
+        self.mute_probability = mute_probability
+        self.seed = seed
+        self.rows = [
+            inputs.frames(clip, cues[clip.id], None if sound_labels is None else sound_labels[clip.id]) for clip in clips
+        ]
+        self.rows = [rows.select(rows.mask_valid) for rows in self.rows]
+        num_seconds = max(len(r) for r in self.rows)
+        silent = inputs.audio_encoder.embed(np.zeros(16000 * num_seconds, np.float32), 16000, num_seconds).float()
+        self._silent_audio = audio_windows(silent, inputs.audio_window)[0]
+
+    def __len__(self) -> int:
+        return (len(self.rows) + self.batch_clips - 1) // self.batch_clips
+
+    def batches(self, epoch: int) -> Iterator[FrameBatch]:
+        """One epoch of batches of ``batch_clips`` clips, shuffled and augmented from ``(seed, epoch)``."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.rows))
+        for start in range(0, len(order), self.batch_clips):
+            chosen = [self.rows[i] for i in order[start : start + self.batch_clips]]
+            mute = rng.random(len(chosen)) < self.mute_probability
+            yield FrameBatch.concat([self._muted(rows) if m else rows for rows, m in zip(chosen, mute)])
+
+    def _muted(self, rows: FrameBatch) -> FrameBatch:
+        muted = rows.select(torch.arange(len(rows)))
+        muted.audio = self._silent_audio[: len(rows)].clone()
+        muted.audio_level_db = torch.full_like(rows.audio_level_db, SILENCE_DB)
+        muted.masks = torch.zeros_like(rows.masks)
+        if muted.sound_labels is not None:
+            muted.sound_labels = torch.zeros_like(rows.sound_labels)
+        return muted
+
+    def loss(self, batch: FrameBatch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        outputs = self.model(**batch.model_inputs(device))
+        mask_labels, class_labels = matched_targets(batch.masks, self.model.config.image_size)
+        has_object = (batch.masks.flatten(1) > 0).any(1)
+        sound_labels = None if batch.sound_labels is None else batch.sound_labels.to(device)
+        return self.model.loss(
+            outputs,
+            [m.to(device) for m in mask_labels],
+            [c.to(device) for c in class_labels],
+            has_object.to(device),
+            sound_labels,
+        )

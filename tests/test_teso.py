@@ -1,0 +1,188 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from avseg.data.avsbench import AVSS
+from avseg.data.synthetic import load_objects
+from avseg.encoders.vggish import VGGish, VGGishConfig, VGGishEncoder
+from avseg.engine.evaluate import evaluate_clips
+from avseg.errors import AvsegError
+from avseg.models.teso import TeSO, TeSOConfig
+from avseg.models.teso.inputs import TeSOInputs, audio_windows, matched_targets
+from avseg.models.teso.sedam import gate_loss, info_nce
+from avseg.models.teso.segmenter import TeSOSegmenter
+from avseg.models.teso.training import TeSOTask
+
+
+class HashingTextEncoder:
+    """A deterministic stand-in text encoder (tests of wiring only; the real one is tested elsewhere)."""
+
+    dim = 32
+
+    def encode(self, texts):
+        rows = []
+        for text in texts:
+            generator = torch.Generator().manual_seed(sum(map(ord, text)))
+            rows.append(torch.randn(self.dim, generator=generator))
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+def frame_inputs(num_frames=4, silent=()):
+    generator = torch.Generator().manual_seed(0)
+    level = torch.full((num_frames,), -20.0)
+    level[list(silent)] = -200.0
+    cue_valid = torch.ones(num_frames, 4, dtype=torch.bool)
+    cue_valid[:, 3] = False
+    return {
+        "pixel_values": torch.randn(num_frames, 3, 64, 64, generator=generator),
+        "audio": torch.randn(num_frames, 3, 16, generator=generator),
+        "audio_valid": torch.ones(num_frames, 3, dtype=torch.bool),
+        "audio_level_db": level,
+        "cues": torch.randn(num_frames, 4, 32, generator=generator),
+        "cue_valid": cue_valid,
+    }
+
+
+def binary_targets(num_frames, size=64):
+    masks = torch.zeros(num_frames, size, size, dtype=torch.long)
+    masks[:, 10:30, 20:40] = 1
+    masks[0] = 0
+    return masks
+
+
+@pytest.fixture(scope="module")
+def frozen_model():
+    torch.manual_seed(0)
+    return TeSO(dataclasses.replace(TeSOConfig.tiny(), train_mask2former=False))
+
+
+def test_gradients_reach_exactly_the_trainable_parts():
+    torch.manual_seed(1)
+    model = TeSO(dataclasses.replace(TeSOConfig.tiny(), train_mask2former=False)).train()
+    with torch.no_grad():  # adapters start as the identity (up = 0); move them off it as one step would
+        for injection in (model.visual_adapters, model.pixel_adapters, model.decoder_adapters):
+            for adapter in injection.adapters:
+                adapter.up.weight.normal_(0, 0.01)
+    outputs = model(**frame_inputs())
+    masks = binary_targets(4)
+    mask_labels, class_labels = matched_targets(masks, 64)
+    sound_labels = torch.tensor([[0, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.bool)
+    losses = model.loss(outputs, mask_labels, class_labels, masks.flatten(1).any(1), sound_labels)
+    assert torch.isfinite(losses["total"]) and losses["infonce"] > 0
+    losses["total"].backward()
+    trainable_prefixes = ("sedam.", "pmqs.", "visual_adapters.", "pixel_adapters.", "decoder_adapters.", "mask2former.class_predictor.")
+    for name, parameter in model.named_parameters():
+        if name.startswith(trainable_prefixes):
+            assert parameter.requires_grad, name
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"no gradient reaches {name}"
+        else:
+            assert not parameter.requires_grad and parameter.grad is None, f"frozen {name} got a gradient"
+    for group in ("sedam", "pmqs", "visual_adapters", "pixel_adapters", "decoder_adapters"):
+        assert any(n.startswith(group) for n, p in model.named_parameters() if p.grad is not None)
+
+
+def test_silent_audio_masks_every_cue(frozen_model):
+    model = frozen_model.eval()
+    with torch.no_grad():
+        semantics = model(**frame_inputs(silent=(1, 2))).semantics
+    assert not semantics.keep[1].any() and not semantics.keep[2].any()
+    # on sounding frames padding is masked and real cues pass whenever their gate opens
+    assert not semantics.keep[:, 3].any()
+    assert torch.equal(semantics.keep[0, :3], semantics.gates[0, :3] > 0.5)
+
+
+def test_adapters_change_the_frozen_network(frozen_model):
+    model = frozen_model.eval()
+    inputs = frame_inputs()
+    with torch.no_grad():
+        before = model(**inputs).mask_logits
+        adapter = model.visual_adapters.adapters[0]
+        saved = adapter.up.weight.clone()
+        adapter.up.weight.normal_(0, 0.5)
+        after = model(**inputs).mask_logits
+        adapter.up.weight.copy_(saved)
+        restored = model(**inputs).mask_logits
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(before, restored)
+
+
+def test_adapted_blocks_refuse_to_run_unconditioned(frozen_model):
+    with pytest.raises(RuntimeError, match="outside AdapterInjection.conditioned"):
+        frozen_model.mask2former.model.pixel_level_module(torch.zeros(1, 3, 64, 64))
+
+
+def test_save_and_load_round_trip(tmp_path, frozen_model):
+    model = frozen_model.eval()
+    folder = model.save_pretrained(tmp_path / "teso")
+    loaded = TeSO.from_pretrained(folder).eval()
+    inputs = frame_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.segmentation_logits(model(**inputs), (32, 32)), loaded.segmentation_logits(loaded(**inputs), (32, 32))
+        )
+    other = TeSO(TeSOConfig.tiny(num_classes=5))
+    other.save_pretrained(tmp_path / "other")
+    (tmp_path / "other" / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(AvsegError, match="model.safetensors: does not match the TeSO config"):
+        TeSO.from_pretrained(tmp_path / "other")
+    with pytest.raises(AvsegError, match="config.json: missing file"):
+        TeSO.from_pretrained(tmp_path)
+
+
+def test_gate_loss_and_info_nce_values():
+    gates = torch.tensor([[0.9, 0.2], [0.3, 0.1], [0.5, 0.5]])
+    valid = torch.tensor([[True, True], [True, True], [False, False]])
+    loss = gate_loss(gates, valid, torch.tensor([True, False, True]))
+    expected = -(np.log(0.9) + np.log(1 - 0.3)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    embeddings = torch.tensor([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([[1, 0], [1, 0], [0, 1]], dtype=torch.bool)
+    aligned = info_nce(embeddings, labels)
+    swapped = info_nce(embeddings[[0, 2, 1]], labels)
+    assert aligned < swapped
+    assert info_nce(embeddings, torch.eye(3, dtype=torch.bool)).item() == 0.0  # no positives, no anchors
+
+
+def test_audio_windows():
+    windows, valid = audio_windows(torch.arange(4.0)[:, None] + 1, 1)
+    assert valid.tolist()[0] == [False, True, True] and valid.tolist()[3] == [True, True, False]
+    assert windows[1, :, 0].tolist() == [1.0, 2.0, 3.0] and windows[0, 0, 0] == 0
+
+
+def test_avss_head_trains_and_evaluates_with_avss_metrics(synthetic):
+    torch.manual_seed(0)
+    root = synthetic / "avss"
+    train = list(AVSS(root, "train"))[:4]
+    test = list(AVSS(root, "test"))
+    cues = {k: v["visible"] for k, v in load_objects(root).items()}
+    audio_encoder = VGGishEncoder(VGGish(VGGishConfig.tiny()))
+    config = TeSOConfig.tiny(num_classes=AVSS(root, "test").num_classes, text_dim=32, audio_dim=audio_encoder.dim)
+    model = TeSO(config)
+    inputs = TeSOInputs(audio_encoder, HashingTextEncoder(), config.text_dim, config.image_size)
+    task = TeSOTask(model, inputs, train, cues, batch_clips=2)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    losses = []
+    model.train()
+    for epoch in range(3):
+        for batch in task.batches(epoch):
+            loss = task.loss(batch)["total"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < np.mean(losses[:2])
+    result = evaluate_clips(TeSOSegmenter(model, inputs, cues), test, num_classes=config.num_classes)
+    assert set(result) == {"mIoU", "F"} and 0.0 < result["mIoU"] <= 1.0
+
+
+def test_segmenter_requires_cues(synthetic):
+    audio_encoder = VGGishEncoder(VGGish(VGGishConfig.tiny()))
+    config = TeSOConfig.tiny(text_dim=32, audio_dim=audio_encoder.dim)
+    inputs = TeSOInputs(audio_encoder, HashingTextEncoder(), 32, 64)
+    from avseg.data.avsbench import MS3
+
+    clip = MS3(synthetic / "ms3", "test")[0]
+    with pytest.raises(AvsegError, match="no text cues for clip"):
+        TeSOSegmenter(TeSO(config), inputs, {}).predict([clip])
