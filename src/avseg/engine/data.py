@@ -1,0 +1,31 @@
+"""Opening the dataset a recipe names (and writing the synthetic one when asked to)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from avseg.config import DataConfig
+from avseg.data.reader import ClipReader
+
+
+def reader_class(layout: str) -> type[ClipReader]:
+    from avseg.data.avsbench import AVSS, MS3, S4
+    from avseg.data.refavs import RefAVS
+    from avseg.errors import ConfigError
+
+    readers = {"s4": S4, "ms3": MS3, "avss": AVSS, "refavs": RefAVS}
+    if layout not in readers:
+        raise ConfigError(f"data.layout: unknown layout {layout!r} (use {', '.join(readers)})")
+    return readers[layout]
+
+
+def prepare_dataset(data: DataConfig) -> None:
+    """Write the synthetic dataset at ``data.root`` if the recipe asks for one and it is not there yet."""
+    from avseg.data.synthetic import OBJECTS_FILE, write_dataset
+
+    if data.synthetic_videos > 0 and not (Path(data.root) / OBJECTS_FILE).is_file():
+        write_dataset(data.layout, data.root, data.synthetic_videos, seed=0, size=data.synthetic_size)
+
+
+def open_split(data: DataConfig, split: str) -> ClipReader:
+    return reader_class(data.layout)(data.root, split=split, sample_rate=data.sample_rate)

