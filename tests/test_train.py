@@ -10,11 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from avseg.config import load_recipe
+from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.checkpoint import latest_checkpoint
 from avseg.engine.train import train
 from avseg.errors import AvsegError
 
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "configs", "demo_teso_tiny.yaml")
+RECIPE = DEMO_RECIPE
 
 
 def recipe(tmp_path, name, *overrides):

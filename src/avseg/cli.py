@@ -109,10 +109,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(report)
 
 
+def cmd_segment(args: argparse.Namespace) -> None:
+    from avseg.engine.segment import fixed_cues, segment_video
+    from avseg.engine.train import resolve_device
+    from avseg.errors import ConfigError
+    from avseg.models.registry import load_system
+
+    names = [n.strip() for n in (args.cues or "").split(",") if n.strip()]
+    system, info = load_system(args.model, cues={})
+    if info["model"] == "teso" and not names:
+        raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound)")
+    segmenter = system.segmenter(resolve_device(args.device))
+    for video in args.videos:
+        segmenter.cues = fixed_cues(names, Path(video).stem, args.window)
+        out = segment_video(segmenter, video, args.out, info["sample_rate"], f"{info['model']} ({args.model})", args.window)
+        print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from avseg.engine.demo import run_demo
+
+    run_demo(args.out, args.set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avseg", description="Audio-visual segmentation toolkit.")
     parser.add_argument("--version", action="version", version=f"avseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="offline: synthesise data, train a tiny TeSO, test it with muted audio, segment a video")
+    demo.add_argument("--out", type=Path, default=Path("avseg-demo"))
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe")
+    demo.set_defaults(run=cmd_demo)
 
     synth = commands.add_parser("synth", help="write a synthetic dataset in an official layout")
     synth.add_argument("--layout", required=True, choices=LAYOUTS)
@@ -168,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    segment = commands.add_parser("segment", help="segment the sounding objects of video files")
+    segment.add_argument("videos", nargs="+", type=Path)
+    segment.add_argument("--model", required=True, type=Path, help="a trained model folder (runs/NAME/best)")
+    segment.add_argument("--out", required=True, type=Path)
+    segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound")
+    segment.add_argument("--window", type=int, default=5, help="seconds per model call")
+    segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
+    segment.set_defaults(run=cmd_segment)
     return parser
 
 

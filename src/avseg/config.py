@@ -28,7 +28,8 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     cues: str = "oracle"
-    """A cue cache written by ``avseg cues``, or ``oracle`` (the synthetic benchmark's visible objects)."""
+    """A cue cache written by ``avseg cues``, ``oracle`` (the synthetic benchmark's visible objects), or
+    ``none`` (every cue slot empty, on the synthetic benchmark: the cue-less ablation)."""
     sample_rate: int = 16000
     synthetic_videos: int = 0
     """If > 0 and ``root`` holds no dataset, write a synthetic one of this many videos there first."""

@@ -275,6 +275,7 @@ class VideoWriter:
         height: int,
         sample_rate: int | None = None,
         crf: int = 20,
+        audio_from: str | os.PathLike | None = None,
     ):
         self.path = Path(path)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
@@ -287,8 +288,15 @@ class VideoWriter:
         self._video.options = {"crf": str(crf), "preset": "veryfast"}
         self._audio = None
         self._audio_samples = 0
+        self._audio_source = None
         if sample_rate is not None:
             self._audio = self._container.add_stream("aac", rate=sample_rate, layout="mono")
+        elif audio_from is not None:
+            # The original audio track, copied packet by packet (no re-encoding).
+            self._audio_source = _open(audio_from)
+            if not self._audio_source.streams.audio:
+                raise MediaError(audio_from, "has no audio track to copy")
+            self._copied = self._container.add_stream_from_template(self._audio_source.streams.audio[0])
         self._closed = False
 
     def write_frame(self, image: np.ndarray) -> None:
@@ -313,6 +321,12 @@ class VideoWriter:
         self._container.mux(self._video.encode(None))
         if self._audio is not None:
             self._container.mux(self._audio.encode(None))
+        if self._audio_source is not None:
+            for packet in self._audio_source.demux(self._audio_source.streams.audio[0]):
+                if packet.dts is not None:
+                    packet.stream = self._copied
+                    self._container.mux(packet)
+            self._audio_source.close()
         self._container.close()
         os.replace(self._tmp, self.path)
 
@@ -320,6 +334,8 @@ class VideoWriter:
         if not self._closed:
             self._closed = True
             self._container.close()
+            if self._audio_source is not None:
+                self._audio_source.close()
             self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -38,7 +39,7 @@ from avseg.engine.checkpoint import latest_checkpoint, load_checkpoint, save_che
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips
 from avseg.errors import AvsegError
-from avseg.models.registry import build_system
+from avseg.models.registry import build_system, save_system_info
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,7 +101,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
     try:
         for epoch in range(progress["epoch"], settings.epochs):
             model.train()
-            bar = tqdm(total=len(task), desc=f"epoch {epoch + 1}/{settings.epochs}", disable=rank != 0, leave=False)
+            bar = tqdm(total=len(task), desc=f"epoch {epoch + 1}/{settings.epochs}", disable=rank != 0 or not sys.stderr.isatty(), leave=False)
             for step, clips in enumerate(task.batches(epoch)):
                 bar.update(1)
                 if step < progress["step_in_epoch"]:
@@ -141,6 +142,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                 if scores[key] > progress["best"]:
                     progress["best"] = scores[key]
                     model.save_pretrained(out / "best")
+                    save_system_info(out / "best", recipe)
                 log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}) + "\n")
                 log.flush()
                 save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
@@ -150,4 +152,5 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
             log.close()
     if rank == 0:
         model.save_pretrained(out / "final")
+        save_system_info(out / "final", recipe)
     return out

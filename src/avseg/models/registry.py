@@ -7,6 +7,7 @@ to train and evaluate it: its frozen encoders, its cues and its data task.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -57,13 +58,36 @@ def build_text_encoder(config: EncodersConfig):
     return TextEncoder.from_pretrained(name)
 
 
-def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | None = None) -> System:
+def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | None = None, cues=None) -> System:
     """The recipe's model (new, or the trained ``model``) with its encoders, cues and task."""
     if recipe.model == "teso":
         from avseg.models.teso.system import TeSOSystem
 
-        return TeSOSystem.from_recipe(recipe, model=model, num_classes=num_classes)
+        return TeSOSystem.from_recipe(recipe, model=model, num_classes=num_classes, cues=cues)
     raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso)")
+
+
+SYSTEM_FILE = "system.json"
+
+
+def save_system_info(folder: Path, recipe: Recipe) -> None:
+    """Record beside a saved model which frozen encoders it was trained with (``avseg segment`` reads it)."""
+    info = {"model": recipe.model, "encoders": dataclasses.asdict(recipe.encoders), "sample_rate": recipe.data.sample_rate}
+    (Path(folder) / SYSTEM_FILE).write_text(json.dumps(info, indent=1))
+
+
+def load_system(folder: str | Path, cues) -> tuple[System, dict[str, Any]]:
+    """A trained model folder with the encoders recorded in its ``system.json``, using ``cues``."""
+    from avseg.config import DataConfig
+
+    folder = Path(folder)
+    path = folder / SYSTEM_FILE
+    if not path.is_file():
+        raise AvsegError(f"{path}: missing file (model folders written by avseg train have it)")
+    info = json.loads(path.read_text())
+    recipe = Recipe(model=info["model"], encoders=EncodersConfig(**info["encoders"]), data=DataConfig(sample_rate=info["sample_rate"]))
+    model = load_model(folder)
+    return build_system(recipe, num_classes=model.config.num_classes, model=model, cues=cues), info
 
 
 def load_model(path: str | Path) -> torch.nn.Module:

@@ -148,7 +148,8 @@ class TeSOInputs:
         with torch.no_grad():
             embeddings = self.audio_encoder.embed(clip.waveform, clip.sample_rate, num_seconds).float()
         audio, audio_valid = audio_windows(embeddings, self.audio_window)
-        cues, cue_valid = self.cue_embeddings(list(frame_cues) + [[]] * (num_seconds - len(frame_cues)))
+        frame_cues = list(frame_cues)[:num_seconds]
+        cues, cue_valid = self.cue_embeddings(frame_cues + [[]] * (num_seconds - len(frame_cues)))
         levels = torch.from_numpy(level_db(clip.waveform, clip.sample_rate, num_seconds)).float()
         batch = FrameBatch(
             pixel_values=pixel_values(clip.frames, self.image_size),

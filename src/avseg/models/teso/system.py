@@ -57,8 +57,15 @@ class TeSOSystem:
         self.mute_probability = mute_probability
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, model: TeSO | None = None, num_classes: int = 2) -> TeSOSystem:
-        """Encoders and cues from the recipe; a new model unless ``model`` (a trained one) is given.
+    def from_recipe(
+        cls,
+        recipe: Recipe,
+        model: TeSO | None = None,
+        num_classes: int = 2,
+        cues: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    ) -> TeSOSystem:
+        """Encoders and cues from the recipe; a new model unless ``model`` (a trained one) is given,
+        and the recipe's cues unless ``cues`` are given (``avseg segment --cues``).
 
         InfoNCE needs sounding categories per frame; only the synthetic benchmark (``cues: oracle``)
         provides them here, so on other data the InfoNCE term is off.
@@ -77,9 +84,14 @@ class TeSOSystem:
                 f"but the model expects {config.text_dim} and {config.audio_dim}"
             )
         inputs = TeSOInputs(audio_encoder, text_encoder, config.text_dim, config.image_size, config.audio_window)
-        oracle = recipe.data.cues == "oracle"
-        cues = oracle_cues(recipe.data.root) if oracle else load_cues(recipe.data.cues)
-        labels = synthetic_sound_labels(recipe.data.root) if oracle else None
+        if cues is not None:
+            return cls(model, inputs, cues, None, recipe.train.mute_probability)
+        synthetic = recipe.data.cues in ("oracle", "none")
+        if recipe.data.cues == "none":  # the cue-less ablation: every cue slot empty
+            cues = {clip: [[] for _ in frames] for clip, frames in oracle_cues(recipe.data.root).items()}
+        else:
+            cues = oracle_cues(recipe.data.root) if synthetic else load_cues(recipe.data.cues)
+        labels = synthetic_sound_labels(recipe.data.root) if synthetic else None
         return cls(model, inputs, cues, labels, recipe.train.mute_probability)
 
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> TeSOTask:
