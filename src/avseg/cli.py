@@ -113,12 +113,12 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.engine.segment import fixed_cues, segment_video
     from avseg.engine.train import resolve_device
     from avseg.errors import ConfigError
-    from avseg.models.registry import load_system
+    from avseg.models.registry import load_system, read_system_info
 
     names = [n.strip() for n in (args.cues or "").split(",") if n.strip()]
-    system, info = load_system(args.model, cues={})
-    if info["model"] == "teso" and not names:
+    if read_system_info(args.model)["model"] == "teso" and not names:
         raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound)")
+    system, info = load_system(args.model, cues={})
     segmenter = system.segmenter(resolve_device(args.device))
     for video in args.videos:
         segmenter.cues = fixed_cues(names, Path(video).stem, args.window)

@@ -52,7 +52,11 @@ def minilm_offline_path() -> Path:
 
 
 def build_text_encoder(config: EncodersConfig):
+    from transformers.utils import logging as transformers_logging
+
     from avseg.encoders.text import TextEncoder
+
+    transformers_logging.disable_progress_bar()  # keep the CLI's output to our own lines
 
     name = str(minilm_offline_path()) if config.text == "minilm-offline" else config.text
     return TextEncoder.from_pretrained(name)
@@ -76,17 +80,23 @@ def save_system_info(folder: Path, recipe: Recipe) -> None:
     (Path(folder) / SYSTEM_FILE).write_text(json.dumps(info, indent=1))
 
 
+def read_system_info(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / SYSTEM_FILE
+    if not path.is_file():
+        raise AvsegError(f"{path}: missing file (model folders written by avseg train have it)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise AvsegError(f"{path}: invalid JSON") from None
+
+
 def load_system(folder: str | Path, cues) -> tuple[System, dict[str, Any]]:
     """A trained model folder with the encoders recorded in its ``system.json``, using ``cues``."""
     from avseg.config import DataConfig
 
-    folder = Path(folder)
-    path = folder / SYSTEM_FILE
-    if not path.is_file():
-        raise AvsegError(f"{path}: missing file (model folders written by avseg train have it)")
-    info = json.loads(path.read_text())
+    info = read_system_info(folder)
     recipe = Recipe(model=info["model"], encoders=EncodersConfig(**info["encoders"]), data=DataConfig(sample_rate=info["sample_rate"]))
-    model = load_model(folder)
+    model = load_model(Path(folder))
     return build_system(recipe, num_classes=model.config.num_classes, model=model, cues=cues), info
 
 

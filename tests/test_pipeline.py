@@ -1,0 +1,83 @@
+"""avseg segment / evaluate / demo end to end, on tiny models of the real classes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_video
+from PIL import Image
+
+from avseg.cli import main
+from avseg.config import load_recipe
+from avseg.engine.demo import DEMO_RECIPE
+from avseg.media import probe, read_audio
+from avseg.models.registry import save_system_info
+from avseg.models.teso import TeSO, TeSOConfig
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """An untrained tiny TeSO saved as avseg train saves it (weights + system.json)."""
+    folder = tmp_path_factory.mktemp("model") / "teso"
+    recipe = load_recipe(DEMO_RECIPE)
+    torch.manual_seed(0)
+    TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(folder)
+    save_system_info(folder, recipe)
+    return folder
+
+
+def test_segment_writes_masks_overlay_and_summary(tmp_path, model_dir, capsys):
+    video = make_video(tmp_path / "clip.mp4", seconds=7, fps=12, size=(80, 60), audio_rate=44100, layout="stereo")
+    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell, dog"]) == 0
+    out = tmp_path / "out" / "clip"
+    masks = sorted((out / "masks").iterdir())
+    assert [m.name for m in masks] == [f"{k:05d}.png" for k in range(7)]
+    first = np.asarray(Image.open(masks[0]))
+    assert first.shape == (60, 80) and set(np.unique(first)) <= {0, 255}
+    summary = json.loads((out / "summary.json").read_text())
+    assert [round(f["time"], 2) for f in summary["frames"]] == [round((int(k * 12 + 11.25)) / 12, 2) for k in range(7)]
+    assert all(0 <= f["mask_area"] <= 1 and 0 <= f["sounding_score"] <= 1 for f in summary["frames"])
+    info = probe(out / "overlay.mp4")
+    assert (info.width, info.height, info.fps, info.sample_rate, info.channels) == (80, 60, 12.0, 44100, 2)
+    original, _ = read_audio(video)
+    overlaid, _ = read_audio(out / "overlay.mp4")
+    np.testing.assert_array_equal(original, overlaid)  # the audio track is copied, not re-encoded
+    assert "overlay.mp4" in capsys.readouterr().out
+
+
+def test_segment_errors_are_one_line(tmp_path, model_dir):
+    video = make_video(tmp_path / "clip.mp4", seconds=2)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "avseg.cli", *map(str, a)], capture_output=True, text=True, timeout=300)  # noqa: E731
+    for result, fragment in (
+        (run("segment", video, "--model", model_dir, "--out", tmp_path / "o"), "TeSO segments with text cues"),
+        (run("segment", video, "--model", tmp_path, "--out", tmp_path / "o", "--cues", "x"), "system.json: missing file"),
+    ):
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_config_values_are_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train:\n  epochs: many\n")
+    result = subprocess.run([sys.executable, "-m", "avseg.cli", "train", str(tmp_path / "bad.yaml")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and result.stderr.strip() == f"avseg: error: {tmp_path / 'bad.yaml'}: train.epochs: expected int, got 'many'"
+    result = subprocess.run(
+        [sys.executable, "-m", "avseg.cli", "train", DEMO_RECIPE, "--set", "train.lrate=1"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0 and "train.lrate: unknown key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--set", "data.synthetic_videos=12", "--set", "train.epochs=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "| sounding clips | muted |" in printed and "overlay.mp4" in printed
+    assert (tmp_path / "demo" / "segment").is_dir()
+    run = tmp_path / "demo" / "runs" / "demo"
+    overrides = ["--set", f"data.root={tmp_path / 'demo' / 'data' / 'ms3'}"]
+    assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--perturb", "mute,wgn10,swap", "--out", str(tmp_path / "eval"), *overrides]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert set(report["results"]) == {"normal", "mute", "wgn10", "swap"}
+    assert report["official_batch_clips"] == 4 and "F_batch_independent" in report["results"]["normal"]
+    assert (tmp_path / "eval" / "drops.png").is_file() and "| mute |" in (tmp_path / "eval" / "report.md").read_text()
