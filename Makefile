@@ -15,11 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/avseg synth --layout ms3 --out demo_data --videos 20
-	$(BIN)/avseg check demo_data --layout ms3
+	HF_HUB_OFFLINE=1 $(BIN)/avseg demo
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) demo_data
+	rm -rf $(VENV) avseg-demo
