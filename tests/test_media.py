@@ -128,3 +128,23 @@ def test_audio_only_file_has_no_video(tmp_path):
     path = make_audio_file(tmp_path / "a.mka", 1.0, 16000)
     with pytest.raises(MediaError, match="a.mka: has no video stream"):
         read_frames(path)
+
+
+@pytest.mark.parametrize("rate,layout", [(44100, "stereo"), (8000, "5.1"), (16000, "mono")])
+def test_streamed_audio_windows_join_into_the_whole(tmp_path, rate, layout):
+    from avseg.media import iter_audio
+
+    path = make_audio_file(tmp_path / "a.mka", seconds=12.3, rate=rate, layout=layout)
+    whole, _ = read_audio(path, 16000)
+    windows = list(iter_audio(path, 16000, 5))
+    assert [len(w) for w in windows] == [80000, 80000, len(whole) - 160000]
+    np.testing.assert_array_equal(np.concatenate(windows), whole)
+
+
+def test_streamed_audio_of_a_silent_video(tmp_path):
+    from avseg.media import iter_audio
+
+    path = make_video(tmp_path / "v.mp4", seconds=3, audio_rate=None)
+    with pytest.raises(MediaError, match="has no audio track"):
+        list(iter_audio(path, 16000, 2))
+    assert [len(w) for w in iter_audio(path, 16000, 2, missing="silence")] == [32000, 16000]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from math import gcd
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -232,30 +233,93 @@ def read_audio(
     """
     with _open(path) as container:
         if not container.streams.audio:
-            if missing == "silence":
-                rate = sample_rate or 16000
-                duration = max(_stream_duration(container, s) for s in container.streams)
-                return np.zeros(int(round(duration * rate)), dtype=np.float32), rate
-            raise MediaError(path, "has no audio track")
-        stream = container.streams.audio[0]
-        native_rate = stream.codec_context.sample_rate
-        if not native_rate:
-            raise MediaError(path, "audio stream has no sample rate")
-        declared = _stream_duration(container, stream)
-        chunks = []
-        try:
-            for frame in container.decode(stream):
-                chunks.append(_audio_frame_to_float(frame).mean(axis=0))
-        except av.error.FFmpegError as exc:
-            raise MediaError(path, f"audio stream is corrupt ({_reason(exc)})") from None
+            rate = sample_rate or 16000
+            return _silence(container, path, missing, rate), rate
+        native_rate = _audio_rate(container, path)
+        chunks = list(_decode_mono(container, path))
     waveform = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    decoded = len(waveform) / native_rate
-    if declared and decoded < declared - _TRUNCATION_TOLERANCE_S:
-        raise MediaError(path, f"audio stream is truncated: decoded {decoded:.2f}s of {declared:.2f}s")
-    if not np.all(np.isfinite(waveform)):
-        raise MediaError(path, "audio contains NaN or infinite samples")
     rate = sample_rate or native_rate
     return resample(waveform, native_rate, rate), rate
+
+
+def iter_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    window_seconds: int,
+    missing: Literal["error", "silence"] = "error",
+) -> Iterator[np.ndarray]:
+    """Mono float32 audio at ``sample_rate`` in consecutive windows of ``window_seconds``, streamed.
+
+    Memory stays bounded by the window whatever the file's length. Each window
+    is resampled with a margin of context on both sides, starting on the
+    resampler's phase grid, so the windows join into :func:`read_audio`'s
+    output (to float rounding). The last window may be shorter.
+    """
+    with _open(path) as container:
+        if not container.streams.audio:
+            silence = _silence(container, path, missing, sample_rate)
+            for start in range(0, len(silence), window_seconds * sample_rate):
+                yield silence[start : start + window_seconds * sample_rate]
+            return
+        native_rate = _audio_rate(container, path)
+        common = gcd(native_rate, sample_rate)
+        up, down = sample_rate // common, native_rate // common
+        margin = down * -(-native_rate // (10 * down))  # >= 0.1 s, a whole number of phase periods
+        step = window_seconds * native_rate
+        if step % down:
+            raise ValueError(f"{window_seconds}s windows do not fall on the {native_rate}->{sample_rate} Hz phase grid")
+        buffer, buffer_start, position = np.zeros(0, dtype=np.float32), 0, 0
+
+        def window(end: int) -> np.ndarray:
+            low = max(0, position - margin)
+            chunk = buffer[low - buffer_start : end + margin - buffer_start]
+            out = resample(chunk, native_rate, sample_rate)
+            first = (position - low) * up // down
+            return out[first : first + (min(end, buffer_start + len(buffer)) - position) * up // down]
+
+        for chunk in _decode_mono(container, path):
+            buffer = np.concatenate([buffer, chunk])
+            while buffer_start + len(buffer) >= position + step + margin:
+                yield window(position + step)
+                position += step
+                keep = max(0, position - margin) - buffer_start
+                buffer, buffer_start = buffer[keep:], buffer_start + keep
+        while position < buffer_start + len(buffer):
+            yield window(position + step)
+            position += step
+
+
+def _audio_rate(container, path) -> int:
+    rate = container.streams.audio[0].codec_context.sample_rate
+    if not rate:
+        raise MediaError(path, "audio stream has no sample rate")
+    return rate
+
+
+def _silence(container, path, missing: str, rate: int) -> np.ndarray:
+    if missing != "silence":
+        raise MediaError(path, "has no audio track")
+    duration = max(_stream_duration(container, s) for s in container.streams)
+    return np.zeros(int(round(duration * rate)), dtype=np.float32)
+
+
+def _decode_mono(container, path) -> Iterator[np.ndarray]:
+    """Native-rate mono chunks of the first audio stream, checked for corruption, truncation and NaN."""
+    stream = container.streams.audio[0]
+    declared = _stream_duration(container, stream)
+    decoded = 0
+    try:
+        for frame in container.decode(stream):
+            mono = _audio_frame_to_float(frame).mean(axis=0)
+            if not np.all(np.isfinite(mono)):
+                raise MediaError(path, "audio contains NaN or infinite samples")
+            decoded += len(mono)
+            yield mono
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"audio stream is corrupt ({_reason(exc)})") from None
+    seconds = decoded / stream.codec_context.sample_rate
+    if declared and seconds < declared - _TRUNCATION_TOLERANCE_S:
+        raise MediaError(path, f"audio stream is truncated: decoded {seconds:.2f}s of {declared:.2f}s")
 
 
 class VideoWriter:

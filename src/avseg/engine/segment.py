@@ -9,10 +9,9 @@ For each video, into ``OUT/<video stem>/``:
 * ``summary.json``: per mask, its time, mask area (fraction of the frame)
   and sounding score (the highest foreground probability), plus the model.
 
-The video is decoded twice as a stream (sampled frames, then all frames for
-the overlay) and the model runs on windows of ``window`` seconds, so memory
-stays bounded whatever the length; only the mono model-rate waveform (64 KB
-per second at 16 kHz) is held whole.
+The video is decoded as streams (sampled frames and audio together, then all
+frames again for the overlay) and the model runs on windows of ``window``
+seconds, so memory stays bounded whatever the video's length.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
-from avseg.media import VideoWriter, iter_frames, probe, read_audio
+from avseg.media import VideoWriter, iter_audio, iter_frames, probe
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 
@@ -47,16 +46,15 @@ def segment_video(
     masks_dir = out / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
     info = probe(video)
-    waveform, rate = read_audio(video, sample_rate)
+    audio = iter_audio(video, sample_rate, window)
     rows: list[dict[str, float]] = []
     bar = tqdm(total=int(info.duration), desc=video.name, unit="s", disable=not progress)
 
     def flush(samples: list) -> None:
-        start = len(rows)
         clip = Clip(
             frames=np.stack([s.image for s in samples]),
-            waveform=waveform[start * rate : (start + len(samples)) * rate],
-            sample_rate=rate,
+            waveform=next(audio, np.zeros(0, dtype=np.float32)),
+            sample_rate=sample_rate,
             meta={"id": video.stem},
         )
         logits = segmenter.predict([clip])[0]
