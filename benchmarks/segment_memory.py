@@ -1,0 +1,102 @@
+"""``avseg segment`` throughput and peak memory against video length (720p, with audio).
+
+    python benchmarks/segment_memory.py [--minutes 1,3,10] [--fps 10] [--height 720]
+
+For each length it writes a synthetic 720p H.264/AAC video (moving shapes and
+a tone), then runs ``avseg segment`` on it with a tiny TeSO (untrained
+weights: the cost is the same) in a fresh process, and reports wall time,
+video seconds per second and that process's peak RSS. Memory must not grow
+with the length: the video and its audio are streamed in windows. It also
+checks that the overlay carries the original audio track.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from _common import machine, table
+
+from avseg.engine.demo import DEMO_RECIPE
+from avseg.config import load_recipe
+from avseg.media import probe
+from avseg.models.registry import save_system_info
+from avseg.models.teso import TeSO, TeSOConfig
+
+RUN = """
+import resource, sys
+from avseg.cli import main
+code = main(sys.argv[1:])
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def make_video(path: Path, minutes: float, fps: int, height: int) -> None:
+    width = height * 16 // 9
+    rate = 44100
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=Fraction(fps))
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"preset": "ultrafast"}
+        audio = container.add_stream("aac", rate=rate, layout="stereo")
+        y, x = np.mgrid[0:height, 0:width]
+        for i in range(int(minutes * 60 * fps)):
+            image = np.zeros((height, width, 3), np.uint8)
+            cx = (i * 7) % width
+            image[(x - cx) ** 2 + (y - height // 2) ** 2 < (height // 6) ** 2] = (200, 60, 60)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode(None))
+        samples = rate  # one second at a time
+        for second in range(int(minutes * 60)):
+            t = (np.arange(samples) + second * samples) / rate
+            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, second * samples
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", default="1,3,10")
+    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--height", type=int, default=720)
+    args = parser.parse_args()
+    print(machine())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = tmp / "model"
+        torch.manual_seed(0)
+        TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(model)
+        save_system_info(model, load_recipe(DEMO_RECIPE))
+        for minutes in [float(m) for m in args.minutes.split(",")]:
+            video = tmp / f"video_{minutes:g}min.mp4"
+            make_video(video, minutes, args.fps, args.height)
+            started = time.perf_counter()
+            command = [sys.executable, "-c", RUN, "segment", str(video), "--model", str(model), "--out", str(tmp / "out"), "--cues", "ball"]
+            result = subprocess.run(command, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", **__import__("os").environ})
+            seconds = time.perf_counter() - started
+            if result.returncode != 0:
+                raise SystemExit(result.stderr[-2000:])
+            peak = int(next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")))
+            out = tmp / "out" / video.stem
+            overlay = probe(out / "overlay.mp4")
+            masks = len(json.loads((out / "summary.json").read_text())["frames"])
+            rows.append([f"{minutes:g} min", f"{args.height}p @ {args.fps} fps", masks, f"{seconds:.0f}", f"{minutes * 60 / seconds:.2f}", f"{peak / 1024:.0f}", overlay.has_audio and overlay.sample_rate == 44100])
+            video.unlink()
+    print(table(["video", "format", "masks", "wall s", "video s per s", "peak RSS MiB", "overlay has the audio"], rows))
+
+
+if __name__ == "__main__":
+    main()
