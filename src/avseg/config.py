@@ -65,6 +65,8 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False
     eval_batch_clips: int = 4
+    tensorboard: bool = False
+    """Also log to TensorBoard (``OUT/tensorboard``); needs the ``tensorboard`` package."""
 
 
 @dataclass

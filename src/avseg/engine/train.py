@@ -57,6 +57,14 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise AvsegError("train.tensorboard: install the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
 def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) -> Path:
     """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks)."""
     rank, world = _distributed()
@@ -96,8 +104,9 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
         progress = load_checkpoint(found, model, optimizer, scheduler)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16 else nullcontext()
-    shards = max(world, settings.micro_batches)
+    micro_batches = settings.micro_batches  # per process (1 under torchrun, see above)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    board = _tensorboard(out) if rank == 0 and settings.tensorboard else None
     try:
         for epoch in range(progress["epoch"], settings.epochs):
             model.train()
@@ -106,8 +115,8 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                 bar.update(1)
                 if step < progress["step_in_epoch"]:
                     continue  # replaying a resumed epoch up to its checkpoint
-                mine = range(rank, len(clips), world) if world > 1 else range(len(clips))
-                micro = [[clips[i] for i in mine][k::shards // world] for k in range(shards // world)]
+                local = clips[rank::world]
+                micro = [local[k::micro_batches] for k in range(micro_batches)]
                 optimizer.zero_grad(set_to_none=True)
                 logged: dict[str, float] = {}
                 for index, part in enumerate(micro):
@@ -120,15 +129,18 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                         losses = task.loss(part, device, forward)
                     if not torch.isfinite(losses["total"]):
                         raise AvsegError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss is {losses['total'].item()}")
-                    (losses["total"] / (shards // world)).backward()
+                    (losses["total"] / micro_batches).backward()
                     for name, value in losses.items():
-                        logged[name] = logged.get(name, 0.0) + value.item() / (shards // world)
+                        logged[name] = logged.get(name, 0.0) + value.item() / micro_batches
                 optimizer.step()
                 scheduler.step()
                 progress.update(step_in_epoch=step + 1, global_step=progress["global_step"] + 1)
                 bar.set_postfix(loss=f"{logged['total']:.3f}")
                 if log is not None:
                     log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": scheduler.get_last_lr()[0], **logged}) + "\n")
+                if board is not None:
+                    for name, value in logged.items():
+                        board.add_scalar(f"train/{name}", value, progress["global_step"])
                 if rank == 0 and progress["global_step"] % settings.checkpoint_every == 0:
                     save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
                 if max_steps is not None and progress["global_step"] >= max_steps:
@@ -144,12 +156,16 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                     model.save_pretrained(out / "best")
                     save_system_info(out / "best", recipe)
                 log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}) + "\n")
+                if board is not None:
+                    board.add_scalar(f"val/{key}", scores[key], progress["global_step"])
                 log.flush()
                 save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
                 print(f"epoch {epoch + 1}/{settings.epochs}: val {key} {scores[key]:.4f} (best {progress['best']:.4f})", flush=True)
     finally:
         if log is not None:
             log.close()
+        if board is not None:
+            board.close()
     if rank == 0:
         model.save_pretrained(out / "final")
         save_system_info(out / "final", recipe)
