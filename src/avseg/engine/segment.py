@@ -101,7 +101,15 @@ def write_overlay(video: Path, masks_dir: Path, path: Path, fps: float, num_mask
                 mask = np.asarray(Image.open(masks_dir / f"{second:05d}.png")) > 0
             image = frame.image.astype(np.float32)
             image[mask] = (1 - alpha) * image[mask] + alpha * OVERLAY_COLOUR
+            image[_outline(mask)] = 255.0  # visible whatever the object's own colour
             writer.write_frame(image.astype(np.uint8))
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask."""
+    padded = np.pad(mask, 1)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior
 
 
 def fixed_cues(names: Sequence[str], clip_id: str, seconds: int) -> dict[str, list[list[str]]]:
