@@ -186,3 +186,31 @@ def test_segmenter_requires_cues(synthetic):
     clip = MS3(synthetic / "ms3", "test")[0]
     with pytest.raises(AvsegError, match="no text cues for clip"):
         TeSOSegmenter(TeSO(config), inputs, {}).predict([clip])
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(3)
+    model = TeSO(dataclasses.replace(TeSOConfig.tiny(), train_mask2former=False)).train()
+    with torch.no_grad():
+        for adapter in model.visual_adapters.adapters:
+            adapter.up.weight.normal_(0, 0.05)
+    masks = binary_targets(4)
+    mask_labels, class_labels = matched_targets(masks, 64)
+    gradients = []
+    for checkpointing in (False, True):
+        model.activation_checkpointing = checkpointing
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the matched loss samples random points
+        outputs = model(**frame_inputs())
+        model.loss(outputs, mask_labels, class_labels, masks.flatten(1).any(1))["total"].backward()
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys() and any(k.startswith("visual_adapters") for k in gradients[0])
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[0][name], gradients[1][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_corrupt_weights_file_is_a_one_line_error(tmp_path, frozen_model):
+    folder = frozen_model.save_pretrained(tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(AvsegError, match="model.safetensors: unreadable weights file"):
+        TeSO.from_pretrained(folder)

@@ -64,6 +64,8 @@ class TrainConfig:
     """Steps between checkpoints (one is also written at the end of every epoch)."""
     device: str = "auto"
     bf16: bool = False
+    activation_checkpointing: bool = False
+    """Recompute the frozen visual encoder's activations in the backward pass (saves memory on GPUs)."""
     eval_batch_clips: int = 4
     tensorboard: bool = False
     """Also log to TensorBoard (``OUT/tensorboard``); needs the ``tensorboard`` package."""

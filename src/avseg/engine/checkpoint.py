@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from avseg.errors import AvsegError
@@ -107,6 +108,6 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer, schedul
         torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_cpu"])
     except AvsegError:
         raise
-    except (RuntimeError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+    except (RuntimeError, OSError, KeyError, ValueError, json.JSONDecodeError, SafetensorError) as exc:
         raise AvsegError(f"{path}: cannot resume from this checkpoint ({' '.join(str(exc).split())[:200]})") from None
     return trainer["progress"]

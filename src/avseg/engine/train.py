@@ -89,6 +89,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
     val_clips = open_split(recipe.data, recipe.data.val_split)
     system = build_system(recipe, num_classes=train_clips.num_classes)
     model = system.model.to(device)
+    model.activation_checkpointing = settings.activation_checkpointing
     task = system.task(list(train_clips), settings.batch_clips, settings.seed)
     # Some backbone parameters (e.g. unused feature levels) never receive gradients.
     forward = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 
@@ -153,6 +155,9 @@ class TeSO(nn.Module):
         self.visual_adapters = AdapterInjection(swin_blocks, [b.layernorm_before.normalized_shape[0] for b in swin_blocks], condition_dim, bottleneck)
         self.pixel_adapters = AdapterInjection(pixel_layers, [m2f.feature_size] * len(pixel_layers), condition_dim, bottleneck)
         self.decoder_adapters = AdapterInjection(decoder_layers, [dim] * len(decoder_layers), condition_dim, bottleneck, batch_dim=1)
+        self.activation_checkpointing = False
+        """Recompute the visual encoder and pixel decoder in the backward pass instead of keeping
+        their activations (gradients still flow through them to the adapters)."""
 
     def forward(
         self,
@@ -168,8 +173,10 @@ class TeSO(nn.Module):
         sounding = audio_level_db > self.config.silence_db
         condition = self._adapter_condition(semantics, sounding)
 
-        with self.visual_adapters.conditioned(condition), self.pixel_adapters.conditioned(condition):
-            pixels = self.mask2former.model.pixel_level_module(pixel_values)
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            pixels = checkpoint(self._pixel_features, pixel_values, condition, use_reentrant=False)
+        else:
+            pixels = self._pixel_features(pixel_values, condition)
         queries = self.mask2former.model.transformer_module.queries_features.weight
         queries = self.pmqs(queries.expand(len(pixel_values), -1, -1), semantics.tokens, semantics.keep, semantics.audio_embedding, sounding)
         with self.decoder_adapters.conditioned(condition):
@@ -179,6 +186,15 @@ class TeSO(nn.Module):
         mask_logits = list(decoded.masks_queries_logits)
         auxiliary = [{"class_queries_logits": c, "masks_queries_logits": m} for c, m in zip(class_logits[:-1], mask_logits[:-1])]
         return TeSOOutput(class_logits[-1], mask_logits[-1], auxiliary, semantics)
+
+    def _pixel_features(self, pixel_values: torch.Tensor, condition: torch.Tensor):
+        """Swin and the pixel decoder, with their adapters conditioned on ``condition``.
+
+        One function, so activation checkpointing can recompute it whole in the backward
+        pass (the adapters' conditioning is re-entered there too).
+        """
+        with self.visual_adapters.conditioned(condition), self.pixel_adapters.conditioned(condition):
+            return self.mask2former.model.pixel_level_module(pixel_values)
 
     def _adapter_condition(self, semantics: SeDAMOutput, sounding: torch.Tensor) -> torch.Tensor:
         """``[own audio token ; mean of the kept cue tokens]``, all zero on a silent frame."""
@@ -266,11 +282,15 @@ class TeSO(nn.Module):
         if config.pop("model", None) != "teso":
             raise AvsegError(f"{folder / 'config.json'}: not a TeSO model")
         model = cls(TeSOConfig(**config))
+        weights = folder / "model.safetensors"
         try:
-            model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-        except (RuntimeError, OSError) as exc:
-            detail = " ".join(str(exc).split())[:300]
-            raise AvsegError(f"{folder / 'model.safetensors'}: does not match the TeSO config ({detail})") from None
+            state = load_file(str(weights))
+        except (OSError, SafetensorError) as exc:
+            raise AvsegError(f"{weights}: unreadable weights file ({' '.join(str(exc).split())[:200]})") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise AvsegError(f"{weights}: does not match the TeSO config ({' '.join(str(exc).split())[:300]})") from None
         return model
 
 
