@@ -59,6 +59,19 @@ def test_segment_errors_are_one_line(tmp_path, model_dir):
         assert fragment in result.stderr and "Traceback" not in result.stderr
 
 
+def test_unreadable_checkpoints_are_one_line(tmp_path, model_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 10)
+    for checkpoint, fragment in ((tmp_path / "nowhere", "config.json: missing file"), (broken, "unreadable weights file")):
+        command = [sys.executable, "-m", "avseg.cli", "evaluate", DEMO_RECIPE, "--checkpoint", str(checkpoint), "--set", f"data.root={tmp_path}/d"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert fragment in result.stderr
+
+
 def test_bad_config_values_are_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text("train:\n  epochs: many\n")
     result = subprocess.run([sys.executable, "-m", "avseg.cli", "train", str(tmp_path / "bad.yaml")], capture_output=True, text=True, timeout=300)

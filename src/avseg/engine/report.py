@@ -24,9 +24,9 @@ from avseg.models.registry import build_system, load_model
 
 def evaluate_recipe(recipe: Recipe, checkpoint: Path, split: str | None, perturb: str, out: Path | None) -> str:
     split = split or recipe.data.test_split
+    model = load_model(checkpoint)
     prepare_dataset(recipe.data)
     clips = open_split(recipe.data, split)
-    model = load_model(checkpoint)
     system = build_system(recipe, num_classes=clips.num_classes, model=model)
     segmenter = system.segmenter(resolve_device(recipe.train.device))
     batch = recipe.train.eval_batch_clips
