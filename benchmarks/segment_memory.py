@@ -42,7 +42,7 @@ sys.exit(code)
 
 
 def make_video(path: Path, minutes: float, fps: int, height: int) -> None:
-    width = height * 16 // 9
+    width = height * 16 // 9 // 2 * 2
     rate = 44100
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=Fraction(fps))
