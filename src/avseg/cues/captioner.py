@@ -76,14 +76,10 @@ class Captioner:
         ``dtype`` to float16 on CUDA, float32 on CPU."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
-        try:
-            processor = AutoProcessor.from_pretrained(name_or_path)
-            model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{name_or_path}: cannot load an image captioner: {exc}") from exc
-        return cls(model.to(device), processor, str(name_or_path), prompt, max_new_tokens)
+        processor, model = load_frozen(
+            name_or_path, AutoProcessor, AutoModelForImageTextToText, device, dtype, torch.float16, "an image captioner"
+        )
+        return cls(model, processor, str(name_or_path), prompt, max_new_tokens)
 
     def identity(self) -> dict[str, Any]:
         """What determines the captions, recorded in cue caches so that runs with another captioner are not mixed."""
@@ -124,3 +120,16 @@ def _to_model(value: Any, model: Any) -> Any:
     if not isinstance(value, torch.Tensor):
         return value
     return value.to(model.device, model.dtype) if value.is_floating_point() else value.to(model.device)
+
+
+def load_frozen(name_or_path, preprocessor_class, model_class, device, dtype, cuda_dtype, what: str):
+    """``(preprocessor, model on device)`` from a hub name or folder; ``device`` defaults to CUDA when
+    there is one, ``dtype`` to ``cuda_dtype`` on CUDA and float32 on CPU."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (cuda_dtype if device.startswith("cuda") else torch.float32)
+    try:
+        preprocessor = preprocessor_class.from_pretrained(name_or_path)
+        model = model_class.from_pretrained(name_or_path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{name_or_path}: cannot load {what}: {exc}") from exc
+    return preprocessor, model.to(device)

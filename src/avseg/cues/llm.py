@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from avseg.cues.captioner import greedy_config
+from avseg.cues.captioner import greedy_config, load_frozen
 from avseg.errors import ConfigError
 
 DEFAULT_LLM = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -67,14 +67,10 @@ class CueLLM:
         ``dtype`` to bfloat16 on CUDA, float32 on CPU."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{name_or_path}: cannot load a language model: {exc}") from exc
-        return cls(model.to(device), tokenizer, str(name_or_path), max_new_tokens)
+        tokenizer, model = load_frozen(
+            name_or_path, AutoTokenizer, AutoModelForCausalLM, device, dtype, torch.bfloat16, "a language model"
+        )
+        return cls(model, tokenizer, str(name_or_path), max_new_tokens)
 
     def identity(self) -> dict[str, Any]:
         """What determines the answers, recorded in cue caches so that runs with another LLM are not mixed."""
