@@ -72,6 +72,16 @@ def test_unreadable_checkpoints_are_one_line(tmp_path, model_dir):
         assert fragment in result.stderr
 
 
+def test_segment_too_short_a_video(tmp_path, model_dir):
+    video = make_video(tmp_path / "blip.mp4", seconds=0.5, fps=10)
+    result = subprocess.run(
+        [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0 and "blip.mp4: is shorter than its first sampling instant" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_bad_config_values_are_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text("train:\n  epochs: many\n")
     result = subprocess.run([sys.executable, "-m", "avseg.cli", "train", str(tmp_path / "bad.yaml")], capture_output=True, text=True, timeout=300)

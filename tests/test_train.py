@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -94,10 +95,11 @@ def test_torchrun_two_processes_equal_one_process_with_two_micro_batches(tmp_pat
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = train(recipe(tmp_path, "single", "train.epochs=1", "train.micro_batches=2"))
+        # 11 videos give 7 training clips: the last batch of 1 clip cannot be split in two and is dropped.
+        single = train(recipe(tmp_path, "single", "train.epochs=1", "train.micro_batches=2", "data.synthetic_videos=11"))
     finally:
         torch.set_num_threads(threads)
-    overrides = [f"data.root={tmp_path / 'ms3'}", "data.synthetic_videos=10", "data.synthetic_size=48", "model_config.image_size=48",
+    overrides = [f"data.root={tmp_path / 'ms3'}", "data.synthetic_videos=11", "data.synthetic_size=48", "model_config.image_size=48",
                  f"output={tmp_path / 'runs'}", "name=ddp", "train.epochs=1", "train.batch_clips=2", "train.checkpoint_every=2",
                  "train.mute_probability=0.3"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "avseg.cli", "train", RECIPE]
@@ -107,3 +109,28 @@ def test_torchrun_two_processes_equal_one_process_with_two_micro_batches(tmp_pat
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_weights(weights(single / "final"), weights(tmp_path / "runs" / "ddp" / "final"), atol=1e-6)
+
+
+def test_checkpoint_names_are_never_reused(tmp_path):
+    from avseg.engine.checkpoint import save_checkpoint
+    from avseg.models.teso import TeSO, TeSOConfig
+
+    model = TeSO(TeSOConfig.tiny())
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    folder = tmp_path / "checkpoints"
+    names = []
+    for progress in ({"step_in_epoch": 2}, {"step_in_epoch": 0}, {"step_in_epoch": 0}):
+        saved = save_checkpoint(folder, model, optimizer, scheduler, {"epoch": 1, "global_step": 6, "best": 0.0, **progress})
+        names.append(saved.name)
+        assert latest_checkpoint(folder) == saved
+    assert names == ["step-00000006", "step-00000006-end", "step-00000006-end-1"]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["step-00000006-end", "step-00000006-end-1"]
+
+
+def test_resume_drops_log_lines_after_the_checkpoint(tmp_path):
+    interrupted = recipe(tmp_path, "log")
+    train(interrupted, max_steps=5)
+    train(interrupted, resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "runs" / "log" / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
+    assert steps == sorted(set(steps)) == list(range(1, 7))

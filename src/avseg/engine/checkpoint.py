@@ -65,7 +65,12 @@ def save_checkpoint(
 ) -> Path:
     """Write ``folder/step-<global step>`` atomically and point ``folder/latest`` at it."""
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"step-{progress['global_step']:08d}"
+    # Names are never reused, so the checkpoint `latest` points to is never deleted or overwritten
+    # (an epoch-end checkpoint can share its step with a mid-epoch one, and a resumed run replays steps).
+    base = f"step-{progress['global_step']:08d}" + ("-end" if progress["step_in_epoch"] == 0 else "")
+    name, copy = base, 1
+    while (folder / name).exists():
+        name, copy = f"{base}-{copy}", copy + 1
     temporary = folder / f".{name}.partial"
     shutil.rmtree(temporary, ignore_errors=True)
     model.save_pretrained(temporary)
@@ -74,11 +79,11 @@ def save_checkpoint(
     save_file({"torch_cpu": torch.get_rng_state()}, str(temporary / "rng.safetensors"))
     _write_json(temporary / "trainer.json", {"progress": progress, "param_groups": groups, "scheduler": scheduler.state_dict()})
     final = folder / name
-    shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
     _write_json(folder / LATEST, {"checkpoint": name})
-    for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in sorted((p for p in folder.glob("step-*") if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)[:-keep]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
+from avseg.errors import MediaError
 from avseg.media import VideoWriter, iter_audio, iter_frames, probe
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
@@ -66,7 +67,7 @@ def segment_video(
     info = probe(video)
     audio = iter_audio(video, sample_rate, window)
     rows: list[dict[str, float]] = []
-    bar = tqdm(total=int(info.duration), desc=video.name, unit="s", disable=not progress)
+    bar = tqdm(total=int(info.duration), desc=video.name, unit="s", disable=None if progress else True)  # None: only on a TTY
 
     def flush(samples: list) -> None:
         clip = Clip(
@@ -92,6 +93,8 @@ def segment_video(
     if buffer:
         flush(buffer)
     bar.close()
+    if not rows:
+        raise MediaError(video, "is shorter than its first sampling instant (15/16 of a second); nothing to segment")
 
     write_overlay(video, masks_dir, out / "overlay.mp4", info.fps, len(rows))
     summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}

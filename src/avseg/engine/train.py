@@ -10,7 +10,7 @@ so ``--resume`` replays the interrupted epoch up to the saved step and the
 run ends with exactly the weights an uninterrupted run would have.
 
 Under torchrun each process takes every ``world_size``-th clip of each batch
-(its micro-batch) and DDP averages the gradients; a single process with
+(its micro-batch; a last batch with fewer clips than processes is dropped) and DDP averages the gradients; a single process with
 ``train.micro_batches = world_size`` accumulates the same micro-batches, so
 both runs compute the same update. Randomness inside the loss (Mask2Former's
 point sampling) is seeded per step and micro-batch for the same reason.
@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        # Process 0 validates while the others wait at a barrier: allow for a long validation.
+        torch.distributed.init_process_group(backend, timeout=timedelta(hours=2))
     rank = torch.distributed.get_rank() if world > 1 else 0
     return rank, world
 
@@ -65,12 +67,26 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
+def _truncate_log(path: Path, progress: dict[str, Any]) -> None:
+    """Drop log lines written after the checkpoint a run resumes from (they will be written again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if ("step" in entry and entry["step"] <= progress["global_step"]) or ("val" in entry and entry["epoch"] <= progress["epoch"]):
+            kept.append(line)
+    path.write_text("".join(f"{line}\n" for line in kept))
+
+
 def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) -> Path:
     """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks)."""
     rank, world = _distributed()
     settings = recipe.train
     if settings.micro_batches > 1 and world > 1:
         raise AvsegError("train.micro_batches: use either several processes or micro-batches, not both")
+    if settings.batch_clips < world * settings.micro_batches:
+        raise AvsegError(f"train.batch_clips: {settings.batch_clips} clips cannot be split over {world * settings.micro_batches} processes / micro-batches")
     device = resolve_device(settings.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -103,6 +119,8 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
         if found is None:
             raise AvsegError(f"{checkpoints}: no checkpoint to resume from")
         progress = load_checkpoint(found, model, optimizer, scheduler)
+        if rank == 0:
+            _truncate_log(out / "metrics.jsonl", progress)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16 else nullcontext()
     micro_batches = settings.micro_batches  # per process (1 under torchrun, see above)
@@ -116,13 +134,13 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                 bar.update(1)
                 if step < progress["step_in_epoch"]:
                     continue  # replaying a resumed epoch up to its checkpoint
+                if len(clips) < world * micro_batches:
+                    continue  # a last batch too small to give every process and micro-batch a clip is dropped
                 local = clips[rank::world]
                 micro = [local[k::micro_batches] for k in range(micro_batches)]
                 optimizer.zero_grad(set_to_none=True)
                 logged: dict[str, float] = {}
                 for index, part in enumerate(micro):
-                    if not part:
-                        continue
                     # The matched loss samples random points: seed them by (step, micro-batch), so a
                     # micro-batch gets the same points in whichever process computes it.
                     torch.manual_seed(settings.seed + 1_000_003 * (progress["global_step"] + 1) + rank + index)
@@ -162,6 +180,8 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                 log.flush()
                 save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
                 print(f"epoch {epoch + 1}/{settings.epochs}: val {key} {scores[key]:.4f} (best {progress['best']:.4f})", flush=True)
+            if world > 1:
+                torch.distributed.barrier()
     finally:
         if log is not None:
             log.close()
