@@ -196,9 +196,23 @@ def test_missing_frame_names_the_file(synthetic, tmp_path):
         dataset.check()
 
 
+def test_s4_columns_by_position_as_the_official_loader(synthetic, tmp_path):
+    import shutil
+
+    shutil.copytree(synthetic / "s4", tmp_path / "s4")
+    csv_path = tmp_path / "s4" / "s4_meta_data.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(["vid,start_sec,label,split", *lines[1:]]) + "\n")
+    clips = S4(tmp_path / "s4", "test")
+    assert len(clips) == len(S4(synthetic / "s4", "test")) and clips[0].meta["category"] == S4(synthetic / "s4", "test")[0].meta["category"]
+
+
 def test_missing_column_and_bad_split(synthetic, tmp_path):
-    (tmp_path / "s4_meta_data.csv").write_text("name,start,split\nx,0,train\n")
-    with pytest.raises(DatasetError, match=r"s4_meta_data.csv: missing column\(s\) category"):
+    (tmp_path / "s4_meta_data.csv").write_text("name,start,category\nx,0,dog\n")
+    with pytest.raises(DatasetError, match=r"s4_meta_data.csv: missing column\(s\) split"):
+        S4(tmp_path, "train")
+    (tmp_path / "s4_meta_data.csv").write_text("name,split\nx,train\n")
+    with pytest.raises(DatasetError, match=r"s4_meta_data.csv: missing column 3 \(category\)"):
         S4(tmp_path, "train")
     with pytest.raises(ConfigError, match="unknown split 'test_n'"):
         S4(synthetic / "s4", "test_n")

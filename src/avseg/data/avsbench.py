@@ -3,10 +3,12 @@
 Layouts and annotation rules are the official ones:
 
 * **S4** (``Single-source/``): ``s4_meta_data.csv`` (``name, start, category,
-  split``); ``s4_data/visual_frames/{split}/{category}/{name}/{name}_{1..5}.png``,
+  split``; as in the official loader, name and category are taken by position
+  and split by its header); ``s4_data/visual_frames/{split}/{category}/{name}/{name}_{1..5}.png``,
   ``s4_data/gt_masks/...`` alike, ``s4_data/audio_wav/{split}/{category}/{name}.wav``.
   Train clips carry only mask 1 (the first frame); val and test carry 5.
-* **MS3** (``Multi-sources/``): ``ms3_meta_data.csv`` (``name, split``); frames at
+* **MS3** (``Multi-sources/``): ``ms3_meta_data.csv`` (``name, split``; the
+  name by position, the split by its header); frames at
   ``ms3_data/visual_frames/{name}/{name}.mp4_{1..5}.png`` (no split folder, and
   the ``.mp4_`` is really in the file names), masks at
   ``ms3_data/gt_masks/{split}/{name}/{name}_{1..5}.png``, audio at
@@ -69,7 +71,8 @@ class S4(ClipReader):
         return _find_root(root, cls.meta_file, "Single-source")
 
     def read_records(self) -> list[ClipRecord]:
-        rows = read_csv(self.root / self.meta_file, ["name", "category", "split"])
+        # The official loader reads name and category by position (0 and 2), split by name.
+        rows = read_csv(self.root / self.meta_file, ["name", "category", "split"], positions={"name": 0, "category": 2})
         return [self.record(self.root, row) for row in rows]
 
     @staticmethod
@@ -100,7 +103,7 @@ class MS3(ClipReader):
         return _find_root(root, cls.meta_file, "Multi-sources")
 
     def read_records(self) -> list[ClipRecord]:
-        rows = read_csv(self.root / self.meta_file, ["name", "split"])
+        rows = read_csv(self.root / self.meta_file, ["name", "split"], positions={"name": 0})
         return [self.record(self.root, row) for row in rows]
 
     @staticmethod

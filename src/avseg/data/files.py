@@ -89,13 +89,24 @@ def read_color_mask(path: Path, palette: np.ndarray, size: tuple[int, int] | Non
     return np.where(found, order[position], 0).astype(np.uint8)
 
 
-def read_csv(path: Path, columns: Sequence[str], delimiter: str = ",") -> list[dict[str, str]]:
-    """Rows of a csv with a header, checking that every required column is present."""
+def read_csv(
+    path: Path, columns: Sequence[str], delimiter: str = ",", positions: dict[str, int] | None = None
+) -> list[dict[str, str]]:
+    """Rows of a csv with a header, checking that every required column is present.
+
+    ``positions`` names columns by their position instead (``{"name": 0}``), as
+    some official loaders read them, whatever their header says.
+    """
     require_file(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             header = [name.strip() for name in (reader.fieldnames or [])]
+            for name, index in (positions or {}).items():
+                if index >= len(header):
+                    raise DatasetError(path, f"missing column {index + 1} ({name}); the header has {len(header)} columns")
+                header[index] = name
+            reader.fieldnames = header
             missing = [name for name in columns if name not in header]
             if missing:
                 raise DatasetError(path, f"missing column(s) {', '.join(missing)} (has: {', '.join(header) or 'nothing'})")
