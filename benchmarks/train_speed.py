@@ -63,7 +63,7 @@ def main() -> None:
     rows = []
     for device, bf16 in configurations:
         rates = measure(device, bf16, args.steps)
-        rows.append([f"tiny TeSO, 4 clips x 5 frames, 64x64", device, "bf16" if bf16 else "fp32", spread(rates)])
+        rows.append(["tiny TeSO, 4 clips x 5 frames, 64x64", device, "bf16" if bf16 else "fp32", spread(rates)])
     print(table(["configuration", "device", "precision", "steps/s, median (min-max)"], rows))
 
 

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from avseg import __version__
-from avseg.engine.data import reader_class
+from avseg.engine.data import LAYOUTS, reader_class
 from avseg.errors import AvsegError
 
-LAYOUTS = ("s4", "ms3", "avss", "refavs")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:

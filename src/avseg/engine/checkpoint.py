@@ -103,10 +103,8 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG in place; returns the saved progress counters."""
-    from avseg.models.registry import load_model
-
     try:
-        model.load_state_dict(load_model(path).state_dict(), strict=True)
+        model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
         trainer = json.loads((path / "trainer.json").read_text())
         restore_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), trainer["param_groups"])
         scheduler.load_state_dict(trainer["scheduler"])

@@ -8,12 +8,15 @@ from avseg.config import DataConfig
 from avseg.data.reader import ClipReader
 
 
+LAYOUTS = ("s4", "ms3", "avss", "refavs")
+
+
 def reader_class(layout: str) -> type[ClipReader]:
     from avseg.data.avsbench import AVSS, MS3, S4
     from avseg.data.refavs import RefAVS
     from avseg.errors import ConfigError
 
-    readers = {"s4": S4, "ms3": MS3, "avss": AVSS, "refavs": RefAVS}
+    readers = dict(zip(LAYOUTS, (S4, MS3, AVSS, RefAVS)))
     if layout not in readers:
         raise ConfigError(f"data.layout: unknown layout {layout!r} (use {', '.join(readers)})")
     return readers[layout]

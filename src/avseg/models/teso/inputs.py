@@ -20,6 +20,7 @@ Per frame ``t``:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -124,6 +125,7 @@ class TeSOInputs:
         self.audio_window = audio_window
         self.max_cues = max_cues
         self._cue_cache: dict[str, torch.Tensor] = {}
+        self._audio_cache: dict[tuple[str, int, int], torch.Tensor] = {}
 
     def cue_embeddings(self, frame_cues: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame cue names -> ``(T, K, D)`` embeddings and ``(T, K)`` validity."""
@@ -141,12 +143,20 @@ class TeSOInputs:
                 embeddings[t, k], valid[t, k] = self._cue_cache[name], True
         return embeddings, valid
 
+    def audio_embeddings(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor:
+        """``(T, D)`` per-second embeddings, computed once per distinct waveform (validation runs every
+        epoch on the same clips; perturbed audio hashes differently)."""
+        key = (hashlib.sha1(np.ascontiguousarray(waveform).tobytes()).hexdigest(), sample_rate, num_seconds)
+        if key not in self._audio_cache:
+            with torch.no_grad():
+                self._audio_cache[key] = self.audio_encoder.embed(waveform, sample_rate, num_seconds).float()
+        return self._audio_cache[key]
+
     def frames(self, clip: Clip, frame_cues: Sequence[Sequence[str]], sound_labels: torch.Tensor | None = None) -> FrameBatch:
         """The valid frames of ``clip`` as rows; ``frame_cues`` has one list of names per frame."""
         keep = torch.from_numpy(clip.frame_valid)
         num_seconds = clip.num_frames
-        with torch.no_grad():
-            embeddings = self.audio_encoder.embed(clip.waveform, clip.sample_rate, num_seconds).float()
+        embeddings = self.audio_embeddings(clip.waveform, clip.sample_rate, num_seconds)
         audio, audio_valid = audio_windows(embeddings, self.audio_window)
         frame_cues = list(frame_cues)[:num_seconds]
         cues, cue_valid = self.cue_embeddings(frame_cues + [[]] * (num_seconds - len(frame_cues)))

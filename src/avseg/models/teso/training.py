@@ -46,7 +46,7 @@ class TeSOTask:
         ]
         self.rows = [rows.select(rows.mask_valid) for rows in self.rows]
         num_seconds = max(len(r) for r in self.rows)
-        silent = inputs.audio_encoder.embed(np.zeros(16000 * num_seconds, np.float32), 16000, num_seconds).float()
+        silent = inputs.audio_embeddings(np.zeros(16000 * num_seconds, np.float32), 16000, num_seconds)
         self._silent_audio = audio_windows(silent, inputs.audio_window)[0]
 
     def __len__(self) -> int:
