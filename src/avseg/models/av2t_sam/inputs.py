@@ -1,0 +1,116 @@
+"""From clips to AV2T-SAM's per-frame inputs.
+
+Frozen encoders run once per clip and their outputs are kept (the audio one per distinct
+waveform): f_CLIP from each frame, f_CLAP from each frame's second of audio. Frames are
+kept as uint8 and only become the two pixel tensors (SAM's 1024x1024 ImageNet-normalised
+frame and BEiT-3's 224x224 frame with mean = std = 0.5) when a batch is assembled, so a
+dataset never sits in memory at 1024x1024.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from avseg.data.clip import Clip
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class AudioEncoder(Protocol):
+    dim: int
+
+    def embed(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor: ...
+
+
+class ImageEncoder(Protocol):
+    dim: int
+
+    def embed_frames(self, frames: np.ndarray) -> torch.Tensor: ...
+
+
+def resized(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, size, size)`` in [0, 1], bilinear with antialiasing
+    (PIL's resampling when shrinking, plain bilinear when enlarging)."""
+    images = frames.permute(0, 3, 1, 2).float() / 255.0
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def sam_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=frames.device)[:, None, None]
+    return (resized(frames, size) - mean) / std
+
+
+def evf_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
+    return (resized(frames, size) - 0.5) / 0.5
+
+
+@dataclass
+class FrameRows:
+    """Frames of one or more clips, one row each."""
+
+    frames: torch.Tensor
+    """uint8 ``(N, H, W, 3)``."""
+    clip: torch.Tensor
+    clap: torch.Tensor
+    masks: torch.Tensor | None = None
+    """``(N, H, W)`` 0/1 ground truth, or None."""
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def select(self, rows: torch.Tensor) -> FrameRows:
+        return FrameRows(self.frames[rows], self.clip[rows], self.clap[rows], None if self.masks is None else self.masks[rows])
+
+    @staticmethod
+    def concat(parts: Sequence[FrameRows]) -> FrameRows:
+        masks = None if any(p.masks is None for p in parts) else torch.cat([p.masks for p in parts])
+        return FrameRows(torch.cat([p.frames for p in parts]), torch.cat([p.clip for p in parts]), torch.cat([p.clap for p in parts]), masks)
+
+
+class AV2TInputs:
+    """Turns clips into :class:`FrameRows` with the frozen CLIP and CLAP encoders, and rows into model inputs."""
+
+    def __init__(self, image_encoder: ImageEncoder, audio_encoder: AudioEncoder, sam_size: int, evf_size: int):
+        self.image_encoder = image_encoder
+        self.audio_encoder = audio_encoder
+        self.sam_size = sam_size
+        self.evf_size = evf_size
+        self._audio_cache: dict[tuple[str, int, int], torch.Tensor] = {}
+
+    def audio_embeddings(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor:
+        """``(T, D)``, computed once per distinct waveform (validation reruns the same clips every epoch)."""
+        key = (hashlib.sha1(np.ascontiguousarray(waveform).tobytes()).hexdigest(), sample_rate, num_seconds)
+        if key not in self._audio_cache:
+            with torch.no_grad():
+                self._audio_cache[key] = self.audio_encoder.embed(waveform, sample_rate, num_seconds).float().cpu()
+        return self._audio_cache[key]
+
+    def rows(self, clip: Clip) -> FrameRows:
+        """The clip's real (non-padding) frames as rows; masks are binarised (any object is foreground)."""
+        keep = torch.from_numpy(clip.frame_valid)
+        with torch.no_grad():
+            clip_embeddings = self.image_encoder.embed_frames(clip.frames).float().cpu()
+        rows = FrameRows(
+            frames=torch.from_numpy(clip.frames),
+            clip=clip_embeddings,
+            clap=self.audio_embeddings(clip.waveform, clip.sample_rate, clip.num_frames),
+            masks=torch.from_numpy(clip.masks > 0).float() if clip.masks is not None else None,
+        )
+        return rows.select(keep)
+
+    def model_inputs(self, rows: FrameRows, device: torch.device | str) -> dict[str, torch.Tensor]:
+        frames = rows.frames.to(device)
+        return {
+            "sam_pixels": sam_pixels(frames, self.sam_size),
+            "evf_pixels": evf_pixels(frames, self.evf_size),
+            "clip": rows.clip.to(device),
+            "clap": rows.clap.to(device),
+        }

@@ -1,0 +1,97 @@
+"""AV2T-SAM with what a recipe needs around it: the frozen CLIP and CLAP encoders, the training task, the segmenter."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+
+from avseg.config import ConfigError, Recipe
+from avseg.data.clip import Clip
+from avseg.models.av2t_sam.inputs import AV2TInputs
+from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
+from avseg.models.av2t_sam.training import AV2TTask
+
+PRESETS = {"paper": AV2TSAMConfig, "evf-sam": AV2TSAMConfig.evf_sam, "tiny": AV2TSAMConfig.tiny}
+
+
+def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM:
+    """A new model for ``recipe``: from ``model_config.init`` (a converted EVF-SAM / AV2T-SAM folder) when
+    given, else the preset's architecture with random weights (only sensible for the tiny preset)."""
+    from avseg.models.registry import load_model
+
+    settings = dict(recipe.model_config)
+    init = settings.pop("init", None)
+    if init is not None:
+        model = load_model(init)
+        if not isinstance(model, AV2TSAM):
+            raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an AV2T-SAM model")
+        if settings:
+            raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
+        return model
+    if recipe.preset not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {recipe.preset!r} (use {', '.join(PRESETS)})")
+    known = {f.name for f in dataclasses.fields(AV2TSAMConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"model_config.{unknown[0]}: unknown AV2T-SAM setting (known: init, {', '.join(sorted(known))})")
+    return AV2TSAM(PRESETS[recipe.preset](**{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
+
+
+class AV2TSAMSegmenter:
+    """Runs an :class:`AV2TSAM` on whole clips; logits at each clip's mask size (or frame size)."""
+
+    def __init__(self, model: AV2TSAM, inputs: AV2TInputs, device: str | torch.device = "cpu", frames_per_call: int = 8):
+        self.model = model.eval().to(device)
+        self.inputs = inputs
+        self.device = device
+        self.frames_per_call = frames_per_call
+
+    @torch.no_grad()
+    def predict(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
+        outputs = []
+        for clip in clips:
+            rows = self.inputs.rows(clip)
+            size = tuple(clip.masks.shape[1:]) if clip.masks is not None else tuple(clip.frames.shape[1:3])
+            logits = torch.full((clip.num_frames, *size), -100.0)
+            parts = [
+                self.model(**self.inputs.model_inputs(rows.select(torch.arange(s, min(s + self.frames_per_call, len(rows)))), self.device), size=size).cpu()
+                for s in range(0, len(rows), self.frames_per_call)
+            ]
+            logits[torch.from_numpy(clip.frame_valid)] = torch.cat(parts)
+            outputs.append(logits)
+        return outputs
+
+
+class AV2TSAMSystem:
+    def __init__(self, model: AV2TSAM, inputs: AV2TInputs):
+        self.model = model
+        self.inputs = inputs
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, model: AV2TSAM | None = None) -> AV2TSAMSystem:
+        from avseg.models.registry import build_audio_encoder, build_image_encoder
+
+        audio_encoder = build_audio_encoder(recipe.encoders)
+        image_encoder = build_image_encoder(recipe.encoders)
+        if recipe.encoders.cache is not None:
+            from avseg.encoders.cache import CachedAudioEncoder, FeatureCache
+
+            audio_encoder = CachedAudioEncoder(audio_encoder, FeatureCache(recipe.encoders.cache))
+        model = model or av2t_sam_model(recipe, audio_encoder.dim, image_encoder.dim)
+        config = model.config
+        if (config.audio_dim, config.vision_dim) != (audio_encoder.dim, image_encoder.dim):
+            raise ConfigError(
+                f"encoders give {audio_encoder.dim}-d audio and {image_encoder.dim}-d image embeddings, "
+                f"but the model expects {config.audio_dim} and {config.vision_dim}"
+            )
+        return cls(model, AV2TInputs(image_encoder, audio_encoder, model.sam.image_size, config.beit3_config().img_size))
+
+    def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> AV2TTask:
+        return AV2TTask(self.model, self.inputs, clips, batch_clips, seed)
+
+    def segmenter(self, device: str | torch.device = "cpu") -> AV2TSAMSegmenter:
+        return AV2TSAMSegmenter(self.model, self.inputs, device)
+
+
