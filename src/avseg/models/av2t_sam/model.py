@@ -225,7 +225,12 @@ class AV2TSAM(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
+        tensors, seen = {}, set()
+        for key, value in self.state_dict().items():
+            # SAM ties its two positional matrices; safetensors stores each tensor on its own.
+            tensors[key] = value.clone() if value.data_ptr() in seen else value.contiguous()
+            seen.add(value.data_ptr())
+        save_file(tensors, str(folder / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> AV2TSAM:

@@ -1,0 +1,252 @@
+import re
+
+import pytest
+import torch
+
+from avseg.errors import AvsegError
+from avseg.models.av2t_sam.convert import convert
+from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
+from avseg.models.av2t_sam.training import bce_soft_iou_loss
+from avseg.models.registry import load_model
+
+
+def inputs(model: AV2TSAM, n: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sam, evf = model.sam.image_size, model.config.beit3_config().img_size
+    return {
+        "sam_pixels": torch.randn(n, 3, sam, sam, generator=g),
+        "evf_pixels": torch.randn(n, 3, evf, evf, generator=g),
+        "clip": torch.randn(n, model.config.vision_dim, generator=g),
+        "clap": torch.randn(n, model.config.audio_dim, generator=g),
+    }
+
+
+@pytest.fixture(scope="module", params=["sam2", "sam"])
+def model(request):
+    torch.manual_seed(0)
+    return AV2TSAM(AV2TSAMConfig.tiny(request.param)).eval()
+
+
+def test_output_is_one_logit_map_per_frame_at_the_label_size(model):
+    with torch.no_grad():
+        logits = model(**inputs(model, n=3), size=(40, 52))
+    assert logits.shape == (3, 40, 52)
+    assert torch.isfinite(logits).all()
+
+
+def test_adapter_count_and_widths_follow_the_backbone():
+    sam2 = AV2TSAM(AV2TSAMConfig.tiny("sam2"))
+    # Hiera input widths: a stage's first block still takes the previous stage's width.
+    assert [mlp[-1].out_features for mlp in sam2.adapters.mlps] == [8, 8, 16, 16, 32, 32]
+    sam = AV2TSAM(AV2TSAMConfig.tiny("sam"))
+    assert len(sam.adapters.mlps) == 4 and sam.adapters.shared_out.out_features == 16
+
+
+def test_adapters_change_the_frozen_encoder_output(model):
+    pixels = inputs(model)["sam_pixels"]
+    features = []
+    # The last block's output (a randomly initialised tiny SAM neck is ~0 and would hide any change).
+    handle = model.sam.blocks[-1].register_forward_hook(lambda module, args, output: features.append(output))
+    for condition in (torch.zeros(2, model.config.common_dim), torch.ones(2, model.config.common_dim)):
+        with torch.no_grad(), model.adapters.conditioned(condition):
+            model.sam.vision_encoder(pixels)
+    handle.remove()
+    assert not torch.allclose(features[0], features[1])
+    with pytest.raises(RuntimeError, match="outside"):
+        model.sam.vision_encoder(pixels)
+
+
+def test_gradients_reach_exactly_the_trainable_parameters(model):
+    model.zero_grad(set_to_none=True)
+    model.train()
+    loss = bce_soft_iou_loss(model(**inputs(model), size=(32, 32)), (torch.rand(2, 32, 32) > 0.5).float())["total"]
+    loss.backward()
+    model.eval()
+    trainable = {id(p) for p in model.trainable_parameters()}
+    # Trainable as in the release, but the loss does not reach them all: the top-IoU choice is an argmax
+    # (only the chosen masks' hypernetworks learn), and the object score is not used.
+    unreached = {"iou_prediction_head", "pred_obj_score_head", "obj_score_token", "output_hypernetworks_mlps."}
+    for name, parameter in model.named_parameters():
+        if id(parameter) in trainable:
+            assert parameter.requires_grad, name
+            if not any(part in name for part in unreached):
+                assert parameter.grad is not None and bool(parameter.grad.abs().sum() > 0), name
+        else:
+            assert not parameter.requires_grad and parameter.grad is None, name
+    assert any(p.grad.abs().sum() > 0 for p in model.sam.mask_decoder.output_hypernetworks_mlps.parameters())
+    names = {n for n, p in model.named_parameters() if id(p) in trainable}
+    assert any(n.startswith("sam.mask_decoder.") for n in names) and "sam.prompt_encoder.no_mask_embed.weight" in names
+    assert not any(n.startswith(("evf.beit3.", "sam.vision_encoder.")) for n in names)
+
+
+def test_activation_recomputation_gives_the_same_gradients(model):
+    batch, target = inputs(model, seed=3), (torch.rand(2, 16, 16) > 0.5).float()
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad(set_to_none=True)
+        model.activation_checkpointing = recompute
+        bce_soft_iou_loss(model(**batch, size=(16, 16)), target)["total"].backward()
+        grads.append([p.grad.clone() for p in model.trainable_parameters() if p.grad is not None])
+    model.activation_checkpointing = False
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_projector_modes_ignore_what_they_do_not_use():
+    torch.manual_seed(0)
+    for mode, ignored in (("clip", "clap"), ("clap", "clip")):
+        model = AV2TSAM(AV2TSAMConfig.tiny(projector=mode)).eval()
+        batch = inputs(model)
+        other = {**batch, ignored: torch.randn_like(batch[ignored])}
+        with torch.no_grad():
+            torch.testing.assert_close(model(**batch), model(**other))
+
+
+def test_loss_is_finite_and_pulls_to_empty_on_empty_ground_truth():
+    logits = torch.full((2, 8, 8), -200.0, requires_grad=True)
+    losses = bce_soft_iou_loss(logits, torch.zeros(2, 8, 8))
+    assert all(torch.isfinite(v) for v in losses.values())
+    logits = torch.zeros(2, 8, 8, requires_grad=True)
+    bce_soft_iou_loss(logits, torch.zeros(2, 8, 8))["soft_iou"].backward()
+    assert (logits.grad > 0).all()
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m").eval()
+    batch = inputs(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch), model(**batch), rtol=0, atol=0)
+
+
+def test_a_checkpoint_of_another_shape_is_a_one_line_error(tmp_path):
+    AV2TSAM(AV2TSAMConfig.tiny(common_dim=8, adapter_hidden_dim=8)).save_pretrained(tmp_path / "small")
+    config = (tmp_path / "small" / "config.json").read_text().replace('"common_dim": 8', '"common_dim": 16')
+    (tmp_path / "small" / "config.json").write_text(config)
+    with pytest.raises(AvsegError, match="wrong shape") as error:
+        load_model(tmp_path / "small")
+    assert "\n" not in str(error.value)
+
+
+# The official names, written from the official modules (sam2's Hiera/FpnNeck/PromptEncoder/MaskDecoder,
+# segment_anything's ImageEncoderViT, AV2T-SAM's Projector/AudioPromptGenerator, EVF's text_hidden_fcs).
+def official_sam2_name(key: str) -> str:
+    rules = [
+        (r"^vision_encoder\.backbone\.patch_embed\.projection\.", "image_encoder.trunk.patch_embed.proj."),
+        (r"^vision_encoder\.backbone\.(pos_embed\w*)$", r"image_encoder.trunk.\1"),
+        (r"^vision_encoder\.backbone\.blocks\.(\d+)\.layer_norm(\d)\.", r"image_encoder.trunk.blocks.\1.norm\2."),
+        (r"^vision_encoder\.backbone\.blocks\.(\d+)\.mlp\.proj_in\.", r"image_encoder.trunk.blocks.\1.mlp.layers.0."),
+        (r"^vision_encoder\.backbone\.blocks\.(\d+)\.mlp\.proj_out\.", r"image_encoder.trunk.blocks.\1.mlp.layers.1."),
+        (r"^vision_encoder\.backbone\.", "image_encoder.trunk."),
+        (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
+        (r"^no_memory_embedding$", "no_mem_embed"),
+        (r"^prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
+        (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
+        (r"^prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
+        (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
+        (r"^prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
+        (r"^prompt_encoder\.", "sam_prompt_encoder."),
+        (r"^mask_decoder\.transformer\.(layers\.\d+)\.layer_norm(\d)\.", r"sam_mask_decoder.transformer.\1.norm\2."),
+        (r"^mask_decoder\.transformer\.(layers\.\d+)\.mlp\.proj_in\.", r"sam_mask_decoder.transformer.\1.mlp.layers.0."),
+        (r"^mask_decoder\.transformer\.(layers\.\d+)\.mlp\.proj_out\.", r"sam_mask_decoder.transformer.\1.mlp.layers.1."),
+        (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "sam_mask_decoder.transformer.norm_final_attn."),
+        (r"^mask_decoder\.(.*)\.o_proj\.", r"sam_mask_decoder.\1.out_proj."),
+        (r"^mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
+        (r"^mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
+        (r"^mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
+        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.proj_in\.", r"sam_mask_decoder.\1.layers.0."),
+        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.layers\.0\.", r"sam_mask_decoder.\1.layers.1."),
+        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.proj_out\.", r"sam_mask_decoder.\1.layers.2."),
+        (r"^mask_decoder\.", "sam_mask_decoder."),
+    ]
+    for pattern, target in rules:
+        if re.match(pattern, key):
+            return re.sub(pattern, target, key, count=1)
+    raise AssertionError(key)
+
+
+def randomised(model: AV2TSAM, seed: int = 0) -> AV2TSAM:
+    """Every weight random and of a size that makes outputs depend on it (tiny inits leave some near zero);
+    SAM 2's two positional matrices tied, as the official model has one."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=g) * 0.2 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+        model.sam.prompt_encoder.shared_embedding.positional_embedding.copy_(model.sam.shared_image_embedding.positional_embedding)
+    return model
+
+
+def official_av2t_state(model: AV2TSAM) -> dict[str, torch.Tensor]:
+    official = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("sam."):
+            inner = key[len("sam.") :]
+            if inner in ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding"):
+                official["model.visual_model.sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = value
+            elif inner == "prompt_encoder.point_embed.weight":
+                for i, row in enumerate(value):
+                    official[f"model.visual_model.sam_prompt_encoder.point_embeddings.{i}.weight"] = row[None].clone()
+            else:
+                official["model.visual_model." + official_sam2_name(inner)] = value
+        elif key.startswith("evf.beit3."):
+            official["model.mm_extractor.beit3." + key[len("evf.beit3.") :]] = value
+        elif key.startswith("evf.to_prompt."):
+            official["model.text_hidden_fcs.0." + key[len("evf.to_prompt.") :]] = value
+        elif key.startswith("projector.to_tokens."):
+            official["projector.to_text_space." + key[len("projector.to_tokens.") :]] = value
+        elif key.startswith("adapters.mlps."):
+            index, rest = key[len("adapters.mlps.") :].split(".", 1)
+            official[f"audio_prompt_generator.lightweight_mlp_{index}.{rest}"] = value
+        else:
+            official[key] = value
+    # SAM 2's video-tracking parts are in every official checkpoint; image segmentation never runs them.
+    official["model.visual_model.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 64)
+    official["model.visual_model.memory_attention.layers.0.self_attn.q_proj.weight"] = torch.zeros(4, 4)
+    return official
+
+
+def tiny_config_patch(monkeypatch):
+    """``convert`` builds the paper's sizes; build the tiny ones for the test."""
+    import avseg.models.av2t_sam.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "AV2TSAMConfig", lambda **kw: AV2TSAMConfig.tiny(**{k: v for k, v in kw.items() if k == "projector"}))
+
+
+def test_converter_maps_every_official_key_of_an_official_checkpoint(tmp_path, monkeypatch):
+    reference = randomised(AV2TSAM(AV2TSAMConfig.tiny())).eval()
+    official = official_av2t_state(reference)
+    torch.save(official, tmp_path / "official.pth")
+    tiny_config_patch(monkeypatch)
+    convert(tmp_path / "official.pth", tmp_path / "converted")
+    converted = load_model(tmp_path / "converted").eval()
+    batch = inputs(reference)
+    with torch.no_grad():
+        expected = reference(**batch)
+        assert expected.std() > 0.1
+        torch.testing.assert_close(converted(**batch), expected, rtol=0, atol=0)
+
+
+def test_converter_lists_unmatched_and_missing_keys(tmp_path, monkeypatch):
+    reference = AV2TSAM(AV2TSAMConfig.tiny())
+    official = official_av2t_state(reference)
+    tiny_config_patch(monkeypatch)
+    torch.save({**official, "model.visual_model.something_new.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(AvsegError, match="something_new"):
+        convert(tmp_path / "extra.pth", tmp_path / "out")
+    del official["projector.audio_proj.weight"]
+    torch.save(official, tmp_path / "missing.pth")
+    with pytest.raises(AvsegError, match=r"missing: projector\.audio_proj\.weight"):
+        convert(tmp_path / "missing.pth", tmp_path / "out")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(AvsegError, match="not a readable checkpoint"):
+        convert(tmp_path / "junk.pth", tmp_path / "out")
+
+
+def test_evf_hub_weights_become_a_starting_point_with_fresh_adapters(tmp_path, monkeypatch):
+    reference = AV2TSAM(AV2TSAMConfig.tiny())
+    evf = {k[len("model.") :]: v for k, v in official_av2t_state(reference).items() if k.startswith("model.")}
+    torch.save(evf, tmp_path / "evf.bin")
+    tiny_config_patch(monkeypatch)
+    model = convert(tmp_path / "evf.bin", tmp_path / "start", kind="evf-sam")
+    torch.testing.assert_close(model.sam.mask_decoder.iou_token.weight, reference.sam.mask_decoder.iou_token.weight)
+    assert not torch.equal(model.adapters.mlps[0][0].weight, reference.adapters.mlps[0][0].weight)
