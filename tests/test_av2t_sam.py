@@ -1,7 +1,10 @@
+import json
+import math
 import re
 
 import pytest
 import torch
+from conftest import make_video
 
 from avseg.errors import AvsegError
 from avseg.models.av2t_sam.convert import convert
@@ -250,3 +253,31 @@ def test_evf_hub_weights_become_a_starting_point_with_fresh_adapters(tmp_path, m
     model = convert(tmp_path / "evf.bin", tmp_path / "start", kind="evf-sam")
     torch.testing.assert_close(model.sam.mask_decoder.iou_token.weight, reference.sam.mask_decoder.iou_token.weight)
     assert not torch.equal(model.adapters.mlps[0][0].weight, reference.adapters.mlps[0][0].weight)
+
+
+RECIPE = """
+name: av2t_tiny
+model: av2t-sam
+preset: tiny
+data: {{layout: ms3, root: {root}, synthetic_videos: 6, synthetic_size: 64}}
+encoders: {{audio: logmel, image: thumbnail}}
+train: {{epochs: 1, batch_clips: 2, lr: 2.0e-4, seed: 123, checkpoint_every: 2, activation_checkpointing: true}}
+output: {out}
+"""
+
+
+def test_trains_evaluates_and_segments_through_the_pipeline(tmp_path):
+    from avseg.cli import main
+    from avseg.config import load_recipe
+    from avseg.engine.train import train
+
+
+    (tmp_path / "recipe.yaml").write_text(RECIPE.format(root=tmp_path / "ms3", out=tmp_path / "runs"))
+    out = train(load_recipe(tmp_path / "recipe.yaml", []))
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(row["total"]) for row in log if "total" in row)
+    assert 0.0 <= log[-1]["val"]["J"] <= 1.0
+    video = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(80, 64))
+    assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg")]) == 0
+    summary = json.loads((tmp_path / "seg" / "clip" / "summary.json").read_text())
+    assert len(summary["frames"]) == 3 and (tmp_path / "seg" / "clip" / "overlay.mp4").is_file()

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import torch
 
+from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, load_strict
+from avseg.models.registry import save_system_info
 
 SAM2_VIDEO_ONLY = (
     "memory_attention.",
@@ -240,4 +242,10 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
         mapped.update(fresh)
     load_strict(model, mapped, str(path))
     model.save_pretrained(out)
+    save_system_info(out, PAPER_SYSTEM)
     return model
+
+
+PAPER_SYSTEM = Recipe(model=AV2TSAM.name, encoders=EncodersConfig(audio="msclap"), data=DataConfig(sample_rate=44100))
+"""The frozen encoders an official checkpoint was trained with (MS-CLAP 2023 at 44.1 kHz, CLIP ViT-B/32):
+written beside a converted model so ``avseg segment`` can run it."""
