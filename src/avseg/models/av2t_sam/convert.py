@@ -233,14 +233,16 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
     if unmatched:
         shown = ", ".join(unmatched[:8]) + (f" (+{len(unmatched) - 8} more)" if len(unmatched) > 8 else "")
         raise AvsegError(f"{path}: {len(unmatched)} official keys have no place in AV2T-SAM: {shown}")
-    torch.manual_seed(seed)
-    model = AV2TSAM(config)
     if kind == "evf-sam":
-        fresh = {k: v for k, v in model.state_dict().items() if k.startswith(("projector.", "adapters."))}
         if any(k.startswith(("projector.", "adapters.")) for k in mapped):
             raise AvsegError(f"{path}: holds AV2T-SAM projector/adapter weights; convert it as av2t-sam")
-        mapped.update(fresh)
-    load_strict(model, mapped, str(path))
+        torch.manual_seed(seed)
+        model = AV2TSAM(config)  # the projector and adapters start from their initialisation
+        mapped.update({k: v for k, v in model.state_dict().items() if k.startswith(("projector.", "adapters."))})
+    else:
+        with torch.device("meta"):
+            model = AV2TSAM(config)
+    load_strict(model, mapped, str(path), assign=kind != "evf-sam")
     model.save_pretrained(out)
     save_system_info(out, PAPER_SYSTEM)
     return model

@@ -236,16 +236,18 @@ class AV2TSAM(nn.Module):
     def from_pretrained(cls, folder: str | Path) -> AV2TSAM:
         folder = Path(folder)
         config = AV2TSAMConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        model = cls(config)
         weights = folder / "model.safetensors"
         if not weights.is_file():
             raise AvsegError(f"{weights}: missing file")
-        load_strict(model, load_file(str(weights)), str(weights))
+        with torch.device("meta"):  # no random initialisation of ~900M parameters that are overwritten anyway
+            model = cls(config)
+        load_strict(model, load_file(str(weights)), str(weights), assign=True)
         return model
 
 
-def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load every key, of the right shape, or fail with one line naming what differs."""
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """Load every key, of the right shape, or fail with one line naming what differs (``assign``: take the
+    tensors themselves, for a model built on the meta device)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -253,4 +255,4 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
     if missing or unexpected or wrong:
         parts = [f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})" for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise AvsegError(f"{source}: weights do not fit this {type(model).__name__}; " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
