@@ -109,19 +109,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
+    from avseg.config import apply_overrides
     from avseg.engine.segment import fixed_cues, segment_video
     from avseg.engine.train import resolve_device
     from avseg.errors import ConfigError
-    from avseg.models.registry import load_system, read_system_info
+    from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
 
     names = [n.strip() for n in (args.cues or "").split(",") if n.strip()]
-    if read_system_info(args.model)["model"] == "teso" and not names:
+    zero_shot = args.model in ZERO_SHOT_MODELS
+    if zero_shot and names:
+        raise ConfigError(f"--cues: {args.model} hears which objects sound; give it a --vocabulary instead")
+    if not zero_shot and read_system_info(args.model)["model"] == "teso" and not names:
         raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound)")
-    system, info = load_system(args.model, cues={})
+    options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
+    settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
+    system, info = load_system(args.model, cues={}, settings=settings)
     segmenter = system.segmenter(resolve_device(args.device))
     for video in args.videos:
-        segmenter.cues = fixed_cues(names, Path(video).stem, args.window)
-        out = segment_video(segmenter, video, args.out, info["sample_rate"], f"{info['model']} ({args.model})", args.window)
+        if names:
+            segmenter.cues = fixed_cues(names, Path(video).stem, args.window)
+        out = segment_video(segmenter, video, args.out, info["sample_rate"], f"{info['model']} ({info['source']})", args.window)
         print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
 
 
@@ -189,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")
     evaluate.add_argument("config", type=Path)
-    evaluate.add_argument("--checkpoint", required=True, type=Path, help="a model folder (e.g. runs/NAME/best)")
+    evaluate.add_argument("--checkpoint", type=Path, help="a trained model folder (e.g. runs/NAME/best); none for zero-shot recipes")
     evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
     evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
@@ -198,9 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="segment the sounding objects of video files")
     segment.add_argument("videos", nargs="+", type=Path)
-    segment.add_argument("--model", required=True, type=Path, help="a trained model folder (runs/NAME/best)")
+    segment.add_argument("--model", required=True, help="a trained model folder (runs/NAME/best), or zeroshot-sam3")
     segment.add_argument("--out", required=True, type=Path)
     segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound")
+    segment.add_argument("--vocabulary", help="zero-shot: s4, avss (default), a .txt file, or a comma list ('dog barking: dog, piano')")
+    segment.add_argument("--clap-model", help="zero-shot: CLAP hub name or folder (default laion/larger_clap_general)")
+    segment.add_argument("--sam3-model", help="zero-shot: SAM 3 hub name or folder (default facebook/sam3)")
+    segment.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="zero-shot: another setting (e.g. min_probability=0.3)")
     segment.add_argument("--window", type=int, default=5, help="seconds per model call")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     segment.set_defaults(run=cmd_segment)

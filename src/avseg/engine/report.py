@@ -1,6 +1,7 @@
 """``avseg evaluate``: metrics that fit the dataset, the preference-drop table, and the report files.
 
-Outputs (in ``--out``, default ``<checkpoint>/eval-<split>``): ``report.json``,
+Outputs (in ``--out``, default ``<checkpoint>/eval-<split>``, or
+``<output>/<name>/eval-<split>`` for a zero-shot recipe): ``report.json``,
 ``report.md`` (the tables) and ``drops.png`` (a bar plot of the relative
 drops per perturbation). The official J and F are labelled with the batch
 size they were computed at (they depend on it); the batch-independent F is
@@ -18,13 +19,20 @@ from avseg.config import Recipe
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference
 from avseg.engine.train import resolve_device
+from avseg.errors import ConfigError
 from avseg.metrics import format_table
-from avseg.models.registry import build_system, load_model
+from avseg.models.registry import ZERO_SHOT_MODELS, build_system, load_model
 
 
-def evaluate_recipe(recipe: Recipe, checkpoint: Path, split: str | None, perturb: str, out: Path | None) -> str:
+def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None) -> str:
+    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data."""
     split = split or recipe.data.test_split
-    model = load_model(checkpoint)
+    zero_shot = recipe.model in ZERO_SHOT_MODELS
+    if zero_shot and checkpoint:
+        raise ConfigError(f"--checkpoint: {recipe.model} is zero-shot; it has no checkpoint")
+    if not zero_shot and not checkpoint:
+        raise ConfigError(f"--checkpoint: {recipe.model} needs a trained model folder (runs/NAME/best)")
+    model = load_model(checkpoint) if checkpoint else None
     prepare_dataset(recipe.data)
     clips = open_split(recipe.data, split)
     system = build_system(recipe, num_classes=clips.num_classes, model=model)
@@ -35,9 +43,9 @@ def evaluate_recipe(recipe: Recipe, checkpoint: Path, split: str | None, perturb
         results, drops = evaluate_preference(segmenter, list(clips), perturb, seed=recipe.train.seed, **options)
     else:
         results, drops = {"normal": evaluate_clips(segmenter, list(clips), **options)}, []
-    out = out or Path(checkpoint) / f"eval-{split}"
+    out = out or (Path(checkpoint) if checkpoint else Path(recipe.output) / recipe.name) / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    report = {"checkpoint": str(checkpoint), "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
+    report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     markdown = _markdown(recipe, split, batch, results, drops)
     (out / "report.md").write_text(markdown + "\n")

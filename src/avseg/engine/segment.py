@@ -8,6 +8,9 @@ For each video, into ``OUT/<video stem>/``:
   tinted in, and the original audio track copied unchanged;
 * ``summary.json``: per mask, its time, mask area (fraction of the frame)
   and sounding score (the highest foreground probability), plus the model.
+  A segmenter with ``predict_with_details`` (logits and per-frame fields)
+  adds its own fields or replaces the score (zero-shot: CLAP's top class
+  probability and the prompted classes).
 
 The video is decoded as streams (sampled frames and audio together, then all
 frames again for the overlay) and the model runs on windows of ``window``
@@ -66,7 +69,7 @@ def segment_video(
     masks_dir.mkdir(parents=True, exist_ok=True)
     info = probe(video)
     audio = iter_audio(video, sample_rate, window)
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     bar = tqdm(total=int(info.duration), desc=video.name, unit="s", disable=None if progress else True)  # None: only on a TTY
 
     def flush(samples: list) -> None:
@@ -76,12 +79,12 @@ def segment_video(
             sample_rate=sample_rate,
             meta={"id": video.stem},
         )
-        logits = segmenter.predict([clip])[0]
+        logits, details = _predict(segmenter, clip)
         probabilities = _foreground_probability(logits)
-        for sample, probability in zip(samples, probabilities):
+        for sample, probability, detail in zip(samples, probabilities, details):
             mask = probability > threshold
             Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(masks_dir / f"{len(rows):05d}.png")
-            rows.append({"time": sample.time, "mask_area": float(mask.float().mean()), "sounding_score": float(probability.max())})
+            rows.append({"time": sample.time, "mask_area": float(mask.float().mean()), "sounding_score": float(probability.max()), **detail})
         bar.update(len(samples))
 
     buffer = []
@@ -100,6 +103,15 @@ def segment_video(
     summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return out
+
+
+def _predict(segmenter: Any, clip: Clip) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """The logits of one clip and, per frame, the summary fields the segmenter adds (if it has any)."""
+    if hasattr(segmenter, "predict_with_details"):
+        logits, details = segmenter.predict_with_details([clip])
+        return logits[0], details[0]
+    logits = segmenter.predict([clip])[0]
+    return logits, [{}] * len(logits)
 
 
 def _foreground_probability(logits: torch.Tensor) -> torch.Tensor:

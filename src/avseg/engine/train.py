@@ -40,7 +40,7 @@ from avseg.engine.checkpoint import latest_checkpoint, load_checkpoint, save_che
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips
 from avseg.errors import AvsegError
-from avseg.models.registry import build_system, save_system_info
+from avseg.models.registry import ZERO_SHOT_MODELS, build_system, save_system_info
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,6 +81,8 @@ def _truncate_log(path: Path, progress: dict[str, Any]) -> None:
 
 def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) -> Path:
     """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks)."""
+    if recipe.model in ZERO_SHOT_MODELS:
+        raise AvsegError(f"model: {recipe.model} is zero-shot and has nothing to train; evaluate it with avseg evaluate")
     rank, world = _distributed()
     settings = recipe.train
     if settings.micro_batches > 1 and world > 1:

@@ -62,13 +62,21 @@ def build_text_encoder(config: EncodersConfig):
     return TextEncoder.from_pretrained(name)
 
 
+ZERO_SHOT_MODELS = ("zeroshot-sam3",)
+"""Models used by name, without training (no model folder)."""
+
+
 def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | None = None, cues=None) -> System:
     """The recipe's model (new, or the trained ``model``) with its encoders, cues and task."""
     if recipe.model == "teso":
         from avseg.models.teso.system import TeSOSystem
 
         return TeSOSystem.from_recipe(recipe, model=model, num_classes=num_classes, cues=cues)
-    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso)")
+    if recipe.model in ZERO_SHOT_MODELS:
+        from avseg.models.zero_shot import ZeroShotSystem
+
+        return ZeroShotSystem.from_recipe(recipe, num_classes)
+    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso, zeroshot-sam3)")
 
 
 SYSTEM_FILE = "system.json"
@@ -90,14 +98,24 @@ def read_system_info(folder: str | Path) -> dict[str, Any]:
         raise AvsegError(f"{path}: invalid JSON") from None
 
 
-def load_system(folder: str | Path, cues) -> tuple[System, dict[str, Any]]:
-    """A trained model folder with the encoders recorded in its ``system.json``, using ``cues``."""
+def load_system(model: str | Path, cues, settings: dict[str, Any] | None = None) -> tuple[System, dict[str, Any]]:
+    """A trained model folder with the encoders recorded in its ``system.json``, using ``cues``; or a
+    zero-shot model name (``zeroshot-sam3``) with ``settings``, its config fields. The info holds the
+    model name, the audio sample rate it expects and its ``source`` (the folder, or the weights' names)."""
     from avseg.config import DataConfig
 
-    info = read_system_info(folder)
+    if str(model) in ZERO_SHOT_MODELS:
+        from avseg.models.zero_shot import ZeroShotSystem, zero_shot_config
+
+        config = zero_shot_config(settings or {})
+        system = ZeroShotSystem.from_pretrained(config)
+        return system, {"model": str(model), "sample_rate": system.sample_rate, "source": f"{config.clap_model} + {config.sam3_model}"}
+    if settings:
+        raise ConfigError(f"{', '.join(settings)}: zero-shot settings, but {model} is a trained model folder")
+    info = {**read_system_info(model), "source": str(model)}
     recipe = Recipe(model=info["model"], encoders=EncodersConfig(**info["encoders"]), data=DataConfig(sample_rate=info["sample_rate"]))
-    model = load_model(Path(folder))
-    return build_system(recipe, num_classes=model.config.num_classes, model=model, cues=cues), info
+    trained = load_model(Path(model))
+    return build_system(recipe, num_classes=trained.config.num_classes, model=trained, cues=cues), info
 
 
 def load_model(path: str | Path) -> torch.nn.Module:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from avseg.audio import second_windows
+from avseg.audio import level_db
 from avseg.data.clip import Clip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,12 +43,6 @@ class AudioEncoder(Protocol):
 
 class TextEncoder(Protocol):
     def encode(self, texts: list[str]) -> torch.Tensor: ...
-
-
-def level_db(waveform: np.ndarray, sample_rate: int, num_seconds: int) -> np.ndarray:
-    """RMS level of each second in dBFS (-200 for digital silence)."""
-    windows = second_windows(waveform, sample_rate, num_seconds).astype(np.float64)
-    return 20 * np.log10(np.sqrt(np.mean(windows**2, axis=1)) + 1e-10)
 
 
 def pixel_values(frames: np.ndarray, image_size: int) -> torch.Tensor:
