@@ -40,7 +40,22 @@ def build_audio_encoder(config: EncodersConfig):
         if config.audio_weights is None:
             raise ConfigError("encoders.audio_weights: the VGGish weights file (vggish-10086976.pth) is required")
         return VGGishEncoder(VGGish.from_official(config.audio_weights))
-    raise ConfigError(f"encoders.audio: unknown audio encoder {config.audio!r} (use vggish or logmel)")
+    if config.audio == "msclap":
+        from avseg.encoders.clap import ClapAudio, ClapAudioEncoder
+
+        weights = config.audio_weights
+        if weights is None:  # where msclap's CLAPWrapper downloads it from
+            from huggingface_hub import hf_hub_download
+
+            try:
+                weights = hf_hub_download("microsoft/msclap", "CLAP_weights_2023.pth")
+            except Exception as error:
+                raise ConfigError(
+                    f"encoders.audio_weights: give the path to CLAP_weights_2023.pth "
+                    f"(downloading it from microsoft/msclap failed: {type(error).__name__})"
+                ) from error
+        return ClapAudioEncoder(ClapAudio.from_official(weights))
+    raise ConfigError(f"encoders.audio: unknown audio encoder {config.audio!r} (use vggish, msclap or logmel)")
 
 
 def minilm_offline_path() -> Path:
