@@ -132,6 +132,14 @@ def cmd_segment(args: argparse.Namespace) -> None:
         print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from avseg.models.av2t_sam.convert import convert
+
+    model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.config.backbone}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from avseg.engine.demo import run_demo
 
@@ -202,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    convert = commands.add_parser("convert", help="official AV2T-SAM or EVF-SAM(2) weights -> an avseg model folder")
+    convert.add_argument("kind", choices=["av2t-sam", "evf-sam"], help="av2t-sam: a trained official AV2T-SAM checkpoint; evf-sam: EVF-SAM2/EVF-SAM hub weights (training start)")
+    convert.add_argument("checkpoint", type=Path, help=".pth/.bin/.safetensors file or a hub folder")
+    convert.add_argument("--out", required=True, type=Path, help="model folder to write (config.json + model.safetensors)")
+    convert.add_argument("--projector", choices=["mul", "clap", "clip"], help="the projector mode the checkpoint was trained with (default mul)")
+    convert.set_defaults(run=cmd_convert)
 
     segment = commands.add_parser("segment", help="segment the sounding objects of video files")
     segment.add_argument("videos", nargs="+", type=Path)

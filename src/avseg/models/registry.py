@@ -77,12 +77,26 @@ def build_text_encoder(config: EncodersConfig):
     return TextEncoder.from_pretrained(name)
 
 
+def build_image_encoder(config: EncodersConfig):
+    """AV2T-SAM's frame encoder (f_CLIP)."""
+    if config.image == "thumbnail":
+        from avseg.encoders.thumbnail import ThumbnailEncoder
+
+        return ThumbnailEncoder()
+    from transformers.utils import logging as transformers_logging
+
+    from avseg.encoders.clip import ClipImageEncoder
+
+    transformers_logging.disable_progress_bar()
+    return ClipImageEncoder.from_pretrained(config.image)
+
+
 ZERO_SHOT_MODELS = ("zeroshot-sam3",)
 """Models used by name, without training (no model folder)."""
 
 
 def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | None = None, cues=None) -> System:
-    """The recipe's model (new, or the trained ``model``) with its encoders, cues and task."""
+    """The recipe's model (new, or the trained ``model``) with its encoders, cues (TeSO) and task."""
     if recipe.model == "teso":
         from avseg.models.teso.system import TeSOSystem
 
@@ -91,7 +105,13 @@ def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | 
         from avseg.models.zero_shot import ZeroShotSystem
 
         return ZeroShotSystem.from_recipe(recipe, num_classes)
-    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso, zeroshot-sam3)")
+    if recipe.model == "av2t-sam":
+        from avseg.models.av2t_sam.system import AV2TSAMSystem
+
+        if num_classes != 2:
+            raise ConfigError("model: av2t-sam segments sounding objects as one binary mask (S4, MS3, Ref-AVS); use teso for AVSS")
+        return AV2TSAMSystem.from_recipe(recipe, model=model)
+    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso, av2t-sam, zeroshot-sam3)")
 
 
 SYSTEM_FILE = "system.json"
@@ -147,4 +167,8 @@ def load_model(path: str | Path) -> torch.nn.Module:
         from avseg.models.teso import TeSO
 
         return TeSO.from_pretrained(folder)
+    if name == "av2t-sam":
+        from avseg.models.av2t_sam.model import AV2TSAM
+
+        return AV2TSAM.from_pretrained(folder)
     raise AvsegError(f"{config}: unknown model {name!r}")
