@@ -39,7 +39,8 @@ class DataConfig:
 @dataclass
 class EncodersConfig:
     audio: str = "vggish"
-    """``vggish`` (pretrained weights from ``audio_weights``) or ``logmel`` (parameter-free)."""
+    """``vggish`` (TeSO; weights from ``audio_weights``), ``msclap`` (AV2T-SAM; MS-CLAP 2023, weights from
+    ``audio_weights`` or downloaded) or ``logmel`` (parameter-free, for offline runs)."""
     audio_weights: str | None = None
     image: str = "openai/clip-vit-base-patch32"
     """AV2T-SAM's frame encoder: a transformers CLIP model (hub name or folder), or ``thumbnail``
