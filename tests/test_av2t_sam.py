@@ -281,3 +281,10 @@ def test_trains_evaluates_and_segments_through_the_pipeline(tmp_path):
     assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg")]) == 0
     summary = json.loads((tmp_path / "seg" / "clip" / "summary.json").read_text())
     assert len(summary["frames"]) == 3 and (tmp_path / "seg" / "clip" / "overlay.mp4").is_file()
+
+
+def test_runs_under_bf16_autocast(model):
+    """The option ``train.bf16`` uses on CUDA; CPU autocast runs the same code path here."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(**inputs(model), size=(16, 16))
+    assert logits.shape == (2, 16, 16) and torch.isfinite(logits.float()).all()
