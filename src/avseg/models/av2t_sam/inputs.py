@@ -2,14 +2,15 @@
 
 Frozen encoders run once per clip and their outputs are kept (the audio one per distinct
 waveform): f_CLIP from each frame, f_CLAP from each frame's second of audio. Frames are
-kept as uint8 and only become the two pixel tensors (SAM's 1024x1024 ImageNet-normalised
-frame and BEiT-3's 224x224 frame with mean = std = 0.5) when a batch is assembled, so a
-dataset never sits in memory at 1024x1024.
+kept as uint8 and only become pixel tensors (AV2T-SAM: SAM's 1024x1024 ImageNet-normalised
+frame and BEiT-3's 224x224 frame with mean = std = 0.5; AV2T-SAM3: SAM 3's 1008x1008 frame)
+when a batch is assembled, so a dataset never sits in memory at 1024x1024.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -76,13 +77,25 @@ class FrameRows:
 
 
 class AV2TInputs:
-    """Turns clips into :class:`FrameRows` with the frozen CLIP and CLAP encoders, and rows into model inputs."""
+    """Turns clips into :class:`FrameRows` with the frozen CLIP and CLAP encoders, and rows into model inputs.
 
-    def __init__(self, image_encoder: ImageEncoder, audio_encoder: AudioEncoder, sam_size: int, evf_size: int):
+    ``prepare_sam`` makes SAM's frames at ``sam_size`` from uint8 frames (by default :func:`sam_pixels`);
+    ``evf_size`` is BEiT-3's frame size, None for a model without BEiT-3 (AV2T-SAM3).
+    """
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoder,
+        audio_encoder: AudioEncoder,
+        sam_size: int,
+        evf_size: int | None,
+        prepare_sam: Callable[[torch.Tensor, int], torch.Tensor] = sam_pixels,
+    ):
         self.image_encoder = image_encoder
         self.audio_encoder = audio_encoder
         self.sam_size = sam_size
         self.evf_size = evf_size
+        self.prepare_sam = prepare_sam
         self._audio_cache: dict[tuple[str, int, int], torch.Tensor] = {}
 
     def audio_embeddings(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor:
@@ -108,9 +121,7 @@ class AV2TInputs:
 
     def model_inputs(self, rows: FrameRows, device: torch.device | str) -> dict[str, torch.Tensor]:
         frames = rows.frames.to(device)
-        return {
-            "sam_pixels": sam_pixels(frames, self.sam_size),
-            "evf_pixels": evf_pixels(frames, self.evf_size),
-            "clip": rows.clip.to(device),
-            "clap": rows.clap.to(device),
-        }
+        inputs = {"sam_pixels": self.prepare_sam(frames, self.sam_size), "clip": rows.clip.to(device), "clap": rows.clap.to(device)}
+        if self.evf_size is not None:
+            inputs["evf_pixels"] = evf_pixels(frames, self.evf_size)
+        return inputs

@@ -222,15 +222,7 @@ class AV2TSAM(nn.Module):
         return self.sam.upsample(best, size)[:, 0]
 
     def save_pretrained(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
-        tensors, seen = {}, set()
-        for key, value in self.state_dict().items():
-            # SAM ties its two positional matrices; safetensors stores each tensor on its own.
-            tensors[key] = value.clone() if value.data_ptr() in seen else value.contiguous()
-            seen.add(value.data_ptr())
-        save_file(tensors, str(folder / "model.safetensors"))
+        save_model_folder(self, self.config.to_dict(), folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> AV2TSAM:
@@ -243,6 +235,19 @@ class AV2TSAM(nn.Module):
             model = cls(config)
         load_strict(model, load_file(str(weights)), str(weights), assign=True)
         return model
+
+
+def save_model_folder(model: nn.Module, config: dict[str, Any], folder: str | Path) -> None:
+    """``config.json`` + ``model.safetensors`` in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    tensors, seen = {}, set()
+    for key, value in model.state_dict().items():
+        # SAM ties its two positional matrices; safetensors stores each tensor on its own.
+        tensors[key] = value.clone() if value.data_ptr() in seen else value.contiguous()
+        seen.add(value.data_ptr())
+    save_file(tensors, str(folder / "model.safetensors"))
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:

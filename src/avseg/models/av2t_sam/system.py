@@ -1,4 +1,5 @@
-"""AV2T-SAM with what a recipe needs around it: the frozen CLIP and CLAP encoders, the training task, the segmenter."""
+"""AV2T-SAM and AV2T-SAM3 with what a recipe needs around them: the frozen CLIP and CLAP encoders, the training
+task, the segmenter."""
 
 from __future__ import annotations
 
@@ -11,38 +12,44 @@ from avseg.config import ConfigError, Recipe
 from avseg.data.clip import Clip
 from avseg.models.av2t_sam.inputs import AV2TInputs
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
+from avseg.models.av2t_sam.sam3 import AV2TSAM3, AV2TSAM3Config, sam3_pixels
 from avseg.models.av2t_sam.training import AV2TTask
 
 PRESETS = {"paper": AV2TSAMConfig, "evf-sam": AV2TSAMConfig.evf_sam, "tiny": AV2TSAMConfig.tiny}
+SAM3_PRESETS = {"paper": AV2TSAM3Config, "tiny": AV2TSAM3Config.tiny}
+MODELS = {AV2TSAM.name: (AV2TSAM, AV2TSAMConfig, PRESETS), AV2TSAM3.name: (AV2TSAM3, AV2TSAM3Config, SAM3_PRESETS)}
+"""Model name -> model class, config class, presets."""
 
 
-def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM:
-    """A new model for ``recipe``: from ``model_config.init`` (a converted EVF-SAM / AV2T-SAM folder) when
-    given, else the preset's architecture with random weights (only sensible for the tiny preset)."""
+def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM | AV2TSAM3:
+    """A new model for ``recipe``: from ``model_config.init`` (a converted EVF-SAM / AV2T-SAM folder, or an
+    AV2T-SAM3 folder from :meth:`AV2TSAM3.from_sam3`) when given, else the preset's architecture with random
+    weights (only sensible for the tiny preset)."""
     from avseg.models.registry import load_model
 
+    model_class, config_class, presets = MODELS[recipe.model]
     settings = dict(recipe.model_config)
     init = settings.pop("init", None)
     if init is not None:
         model = load_model(init)
-        if not isinstance(model, AV2TSAM):
-            raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an AV2T-SAM model")
+        if not isinstance(model, model_class):
+            raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an {recipe.model} model")
         if settings:
             raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
         return model
-    if recipe.preset not in PRESETS:
-        raise ConfigError(f"preset: unknown preset {recipe.preset!r} (use {', '.join(PRESETS)})")
-    known = {f.name for f in dataclasses.fields(AV2TSAMConfig)}
+    if recipe.preset not in presets:
+        raise ConfigError(f"preset: unknown preset {recipe.preset!r} (use {', '.join(presets)})")
+    known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ConfigError(f"model_config.{unknown[0]}: unknown AV2T-SAM setting (known: init, {', '.join(sorted(known))})")
-    return AV2TSAM(PRESETS[recipe.preset](**{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
+        raise ConfigError(f"model_config.{unknown[0]}: unknown {recipe.model} setting (known: init, {', '.join(sorted(known))})")
+    return model_class(presets[recipe.preset](**{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
 
 
 class AV2TSAMSegmenter:
-    """Runs an :class:`AV2TSAM` on whole clips; logits at each clip's mask size (or frame size)."""
+    """Runs an :class:`AV2TSAM` or :class:`AV2TSAM3` on whole clips; logits at each clip's mask size (or frame size)."""
 
-    def __init__(self, model: AV2TSAM, inputs: AV2TInputs, device: str | torch.device = "cpu", frames_per_call: int = 8):
+    def __init__(self, model: AV2TSAM | AV2TSAM3, inputs: AV2TInputs, device: str | torch.device = "cpu", frames_per_call: int = 8):
         self.model = model.eval().to(device)
         self.inputs = inputs
         self.device = device
@@ -65,12 +72,12 @@ class AV2TSAMSegmenter:
 
 
 class AV2TSAMSystem:
-    def __init__(self, model: AV2TSAM, inputs: AV2TInputs):
+    def __init__(self, model: AV2TSAM | AV2TSAM3, inputs: AV2TInputs):
         self.model = model
         self.inputs = inputs
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, model: AV2TSAM | None = None) -> AV2TSAMSystem:
+    def from_recipe(cls, recipe: Recipe, model: AV2TSAM | AV2TSAM3 | None = None) -> AV2TSAMSystem:
         from avseg.models.registry import build_audio_encoder, build_image_encoder
 
         audio_encoder = build_audio_encoder(recipe.encoders)
@@ -86,6 +93,8 @@ class AV2TSAMSystem:
                 f"encoders give {audio_encoder.dim}-d audio and {image_encoder.dim}-d image embeddings, "
                 f"but the model expects {config.audio_dim} and {config.vision_dim}"
             )
+        if isinstance(model, AV2TSAM3):
+            return cls(model, AV2TInputs(image_encoder, audio_encoder, model.sam.image_size, None, sam3_pixels))
         return cls(model, AV2TInputs(image_encoder, audio_encoder, model.sam.image_size, config.beit3_config().img_size))
 
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> AV2TTask:

@@ -1,4 +1,4 @@
-"""What a training loop needs from AV2T-SAM: shuffled batches of frame rows, and their loss."""
+"""What a training loop needs from AV2T-SAM and AV2T-SAM3: shuffled batches of frame rows, and their loss."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from avseg.data.clip import Clip
 from avseg.models.av2t_sam.inputs import AV2TInputs, FrameRows
 from avseg.models.av2t_sam.model import AV2TSAM
+from avseg.models.av2t_sam.sam3 import AV2TSAM3
 
 
 def bce_soft_iou_loss(logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -36,7 +37,7 @@ class AV2TTask:
     """Training batches over the annotated frames of ``clips`` (S4's train split: its one annotated
     frame per clip, T = 1; MS3: all five)."""
 
-    def __init__(self, model: AV2TSAM, inputs: AV2TInputs, clips: Sequence[Clip], batch_clips: int = 8, seed: int = 0):
+    def __init__(self, model: AV2TSAM | AV2TSAM3, inputs: AV2TInputs, clips: Sequence[Clip], batch_clips: int = 8, seed: int = 0):
         self.model = model
         self.inputs = inputs
         self.batch_clips = batch_clips
