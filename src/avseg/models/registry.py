@@ -105,13 +105,13 @@ def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | 
         from avseg.models.zero_shot import ZeroShotSystem
 
         return ZeroShotSystem.from_recipe(recipe, num_classes)
-    if recipe.model == "av2t-sam":
+    if recipe.model in ("av2t-sam", "av2t-sam3"):
         from avseg.models.av2t_sam.system import AV2TSAMSystem
 
         if num_classes != 2:
-            raise ConfigError("model: av2t-sam segments sounding objects as one binary mask (S4, MS3, Ref-AVS); use teso for AVSS")
+            raise ConfigError(f"model: {recipe.model} segments sounding objects as one binary mask (S4, MS3, Ref-AVS); use teso for AVSS")
         return AV2TSAMSystem.from_recipe(recipe, model=model)
-    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso, av2t-sam, zeroshot-sam3)")
+    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso, av2t-sam, av2t-sam3, zeroshot-sam3)")
 
 
 SYSTEM_FILE = "system.json"
@@ -171,4 +171,8 @@ def load_model(path: str | Path) -> torch.nn.Module:
         from avseg.models.av2t_sam.model import AV2TSAM
 
         return AV2TSAM.from_pretrained(folder)
+    if name == "av2t-sam3":
+        from avseg.models.av2t_sam.sam3 import AV2TSAM3
+
+        return AV2TSAM3.from_pretrained(folder)
     raise AvsegError(f"{config}: unknown model {name!r}")

@@ -16,6 +16,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from avseg.data.clip import Clip
@@ -36,21 +37,25 @@ class ImageEncoder(Protocol):
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor: ...
 
 
-def resized(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, size, size)`` in [0, 1], bilinear with antialiasing
-    (PIL's resampling when shrinking, plain bilinear when enlarging)."""
-    images = frames.permute(0, 3, 1, 2).float() / 255.0
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
 def sam_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=frames.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=frames.device)[:, None, None]
-    return (resized(frames, size) - mean) / std
+    """uint8 ``(N, H, W, 3)`` -> ``(N, 3, size, size)`` for SAM, as the release prepares them: PIL bilinear
+    resize of the uint8 frame (so the result is rounded to uint8), then ImageNet mean/std on the 0-255 scale.
+    The release resizes the longest side and never pads, so only square frames fit its SAM 2; we resize
+    every frame to the square, which equals the release on AVSBench's square frames."""
+    resized = np.stack([np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR)) for frame in frames.cpu().numpy()])
+    images = torch.from_numpy(resized).to(frames.device).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device)[:, None, None] * 255
+    std = torch.tensor(IMAGENET_STD, device=frames.device)[:, None, None] * 255
+    return (images - mean) / std
 
 
 def evf_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
-    return (resized(frames, size) - 0.5) / 0.5
+    """uint8 ``(N, H, W, 3)`` -> ``(N, 3, size, size)`` for BEiT-3, as the release: to [0, 1], bicubic resize of
+    the float image without antialiasing or clamping (the identity for frames already at ``size``), mean = std = 0.5."""
+    images = frames.permute(0, 3, 1, 2).float() / 255.0
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+    return (images - 0.5) / 0.5
 
 
 @dataclass
