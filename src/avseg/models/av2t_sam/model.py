@@ -226,15 +226,21 @@ class AV2TSAM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> AV2TSAM:
-        folder = Path(folder)
-        config = AV2TSAMConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise AvsegError(f"{weights}: missing file")
+        config, state, source = read_model_folder(folder, AV2TSAMConfig)
         with torch.device("meta"):  # no random initialisation of ~900M parameters that are overwritten anyway
             model = cls(config)
-        load_strict(model, load_file(str(weights)), str(weights), assign=True)
+        load_strict(model, state, source, assign=True)
         return model
+
+
+def read_model_folder(folder: str | Path, config_class: Any) -> tuple[Any, dict[str, torch.Tensor], str]:
+    """The configuration and weights of a folder written by :func:`save_model_folder` (and the weights' path)."""
+    folder = Path(folder)
+    config = config_class.from_dict(json.loads((folder / "config.json").read_text()))
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise AvsegError(f"{weights}: missing file")
+    return config, load_file(str(weights)), str(weights)
 
 
 def save_model_folder(model: nn.Module, config: dict[str, Any], folder: str | Path) -> None:

@@ -39,13 +39,11 @@ model. SAM 3 stays in eval mode while training: its frozen DETR layers have drop
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import Sam3Config, Sam3Model
@@ -53,9 +51,8 @@ from transformers.initialization import no_init_weights
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from avseg.config import build_config
-from avseg.errors import AvsegError
 from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backward
-from avseg.models.av2t_sam.model import load_strict, save_model_folder
+from avseg.models.av2t_sam.model import load_strict, read_model_folder, save_model_folder
 from avseg.models.av2t_sam.projector import AudioVisualProjector
 from avseg.models.zero_shot import _load_model, sam3_pixel_values, tiny_sam3_config
 
@@ -219,15 +216,11 @@ class AV2TSAM3(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> AV2TSAM3:
-        folder = Path(folder)
-        config = AV2TSAM3Config.from_dict(json.loads((folder / "config.json").read_text()))
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise AvsegError(f"{weights}: missing file")
+        config, state, source = read_model_folder(folder, AV2TSAM3Config)
         # Not on the meta device: SAM 3's ViT computes non-persistent buffers (RoPE) when built.
         with no_init_weights():
             model = cls(config)
-        load_strict(model, load_file(str(weights)), str(weights))
+        load_strict(model, state, source)
         return model
 
     @classmethod
