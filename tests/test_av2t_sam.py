@@ -271,7 +271,6 @@ def test_trains_evaluates_and_segments_through_the_pipeline(tmp_path):
     from avseg.config import load_recipe
     from avseg.engine.train import train
 
-
     (tmp_path / "recipe.yaml").write_text(RECIPE.format(root=tmp_path / "ms3", out=tmp_path / "runs"))
     out = train(load_recipe(tmp_path / "recipe.yaml", []))
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
