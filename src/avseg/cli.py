@@ -133,11 +133,17 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from avseg.models.av2t_sam.convert import convert
+    if args.kind == "sam3":
+        from avseg.models.av2t_sam.sam3 import AV2TSAM3
 
-    model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
+        model = AV2TSAM3.from_sam3(str(args.checkpoint), **({"projector": args.projector} if args.projector else {}))
+        model.save_pretrained(args.out)
+    else:
+        from avseg.models.av2t_sam.convert import convert
+
+            model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
     trainable = sum(p.numel() for p in model.trainable_parameters())
-    print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.config.backbone}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
+    print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.name}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -211,9 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    convert = commands.add_parser("convert", help="official AV2T-SAM or EVF-SAM(2) weights -> an avseg model folder")
-    convert.add_argument("kind", choices=["av2t-sam", "evf-sam"], help="av2t-sam: a trained official AV2T-SAM checkpoint; evf-sam: EVF-SAM2/EVF-SAM hub weights (training start)")
-    convert.add_argument("checkpoint", type=Path, help=".pth/.bin/.safetensors file or a hub folder")
+    convert = commands.add_parser("convert", help="official AV2T-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
+    convert.add_argument(
+        "kind",
+        choices=["av2t-sam", "evf-sam", "sam3"],
+        help="av2t-sam: a trained official AV2T-SAM checkpoint; evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
+        "sam3: SAM 3 (hub name such as facebook/sam3, or folder; AV2T-SAM3's training start)",
+    )
+    convert.add_argument("checkpoint", help=".pth/.bin/.safetensors file or a hub folder (sam3: also a hub name)")
     convert.add_argument("--out", required=True, type=Path, help="model folder to write (config.json + model.safetensors)")
     convert.add_argument("--projector", choices=["mul", "clap", "clip"], help="the projector mode the checkpoint was trained with (default mul)")
     convert.set_defaults(run=cmd_convert)

@@ -19,8 +19,6 @@ seconds, so memory stays bounded whatever the video's length.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,25 +29,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
+from avseg.engine.memory import keep_large_buffers_mmapped
 from avseg.errors import MediaError
 from avseg.media import VideoWriter, iter_audio, iter_frames, probe
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
-
-
-def _keep_large_buffers_mmapped() -> None:
-    """Pin glibc's mmap threshold at its default (128 KiB).
-
-    Frames are large, short-lived buffers. glibc raises its mmap threshold
-    after freeing such a buffer, so later ones come from the heap, whose
-    fragmentation made peak RSS creep up with video length (866 -> 928 MiB
-    from 1 to 10 minutes of 720p). A fixed threshold keeps it flat. Other C
-    libraries have no such switch, and nothing changes for them.
-    """
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def segment_video(
@@ -62,7 +46,7 @@ def segment_video(
     threshold: float = 0.5,
     progress: bool = True,
 ) -> Path:
-    _keep_large_buffers_mmapped()
+    keep_large_buffers_mmapped()
     video = Path(video)
     out = Path(out_root) / video.stem
     masks_dir = out / "masks"

@@ -39,6 +39,7 @@ from avseg.config import Recipe, recipe_to_dict
 from avseg.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips
+from avseg.engine.memory import keep_large_buffers_mmapped
 from avseg.errors import AvsegError
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, save_system_info
 
@@ -83,6 +84,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
     """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks)."""
     if recipe.model in ZERO_SHOT_MODELS:
         raise AvsegError(f"model: {recipe.model} is zero-shot and has nothing to train; evaluate it with avseg evaluate")
+    keep_large_buffers_mmapped()
     rank, world = _distributed()
     settings = recipe.train
     if settings.micro_batches > 1 and world > 1:
