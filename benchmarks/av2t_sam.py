@@ -17,6 +17,8 @@ Each measurement runs in a fresh process, avseg and official alternately, and re
   encoders' activations in backward (``activation_checkpointing``); the official keeps them all.
 
 Both sides' logits are saved and compared in the same run: the timings only count if the outputs agree.
+The avseg worker sets glibc's allocator as the command that does the job would
+(:mod:`avseg.engine.memory`: ``avseg evaluate`` for inference, ``avseg train`` for the training step).
 """
 
 from __future__ import annotations
@@ -42,10 +44,9 @@ inputs = torch.load(f"{folder}/inputs.pt", weights_only=True)
 flat = lambda x: x.reshape(-1, *x.shape[2:])
 
 if side == "avseg":
-    from avseg.engine.memory import keep_large_buffers_mmapped
+    from avseg.engine.memory import keep_freed_memory, keep_large_buffers_mmapped
     from avseg.models.registry import load_model
-    if task == "train":
-        keep_large_buffers_mmapped()  # as avseg train does (it costs inference speed, see engine/memory.py)
+    (keep_large_buffers_mmapped if task == "train" else keep_freed_memory)()  # as avseg train / evaluate do
     model = load_model(f"{folder}/avseg")
     model.activation_checkpointing = True
     run = lambda: model(flat(inputs["images_sam"]), flat(inputs["images_beit"]), flat(inputs["clip"]), flat(inputs["clap"]), size=(224, 224))

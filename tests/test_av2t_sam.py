@@ -287,3 +287,15 @@ def test_runs_under_bf16_autocast(model):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(**inputs(model), size=(16, 16))
     assert logits.shape == (2, 16, 16) and torch.isfinite(logits.float()).all()
+
+
+def test_avseg_convert_writes_a_folder_that_segment_can_use(tmp_path, monkeypatch, capsys):
+    from avseg.cli import main
+    from avseg.models.registry import read_system_info
+
+    torch.save(official_av2t_state(randomised(AV2TSAM(AV2TSAMConfig.tiny()))), tmp_path / "official.pth")
+    tiny_config_patch(monkeypatch)
+    assert main(["convert", "av2t-sam", str(tmp_path / "official.pth"), "--out", str(tmp_path / "model")]) == 0
+    assert "av2t-sam" in capsys.readouterr().out
+    assert read_system_info(tmp_path / "model")["encoders"]["audio"] == "msclap"
+    assert main(["convert", "av2t-sam", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "x")]) == 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,21 +20,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from avseg.data.clip import Clip
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class AudioEncoder(Protocol):
-    dim: int
-
-    def embed(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor: ...
-
-
-class ImageEncoder(Protocol):
-    dim: int
-
-    def embed_frames(self, frames: np.ndarray) -> torch.Tensor: ...
+from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD, AudioEncoder, ImageEncoder
 
 
 def sam_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:

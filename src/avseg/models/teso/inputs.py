@@ -30,15 +30,7 @@ from torch import nn
 
 from avseg.audio import level_db
 from avseg.data.clip import Clip
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class AudioEncoder(Protocol):
-    dim: int
-
-    def embed(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor: ...
+from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD, AudioEncoder
 
 
 class TextEncoder(Protocol):
