@@ -141,7 +141,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     else:
         from avseg.models.av2t_sam.convert import convert
 
-            model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
+        model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
     trainable = sum(p.numel() for p in model.trainable_parameters())
     print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.name}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
 
