@@ -209,10 +209,70 @@ def official_av2t_state(model: AV2TSAM) -> dict[str, torch.Tensor]:
 
 
 def tiny_config_patch(monkeypatch):
-    """``convert`` builds the paper's sizes; build the tiny ones for the test."""
+    """``convert`` builds the released sizes; build the tiny ones for the test."""
     import avseg.models.av2t_sam.convert as convert_module
 
-    monkeypatch.setattr(convert_module, "AV2TSAMConfig", lambda **kw: AV2TSAMConfig.tiny(**{k: v for k, v in kw.items() if k == "projector"}))
+    monkeypatch.setattr(convert_module, "release_config", lambda backbone, projector: AV2TSAMConfig.tiny(backbone, projector=projector))
+
+
+def official_sam_name(key: str) -> str:
+    """segment_anything's names (EVF-SAM's SAM ViT-H) for a transformers ``SamModel`` key."""
+    rules = [
+        (r"^vision_encoder\.patch_embed\.projection\.", "image_encoder.patch_embed.proj."),
+        (r"^vision_encoder\.pos_embed$", "image_encoder.pos_embed"),
+        (r"^vision_encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"image_encoder.blocks.\1.norm\2."),
+        (r"^vision_encoder\.layers\.(\d+)\.", r"image_encoder.blocks.\1."),
+        (r"^vision_encoder\.neck\.conv1\.", "image_encoder.neck.0."),
+        (r"^vision_encoder\.neck\.layer_norm1\.", "image_encoder.neck.1."),
+        (r"^vision_encoder\.neck\.conv2\.", "image_encoder.neck.2."),
+        (r"^vision_encoder\.neck\.layer_norm2\.", "image_encoder.neck.3."),
+        (r"^prompt_encoder\.point_embed\.(\d)\.", r"prompt_encoder.point_embeddings.\1."),
+        (r"^prompt_encoder\.mask_embed\.conv1\.", "prompt_encoder.mask_downscaling.0."),
+        (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "prompt_encoder.mask_downscaling.1."),
+        (r"^prompt_encoder\.mask_embed\.conv2\.", "prompt_encoder.mask_downscaling.3."),
+        (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "prompt_encoder.mask_downscaling.4."),
+        (r"^prompt_encoder\.mask_embed\.conv3\.", "prompt_encoder.mask_downscaling.6."),
+        (r"^mask_decoder\.transformer\.(layers\.\d+)\.layer_norm(\d)\.", r"mask_decoder.transformer.\1.norm\2."),
+        (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "mask_decoder.transformer.norm_final_attn."),
+        (r"^mask_decoder\.upscale_conv1\.", "mask_decoder.output_upscaling.0."),
+        (r"^mask_decoder\.upscale_layer_norm\.", "mask_decoder.output_upscaling.1."),
+        (r"^mask_decoder\.upscale_conv2\.", "mask_decoder.output_upscaling.3."),
+        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.proj_in\.", r"mask_decoder.\1.layers.0."),
+        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.0\.", r"mask_decoder.\1.layers.1."),
+        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.proj_out\.", r"mask_decoder.\1.layers.2."),
+        (r"^(prompt_encoder|mask_decoder)\.", r"\1."),
+    ]
+    for pattern, target in rules:
+        if re.match(pattern, key):
+            return re.sub(pattern, target, key, count=1)
+    raise AssertionError(key)
+
+
+def test_converter_maps_an_official_evf_sam_vit_h_checkpoint(tmp_path, monkeypatch):
+    reference = randomised(AV2TSAM(AV2TSAMConfig.tiny("sam"))).eval()
+    official = {}
+    for key, value in reference.state_dict().items():
+        if key in ("sam.shared_image_embedding.positional_embedding", "sam.prompt_encoder.shared_embedding.positional_embedding"):
+            official["model.visual_model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = value
+        elif key.startswith("sam."):
+            official["model.visual_model." + official_sam_name(key[len("sam.") :])] = value
+        elif key.startswith("adapters.mlps."):
+            index, rest = key[len("adapters.mlps.") :].split(".", 1)
+            official[f"audio_prompt_generator.lightweight_mlp_{index}.{rest}"] = value
+        elif key.startswith("adapters.shared_out."):
+            official["audio_prompt_generator.shared_mlp." + key[len("adapters.shared_out.") :]] = value
+        elif key.startswith("evf.beit3."):
+            official["model.mm_extractor.beit3." + key[len("evf.beit3.") :]] = value
+        elif key.startswith("evf.to_prompt."):
+            official["model.text_hidden_fcs.0." + key[len("evf.to_prompt.") :]] = value
+        else:
+            official[key.replace("projector.to_tokens.", "projector.to_text_space.")] = value
+    torch.save(official, tmp_path / "official.pth")
+    tiny_config_patch(monkeypatch)
+    converted = convert(tmp_path / "official.pth", tmp_path / "converted").eval()
+    batch = inputs(reference)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(**batch), reference(**batch), rtol=0, atol=0)
 
 
 def test_converter_maps_every_official_key_of_an_official_checkpoint(tmp_path, monkeypatch):

@@ -210,6 +210,11 @@ def _detect_backbone(state: Mapping[str, torch.Tensor], path: Path) -> str:
     raise AvsegError(f"{path}: no SAM 2 (image_encoder.trunk) or SAM (image_encoder.blocks) weights; not an EVF-SAM or AV2T-SAM checkpoint")
 
 
+def release_config(backbone: str, projector: str) -> AV2TSAMConfig:
+    """The released models' sizes: EVF-SAM2 (BEiT-3-L + SAM 2 Hiera-L) or EVF-SAM (BEiT-3-L + SAM ViT-H)."""
+    return AV2TSAMConfig(projector=projector) if backbone == "sam2" else AV2TSAMConfig.evf_sam(projector=projector)
+
+
 def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector: str | None = None, seed: int = 0) -> AV2TSAM:
     """Convert an official checkpoint (``kind``: ``av2t-sam`` or ``evf-sam``, the EVF-SAM2 / EVF-SAM hub weights)
     into a model folder at ``out``; returns the model.
@@ -221,9 +226,8 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
     path = Path(path)
     state = _strip_model_prefix(read_weights(path))
     backbone = _detect_backbone(state, path)
-    base = AV2TSAMConfig() if backbone == "sam2" else AV2TSAMConfig.evf_sam()
     mode = projector or "mul"
-    config = AV2TSAMConfig(**{**base.__dict__, "projector": mode})
+    config = release_config(backbone, mode)
     mapped, unmatched = map_official(state, backbone)
     if kind == "av2t-sam":
         unused = {"mul": (), "clap": ("projector.vision_proj.",), "clip": ("projector.audio_proj.",)}[mode]
