@@ -340,6 +340,7 @@ def test_trains_evaluates_and_segments_through_the_pipeline(tmp_path):
     assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg")]) == 0
     summary = json.loads((tmp_path / "seg" / "clip" / "summary.json").read_text())
     assert len(summary["frames"]) == 3 and (tmp_path / "seg" / "clip" / "overlay.mp4").is_file()
+    assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg"), "--cues", "dog"]) == 2
 
 
 def test_runs_under_bf16_autocast(model):

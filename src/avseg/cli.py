@@ -119,8 +119,11 @@ def cmd_segment(args: argparse.Namespace) -> None:
     zero_shot = args.model in ZERO_SHOT_MODELS
     if zero_shot and names:
         raise ConfigError(f"--cues: {args.model} hears which objects sound; give it a --vocabulary instead")
-    if not zero_shot and read_system_info(args.model)["model"] == "teso" and not names:
+    model_name = args.model if zero_shot else read_system_info(args.model)["model"]
+    if model_name == "teso" and not names:
         raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound)")
+    if model_name != "teso" and names:
+        raise ConfigError(f"--cues: {model_name} takes no text cues (only TeSO does)")
     options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
     settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
     system, info = load_system(args.model, cues={}, settings=settings)
