@@ -9,7 +9,6 @@ when a batch is assembled, so a dataset never sits in memory at 1024x1024.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Sequence
@@ -21,6 +20,7 @@ from torch.nn import functional as F
 
 from avseg.data.clip import Clip
 from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD, AudioEncoder, ImageEncoder
+from avseg.encoders.cache import MemoryCache
 
 
 def sam_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -87,24 +87,22 @@ class AV2TInputs:
         self.sam_size = sam_size
         self.evf_size = evf_size
         self.prepare_sam = prepare_sam
-        self._audio_cache: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._encoded = MemoryCache()
 
     def audio_embeddings(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor:
         """``(T, D)``, computed once per distinct waveform (validation reruns the same clips every epoch)."""
-        key = (hashlib.sha1(np.ascontiguousarray(waveform).tobytes()).hexdigest(), sample_rate, num_seconds)
-        if key not in self._audio_cache:
-            with torch.no_grad():
-                self._audio_cache[key] = self.audio_encoder.embed(waveform, sample_rate, num_seconds).float().cpu()
-        return self._audio_cache[key]
+        return self._encoded.get(("audio", waveform, sample_rate, num_seconds), lambda: self.audio_encoder.embed(waveform, sample_rate, num_seconds).float().cpu())
+
+    def image_embeddings(self, frames: np.ndarray) -> torch.Tensor:
+        """``(T, D)``, computed once per distinct clip (validation reruns the same clips every epoch)."""
+        return self._encoded.get(("image", frames, frames.shape), lambda: self.image_encoder.embed_frames(frames).float().cpu())
 
     def rows(self, clip: Clip) -> FrameRows:
         """The clip's real (non-padding) frames as rows; masks are binarised (any object is foreground)."""
         keep = torch.from_numpy(clip.frame_valid)
-        with torch.no_grad():
-            clip_embeddings = self.image_encoder.embed_frames(clip.frames).float().cpu()
         rows = FrameRows(
             frames=torch.from_numpy(clip.frames),
-            clip=clip_embeddings,
+            clip=self.image_embeddings(clip.frames),
             clap=self.audio_embeddings(clip.waveform, clip.sample_rate, clip.num_frames),
             masks=torch.from_numpy(clip.masks > 0).float() if clip.masks is not None else None,
         )

@@ -14,7 +14,33 @@ from torch.nn import functional as F
 from transformers import Sam2Model, SamModel
 
 
-class PromptedSam2(Sam2Model):
+class OneTokenPrompt:
+    """What EVF-style prompting shares across SAM versions (mixed into a transformers SAM model)."""
+
+    @property
+    def prompt_dim(self) -> int:
+        return self.config.mask_decoder_config.hidden_size
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [*self.mask_decoder.parameters(), self.prompt_encoder.no_mask_embed.weight]
+
+    def decode(self, image_embedding: torch.Tensor, prompt: torch.Tensor, **features) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multimask logits ``(N, 3, h, w)`` and predicted IoUs ``(N, 3)`` for one sparse prompt token per frame,
+        with ``no_mask_embed`` as the dense prompt."""
+        batch = image_embedding.shape[0]
+        dense = self.prompt_encoder.no_mask_embed.weight.view(1, -1, 1, 1).expand(batch, -1, *image_embedding.shape[-2:])
+        masks, iou, *_ = self.mask_decoder(
+            image_embeddings=image_embedding,
+            image_positional_embeddings=self.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1),
+            sparse_prompt_embeddings=prompt.unsqueeze(1),
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            **features,
+        )
+        return masks[:, 0], iou[:, 0]
+
+
+class PromptedSam2(OneTokenPrompt, Sam2Model):
     """SAM 2 (transformers :class:`Sam2Model`, unchanged) prompted by one token per frame, with :meth:`segment`.
 
     As SAM 2 does for a single image, ``no_memory_embedding`` is added to the lowest-resolution
@@ -25,10 +51,6 @@ class PromptedSam2(Sam2Model):
     @property
     def image_size(self) -> int:
         return self.config.vision_config.backbone_config.image_size[0]
-
-    @property
-    def prompt_dim(self) -> int:
-        return self.config.mask_decoder_config.hidden_size
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -43,9 +65,6 @@ class PromptedSam2(Sam2Model):
             widths += [hiera.embed_dim_per_stage[stage]] * blocks
         return widths[: sum(hiera.blocks_per_stage)]
 
-    def trainable(self) -> list[nn.Parameter]:
-        return [*self.mask_decoder.parameters(), self.prompt_encoder.no_mask_embed.weight]
-
     def segment(self, pixel_values: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, S, S)`` normalised frames and ``(N, 1, prompt_dim)`` prompts -> multimask
         low-resolution logits ``(N, 3, S/4, S/4)`` and predicted IoUs ``(N, 3)``."""
@@ -53,33 +72,19 @@ class PromptedSam2(Sam2Model):
         levels = self.get_image_features(pixel_values).fpn_hidden_states
         levels[-1] = levels[-1] + self.no_memory_embedding
         levels = [level.permute(1, 2, 0).view(batch, -1, *size) for level, size in zip(levels, self.backbone_feature_sizes)]
-        image_embedding = levels[-1]
-        dense = self.prompt_encoder.no_mask_embed.weight.view(1, -1, 1, 1).expand(batch, -1, *image_embedding.shape[-2:])
-        masks, iou, _, _ = self.mask_decoder(
-            image_embeddings=image_embedding,
-            image_positional_embeddings=self.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1),
-            sparse_prompt_embeddings=prompt.unsqueeze(1),
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-            high_resolution_features=levels[:-1],
-        )
-        return masks[:, 0], iou[:, 0]
+        return self.decode(levels[-1], prompt, high_resolution_features=levels[:-1])
 
     def upsample(self, low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Low-resolution logits ``(N, 1, h, w)`` -> ``(N, 1, *size)``, bilinear, as EVF-SAM2."""
         return F.interpolate(low_res, size, mode="bilinear", align_corners=False)
 
 
-class PromptedSam(SamModel):
+class PromptedSam(OneTokenPrompt, SamModel):
     """SAM ViT-H (transformers :class:`SamModel`, unchanged) prompted by one token per frame (EVF-SAM), with :meth:`segment`."""
 
     @property
     def image_size(self) -> int:
         return self.config.vision_config.image_size
-
-    @property
-    def prompt_dim(self) -> int:
-        return self.config.mask_decoder_config.hidden_size
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -90,21 +95,8 @@ class PromptedSam(SamModel):
         vision = self.config.vision_config
         return [vision.hidden_size] * vision.num_hidden_layers
 
-    def trainable(self) -> list[nn.Parameter]:
-        return [*self.mask_decoder.parameters(), self.prompt_encoder.no_mask_embed.weight]
-
     def segment(self, pixel_values: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = pixel_values.shape[0]
-        image_embedding = self.vision_encoder(pixel_values).last_hidden_state
-        dense = self.prompt_encoder.no_mask_embed.weight.view(1, -1, 1, 1).expand(batch, -1, *image_embedding.shape[-2:])
-        masks, iou = self.mask_decoder(
-            image_embeddings=image_embedding,
-            image_positional_embeddings=self.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1),
-            sparse_prompt_embeddings=prompt.unsqueeze(1),
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        return masks[:, 0], iou[:, 0]
+        return self.decode(self.vision_encoder(pixel_values).last_hidden_state, prompt)
 
     def upsample(self, low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """As SAM's ``postprocess_masks`` for a square, unpadded input: bilinear to the input size, then to ``size``."""

@@ -20,7 +20,6 @@ Per frame ``t``:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -31,6 +30,7 @@ from torch import nn
 from avseg.audio import level_db
 from avseg.data.clip import Clip
 from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD, AudioEncoder
+from avseg.encoders.cache import MemoryCache
 
 
 class TextEncoder(Protocol):
@@ -111,7 +111,7 @@ class TeSOInputs:
         self.audio_window = audio_window
         self.max_cues = max_cues
         self._cue_cache: dict[str, torch.Tensor] = {}
-        self._audio_cache: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._audio_cache = MemoryCache()
 
     def cue_embeddings(self, frame_cues: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame cue names -> ``(T, K, D)`` embeddings and ``(T, K)`` validity."""
@@ -132,11 +132,7 @@ class TeSOInputs:
     def audio_embeddings(self, waveform: np.ndarray, sample_rate: int, num_seconds: int) -> torch.Tensor:
         """``(T, D)`` per-second embeddings, computed once per distinct waveform (validation runs every
         epoch on the same clips; perturbed audio hashes differently)."""
-        key = (hashlib.sha1(np.ascontiguousarray(waveform).tobytes()).hexdigest(), sample_rate, num_seconds)
-        if key not in self._audio_cache:
-            with torch.no_grad():
-                self._audio_cache[key] = self.audio_encoder.embed(waveform, sample_rate, num_seconds).float()
-        return self._audio_cache[key]
+        return self._audio_cache.get((waveform, sample_rate, num_seconds), lambda: self.audio_encoder.embed(waveform, sample_rate, num_seconds).float())
 
     def frames(self, clip: Clip, frame_cues: Sequence[Sequence[str]], sound_labels: torch.Tensor | None = None) -> FrameBatch:
         """The valid frames of ``clip`` as rows; ``frame_cues`` has one list of names per frame."""
