@@ -269,7 +269,7 @@ def test_converter_maps_an_official_evf_sam_vit_h_checkpoint(tmp_path, monkeypat
             official[key.replace("projector.to_tokens.", "projector.to_text_space.")] = value
     torch.save(official, tmp_path / "official.pth")
     tiny_config_patch(monkeypatch)
-    converted = convert(tmp_path / "official.pth", tmp_path / "converted").eval()
+    converted = convert(tmp_path / "official.pth", tmp_path / "converted", projector="mul").eval()
     batch = inputs(reference)
     with torch.no_grad():
         torch.testing.assert_close(converted(**batch), reference(**batch), rtol=0, atol=0)
@@ -280,7 +280,7 @@ def test_converter_maps_every_official_key_of_an_official_checkpoint(tmp_path, m
     official = official_av2t_state(reference)
     torch.save(official, tmp_path / "official.pth")
     tiny_config_patch(monkeypatch)
-    convert(tmp_path / "official.pth", tmp_path / "converted")
+    convert(tmp_path / "official.pth", tmp_path / "converted", projector="mul")
     converted = load_model(tmp_path / "converted").eval()
     batch = inputs(reference)
     with torch.no_grad():
@@ -289,23 +289,109 @@ def test_converter_maps_every_official_key_of_an_official_checkpoint(tmp_path, m
         torch.testing.assert_close(converted(**batch), expected, rtol=0, atol=0)
 
 
-def test_converter_lists_unmatched_and_missing_keys(tmp_path, monkeypatch):
-    reference = AV2TSAM(AV2TSAMConfig.tiny())
-    official = official_av2t_state(reference)
+def test_converter_names_every_problem_at_once_under_official_names(tmp_path, monkeypatch):
+    official = official_av2t_state(AV2TSAM(AV2TSAMConfig.tiny()))
     tiny_config_patch(monkeypatch)
-    torch.save({**official, "model.visual_model.something_new.weight": torch.zeros(1)}, tmp_path / "extra.pth")
-    with pytest.raises(AvsegError, match="something_new"):
-        convert(tmp_path / "extra.pth", tmp_path / "out")
-    del official["projector.audio_proj.weight"]
-    torch.save(official, tmp_path / "missing.pth")
-    with pytest.raises(AvsegError, match=r"missing: projector\.audio_proj\.weight"):
-        convert(tmp_path / "missing.pth", tmp_path / "out")
+    del official["projector.to_text_space.0.weight"], official["model.visual_model.sam_mask_decoder.iou_token.weight"]
+    del official["model.visual_model.sam_prompt_encoder.point_embeddings.2.weight"]
+    official["model.visual_model.something_new.weight"] = torch.zeros(1)
+    official["model.visual_model.memory_attention.layers.0.junk.weight"] = torch.zeros(1)  # an unknown video-part name
+    official["model.visual_model.sam_mask_decoder.iou_token.weight2"] = torch.zeros(1)
+    torch.save(official, tmp_path / "broken.pth")
+    with pytest.raises(AvsegError) as error:
+        convert(tmp_path / "broken.pth", tmp_path / "out", projector="mul")
+    message = str(error.value)
+    for name in (
+        "model.visual_model.something_new.weight",
+        "model.visual_model.memory_attention.layers.0.junk.weight",
+        "model.visual_model.sam_mask_decoder.iou_token.weight2",
+        "missing: ",
+        "projector.to_text_space.0.weight",
+        "model.visual_model.sam_mask_decoder.iou_token.weight",
+        "model.visual_model.sam_prompt_encoder.point_embeddings.2.weight",
+    ):
+        assert name in message, name
+    assert "point_embeddings.1.weight" not in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(AvsegError, match="not a readable checkpoint"):
-        convert(tmp_path / "junk.pth", tmp_path / "out")
+        convert(tmp_path / "junk.pth", tmp_path / "out", projector="mul")
+
+
+def test_official_names_are_read_in_both_directions():
+    from avseg.models.av2t_sam.convert import OfficialNames
+
+    for backbone in ("sam2", "sam"):
+        expected = AV2TSAM(AV2TSAMConfig.tiny(backbone)).state_dict()
+        names = OfficialNames(backbone)
+        for key in expected:
+            for official in names.to_official(key, expected):
+                if not (backbone == "sam2" and "point_embeddings" in official):  # SAM 2's four rows, stacked by map_official
+                    assert key in names.to_ours(official), (key, official)
+
+
+def test_sam2_video_parts_are_kept_apart_by_their_official_names(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    official = official_av2t_state(AV2TSAM(AV2TSAMConfig.tiny()))
+    official["model.visual_model.obj_ptr_proj.layers.2.bias"] = torch.ones(4)
+    torch.save(official, tmp_path / "official.pth")
+    tiny_config_patch(monkeypatch)
+    convert(tmp_path / "official.pth", tmp_path / "out", projector="mul")
+    kept = load_file(str(tmp_path / "out" / "sam2_memory.safetensors"))
+    assert set(kept) == {"maskmem_tpos_enc", "memory_attention.layers.0.self_attn.q_proj.weight", "obj_ptr_proj.layers.2.bias"}
+    torch.save({**official, "model.visual_model.memory_encoder.fuser.extra": torch.ones(1)}, tmp_path / "junk.pth")
+    with pytest.raises(AvsegError, match=r"no place in AV2T-SAM: model\.visual_model\.memory_encoder\.fuser\.extra$"):
+        convert(tmp_path / "junk.pth", tmp_path / "junk", projector="mul")
+
+
+def with_both_projections(model: AV2TSAM) -> dict[str, torch.Tensor]:
+    """The official file of a ``clap`` or ``clip`` model: the official ``AVTSAM`` builds both projections in every mode."""
+    config = model.config
+    return {
+        "projector.audio_proj.weight": torch.randn(config.common_dim, config.audio_dim),
+        "projector.audio_proj.bias": torch.randn(config.common_dim),
+        "projector.vision_proj.weight": torch.randn(config.common_dim, config.vision_dim),
+        "projector.vision_proj.bias": torch.randn(config.common_dim),
+        **official_av2t_state(model),
+    }
+
+
+def test_projector_mode_is_read_from_the_release_file_name_or_required(tmp_path, monkeypatch):
+    tiny_config_patch(monkeypatch)
+    reference = randomised(AV2TSAM(AV2TSAMConfig.tiny(projector="clap"))).eval()
+    released = tmp_path / "av2t_clap_adapter_evf_sam2_s4_0.0_0.0_best.pth"  # train_avs.py's name for its best model
+    torch.save(with_both_projections(reference), released)
+    converted = convert(released, tmp_path / "clap").eval()
+    assert converted.config.projector == "clap"
+    batch = inputs(reference)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(**batch), reference(**batch), rtol=0, atol=0)
+    with pytest.raises(AvsegError, match="file name says it was trained with projector clap"):
+        convert(released, tmp_path / "mul", projector="mul")
+    (tmp_path / "renamed.pth").write_bytes(released.read_bytes())
+    with pytest.raises(AvsegError, match="pass --projector mul, clap or clip"):
+        convert(tmp_path / "renamed.pth", tmp_path / "unknown")
+    assert not (tmp_path / "mul").exists() and not (tmp_path / "unknown").exists()
+
+
+def test_cli_refusal_is_one_line_on_stderr(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    torch.save({"model.visual_model.image_encoder.trunk.pos_embed": torch.zeros(1)}, tmp_path / "weights.pth")
+    result = subprocess.run(
+        [sys.executable, "-m", "avseg.cli", "convert", "av2t-sam", str(tmp_path / "weights.pth"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("avseg: error: ") and result.stderr.count("\n") == 1 and "--projector" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_evf_hub_weights_become_a_starting_point_with_fresh_adapters(tmp_path, monkeypatch):
+    torch.manual_seed(1)  # not the converter's seed (0)
     reference = AV2TSAM(AV2TSAMConfig.tiny())
     evf = {k[len("model.") :]: v for k, v in official_av2t_state(reference).items() if k.startswith("model.")}
     torch.save(evf, tmp_path / "evf.bin")
@@ -356,7 +442,7 @@ def test_avseg_convert_writes_a_folder_that_segment_can_use(tmp_path, monkeypatc
 
     torch.save(official_av2t_state(randomised(AV2TSAM(AV2TSAMConfig.tiny()))), tmp_path / "official.pth")
     tiny_config_patch(monkeypatch)
-    assert main(["convert", "av2t-sam", str(tmp_path / "official.pth"), "--out", str(tmp_path / "model")]) == 0
+    assert main(["convert", "av2t-sam", str(tmp_path / "official.pth"), "--out", str(tmp_path / "model"), "--projector", "mul"]) == 0
     assert "av2t-sam" in capsys.readouterr().out
     assert read_system_info(tmp_path / "model")["encoders"]["audio"] == "msclap"
     assert main(["convert", "av2t-sam", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "x")]) == 2

@@ -1,167 +1,226 @@
-"""Official checkpoints -> avseg model folders (``config.json`` + ``model.safetensors``).
+"""Official checkpoints -> avseg model folders (``config.json`` + ``model.safetensors`` + ``system.json``).
 
-Two sources:
+Three sources:
 
 - an **AV2T-SAM** checkpoint of the official code (``bok-bok/AV2T-SAM``, the state dict of its
   ``AVTSAM`` module: ``model.visual_model.*`` SAM 2 or SAM, ``model.mm_extractor.beit3.*``,
   ``model.text_hidden_fcs.*``, ``projector.*``, ``audio_prompt_generator.*``);
 - the **EVF-SAM2 / EVF-SAM** hub weights (``YxZhang/evf-sam2-multitask``, ``YxZhang/evf-sam-multitask``:
   the same keys without the ``model.`` prefix and without projector or adapters), the starting
-  point for training: the projector and adapters are then freshly initialised.
+  point for training: the projector and adapters are then freshly initialised;
+- **SAM 3** (:func:`avseg.models.av2t_sam.sam3_weights.read_sam3`), AV2T-SAM3's starting point.
 
-Every official key is either mapped to exactly one model key (SAM 2's prompt positional
-matrix to the two places transformers keeps it) or is one of SAM 2's video-tracking parts
-(memory attention and encoder, object pointers), which image segmentation never runs and
-which are dropped by name. Every model key must be filled. Anything else is an error that
-lists the unmatched keys. Files are read with ``torch.load(weights_only=True)`` or safetensors.
+Every official key is mapped to exactly one model key by a table of name pairs that is read in
+both directions, so a missing model weight is named by its official name. SAM 2's
+video-tracking parts (memory attention and encoder, object pointers), which image segmentation
+never runs, are checked name by name against the official modules and kept apart, in
+``sam2_memory.safetensors`` under their official names. A file is refused with one error that
+lists every problem: official keys with no place (or no known video-part name), missing
+official keys, wrong shapes. Files are read with ``torch.load(weights_only=True)`` or safetensors.
+
+**Projector mode.** The official ``AVTSAM`` builds both projections whatever its mode, so the
+weights cannot tell it. The release's training script names its checkpoints
+``{name}_{mode}[_adapter]_{evf_sam|evf_sam2}_{dataset}_..._best.pth``: the mode is read from the
+file name; ``--projector`` must be given when the name does not tell it (and agree when it does).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, load_strict
 from avseg.models.registry import save_system_info
 
-SAM2_VIDEO_ONLY = (
-    "memory_attention.",
-    "memory_encoder.",
-    "maskmem_tpos_enc",
-    "no_mem_pos_enc",
-    "no_obj_ptr",
-    "obj_ptr_proj.",
-    "obj_ptr_tpos_proj.",
-    "mask_downsample.",
-    "no_obj_embed_spatial",
+PROJECTOR_MODES = ("mul", "clap", "clip")
+MEMORY_FILE = "sam2_memory.safetensors"
+
+SAM2_MEMORY_KEYS = re.compile(
+    r"memory_attention\.layers\.\d+\.(?:(?:self_attn|cross_attn_image)\.[qkv]_proj|(?:self_attn|cross_attn_image)\.out_proj"
+    r"|linear[12]|norm[123])\.(?:weight|bias)"
+    r"|memory_attention\.norm\.(?:weight|bias)"
+    r"|memory_encoder\.mask_downsampler\.encoder\.\d+\.(?:weight|bias)"
+    r"|memory_encoder\.(?:pix_feat_proj|out_proj)\.(?:weight|bias)"
+    r"|memory_encoder\.fuser\.layers\.\d+\.(?:(?:dwconv|norm|pwconv1|pwconv2)\.(?:weight|bias)|gamma)"
+    r"|obj_ptr_proj\.(?:layers\.\d+\.)?(?:weight|bias)|obj_ptr_tpos_proj\.(?:weight|bias)|mask_downsample\.(?:weight|bias)"
+    r"|maskmem_tpos_enc|no_mem_pos_enc|no_obj_ptr|no_obj_embed_spatial"
 )
+"""The parameters of the official SAM 2 modules that only video tracking runs (``SAM2Base``'s memory
+attention, memory encoder, object pointer and mask-downsampling parts; ``no_obj_embed_spatial`` is SAM 2.1's)."""
 
 
-def _mlp(depth: int) -> Callable[[re.Match], str]:
-    """An official ``MLP``'s ``layers.i`` -> transformers' ``proj_in`` / ``layers.(i-1)`` / ``proj_out``."""
+class NameTable:
+    """Ordered pairs of name templates, official -> avseg and back; the first pair whose side matches wins.
 
-    def rename(match: re.Match) -> str:
-        index = int(match.group(2))
-        name = "proj_in" if index == 0 else "proj_out" if index == depth - 1 else f"layers.{index - 1}"
-        return f"{match.group(1)}{name}."
+    A template ending in ``.`` matches a key prefix (the rest is kept), otherwise the whole key.
+    ``{i}`` stands for an index, ``{n}`` for one digit, ``{rest}`` for any dotted run."""
 
-    return rename
+    FIELDS = {"i": r"\d+", "n": r"\d", "rest": r".+"}
 
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.pairs = [(self._compile(official), official, self._compile(ours), ours) for official, ours in pairs]
 
-def _rules(rules: list[tuple[str, str | Callable]]) -> Callable[[str], str | None]:
-    compiled = [(re.compile(pattern), target) for pattern, target in rules]
+    @classmethod
+    def _compile(cls, template: str) -> re.Pattern:
+        parts = re.split(r"\{(\w+)\}", template)
+        regex = "".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>{cls.FIELDS[p]})" for k, p in enumerate(parts))
+        return re.compile("^" + regex + ("" if template.endswith(".") else "$"))
 
-    def rename(key: str) -> str | None:
-        for pattern, target in compiled:
-            if pattern.match(key):
-                return pattern.sub(target, key, count=1)
+    @staticmethod
+    def _rename(key: str, pairs) -> str | None:
+        for pattern, template in pairs:
+            match = pattern.match(key)
+            if match:
+                return template.format(**match.groupdict()) + key[match.end() :]
         return None
 
-    return rename
+    def to_ours(self, key: str) -> str | None:
+        return self._rename(key, [(p[0], p[3]) for p in self.pairs])
+
+    def to_official(self, key: str) -> str | None:
+        return self._rename(key, [(p[2], p[1]) for p in self.pairs])
 
 
-_PROMPT_ENCODER_RULES: list[tuple[str, str | Callable]] = [
-    (r"^(?:sam_)?prompt_encoder\.mask_downscaling\.0\.", "prompt_encoder.mask_embed.conv1."),
-    (r"^(?:sam_)?prompt_encoder\.mask_downscaling\.1\.", "prompt_encoder.mask_embed.layer_norm1."),
-    (r"^(?:sam_)?prompt_encoder\.mask_downscaling\.3\.", "prompt_encoder.mask_embed.conv2."),
-    (r"^(?:sam_)?prompt_encoder\.mask_downscaling\.4\.", "prompt_encoder.mask_embed.layer_norm2."),
-    (r"^(?:sam_)?prompt_encoder\.mask_downscaling\.6\.", "prompt_encoder.mask_embed.conv3."),
-    (r"^(?:sam_)?prompt_encoder\.(no_mask_embed|not_a_point_embed)\.", r"prompt_encoder.\1."),
-]
-_MASK_DECODER_RULES: list[tuple[str, str | Callable]] = [
-    (r"^(?:sam_)?mask_decoder\.transformer\.(layers\.\d+\.)norm(\d)\.", r"mask_decoder.transformer.\1layer_norm\2."),
-    (r"^(?:sam_)?mask_decoder\.transformer\.norm_final_attn\.", "mask_decoder.transformer.layer_norm_final_attn."),
-    (r"^(?:sam_)?mask_decoder\.output_upscaling\.0\.", "mask_decoder.upscale_conv1."),
-    (r"^(?:sam_)?mask_decoder\.output_upscaling\.1\.", "mask_decoder.upscale_layer_norm."),
-    (r"^(?:sam_)?mask_decoder\.output_upscaling\.3\.", "mask_decoder.upscale_conv2."),
-]
+def _mlp(official: str, ours: str, depth: int) -> list[tuple[str, str]]:
+    """An official ``MLP``'s ``layers.i`` <-> transformers' ``proj_in`` / ``layers.(i-1)`` / ``proj_out``."""
+    names = ["proj_in", *(f"layers.{i}" for i in range(depth - 2)), "proj_out"]
+    return [(f"{official}.layers.{i}.", f"{ours}.{name}.") for i, name in enumerate(names)]
 
-# SAM 2 (the official ``sam2`` package, as vendored by EVF-SAM2) -> transformers ``Sam2Model``.
-_sam2_key = _rules(
+
+def _head_pairs(prompt_encoder: str, mask_decoder: str) -> list[tuple[str, str]]:
+    """Prompt encoder and mask decoder names shared by SAM and SAM 2 (official prefixes differ)."""
+    downscaling = {0: "conv1", 1: "layer_norm1", 3: "conv2", 4: "layer_norm2", 6: "conv3"}
+    upscaling = {0: "upscale_conv1", 1: "upscale_layer_norm", 3: "upscale_conv2"}
+    return [
+        *((f"{prompt_encoder}.mask_downscaling.{i}.", f"prompt_encoder.mask_embed.{name}.") for i, name in downscaling.items()),
+        (f"{prompt_encoder}.no_mask_embed.", "prompt_encoder.no_mask_embed."),
+        (f"{prompt_encoder}.not_a_point_embed.", "prompt_encoder.not_a_point_embed."),
+        (f"{mask_decoder}.transformer.layers.{{i}}.norm{{n}}.", "mask_decoder.transformer.layers.{i}.layer_norm{n}."),
+        (f"{mask_decoder}.transformer.norm_final_attn.", "mask_decoder.transformer.layer_norm_final_attn."),
+        *((f"{mask_decoder}.output_upscaling.{i}.", f"mask_decoder.{name}.") for i, name in upscaling.items()),
+        *_mlp(f"{mask_decoder}.output_hypernetworks_mlps.{{i}}", "mask_decoder.output_hypernetworks_mlps.{i}", 3),
+        *_mlp(f"{mask_decoder}.iou_prediction_head", "mask_decoder.iou_prediction_head", 3),
+    ]
+
+
+# SAM 2 (the official ``sam2`` package, as vendored by EVF-SAM2) <-> transformers ``Sam2Model``.
+SAM2_NAMES = NameTable(
     [
-        (r"^image_encoder\.trunk\.patch_embed\.proj\.", "vision_encoder.backbone.patch_embed.projection."),
-        (r"^image_encoder\.trunk\.(pos_embed|pos_embed_window)$", r"vision_encoder.backbone.\1"),
-        (r"^image_encoder\.trunk\.(blocks\.\d+\.)norm(\d)\.", r"vision_encoder.backbone.\1layer_norm\2."),
-        (r"^image_encoder\.trunk\.(blocks\.\d+\.mlp\.)layers\.(\d)\.", lambda m: "vision_encoder.backbone." + _mlp(2)(m)),
-        (r"^image_encoder\.trunk\.(blocks\.\d+\.(?:attn\.qkv|attn\.proj|proj))\.", r"vision_encoder.backbone.\1."),
-        (r"^image_encoder\.neck\.convs\.(\d+)\.conv\.", r"vision_encoder.neck.convs.\1."),
-        (r"^no_mem_embed$", "no_memory_embedding"),
-        *_PROMPT_ENCODER_RULES,
-        (r"^sam_mask_decoder\.(transformer\.layers\.\d+\.mlp\.)layers\.(\d)\.", lambda m: "mask_decoder." + _mlp(2)(m)),
-        (r"^sam_mask_decoder\.(transformer\..*)\.out_proj\.", r"mask_decoder.\1.o_proj."),
-        *_MASK_DECODER_RULES,
-        (r"^sam_mask_decoder\.((?:output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.)layers\.(\d)\.", lambda m: "mask_decoder." + _mlp(3)(m)),
-        (r"^sam_mask_decoder\.((?:transformer|iou_token|mask_tokens|obj_score_token|conv_s0|conv_s1)\b)", r"mask_decoder.\1"),
+        ("image_encoder.trunk.patch_embed.proj.", "vision_encoder.backbone.patch_embed.projection."),
+        ("image_encoder.trunk.pos_embed_window", "vision_encoder.backbone.pos_embed_window"),
+        ("image_encoder.trunk.pos_embed", "vision_encoder.backbone.pos_embed"),
+        ("image_encoder.trunk.blocks.{i}.norm{n}.", "vision_encoder.backbone.blocks.{i}.layer_norm{n}."),
+        *_mlp("image_encoder.trunk.blocks.{i}.mlp", "vision_encoder.backbone.blocks.{i}.mlp", 2),
+        *((f"image_encoder.trunk.blocks.{{i}}.{name}.", f"vision_encoder.backbone.blocks.{{i}}.{name}.") for name in ("attn.qkv", "attn.proj", "proj")),
+        ("image_encoder.neck.convs.{i}.conv.", "vision_encoder.neck.convs.{i}."),
+        ("no_mem_embed", "no_memory_embedding"),
+        *_head_pairs("sam_prompt_encoder", "sam_mask_decoder"),
+        *_mlp("sam_mask_decoder.transformer.layers.{i}.mlp", "mask_decoder.transformer.layers.{i}.mlp", 2),
+        ("sam_mask_decoder.transformer.{rest}.out_proj.", "mask_decoder.transformer.{rest}.o_proj."),
+        *_mlp("sam_mask_decoder.pred_obj_score_head", "mask_decoder.pred_obj_score_head", 3),
+        *((f"sam_mask_decoder.{name}.", f"mask_decoder.{name}.") for name in ("transformer", "iou_token", "mask_tokens", "obj_score_token", "conv_s0", "conv_s1")),
     ]
 )
 
-# SAM (``segment_anything``, as vendored by EVF-SAM) -> transformers ``SamModel``.
-_sam_key = _rules(
+# SAM (``segment_anything``, as vendored by EVF-SAM) <-> transformers ``SamModel``.
+SAM_NAMES = NameTable(
     [
-        (r"^image_encoder\.patch_embed\.proj\.", "vision_encoder.patch_embed.projection."),
-        (r"^image_encoder\.pos_embed$", "vision_encoder.pos_embed"),
-        (r"^image_encoder\.blocks\.(\d+)\.norm(\d)\.", r"vision_encoder.layers.\1.layer_norm\2."),
-        (r"^image_encoder\.blocks\.(\d+)\.(attn|mlp)\.", r"vision_encoder.layers.\1.\2."),
-        (r"^image_encoder\.neck\.0\.", "vision_encoder.neck.conv1."),
-        (r"^image_encoder\.neck\.1\.", "vision_encoder.neck.layer_norm1."),
-        (r"^image_encoder\.neck\.2\.", "vision_encoder.neck.conv2."),
-        (r"^image_encoder\.neck\.3\.", "vision_encoder.neck.layer_norm2."),
-        (r"^prompt_encoder\.point_embeddings\.(\d)\.", r"prompt_encoder.point_embed.\1."),
-        *_PROMPT_ENCODER_RULES,
-        *_MASK_DECODER_RULES,
-        (r"^mask_decoder\.((?:output_hypernetworks_mlps\.\d+|iou_prediction_head)\.)layers\.(\d)\.", lambda m: "mask_decoder." + _mlp(3)(m)),
-        (r"^mask_decoder\.((?:transformer|iou_token|mask_tokens)\b)", r"mask_decoder.\1"),
+        ("image_encoder.patch_embed.proj.", "vision_encoder.patch_embed.projection."),
+        ("image_encoder.pos_embed", "vision_encoder.pos_embed"),
+        ("image_encoder.blocks.{i}.norm{n}.", "vision_encoder.layers.{i}.layer_norm{n}."),
+        ("image_encoder.blocks.{i}.attn.", "vision_encoder.layers.{i}.attn."),
+        ("image_encoder.blocks.{i}.mlp.", "vision_encoder.layers.{i}.mlp."),
+        *((f"image_encoder.neck.{i}.", f"vision_encoder.neck.{name}.") for i, name in enumerate(("conv1", "layer_norm1", "conv2", "layer_norm2"))),
+        ("prompt_encoder.point_embeddings.{i}.", "prompt_encoder.point_embed.{i}."),
+        *_head_pairs("prompt_encoder", "mask_decoder"),
+        *((f"mask_decoder.{name}.", f"mask_decoder.{name}.") for name in ("transformer", "iou_token", "mask_tokens")),
+    ]
+)
+
+AV2T_NAMES = NameTable(
+    [
+        ("projector.audio_proj.", "projector.audio_proj."),
+        ("projector.vision_proj.", "projector.vision_proj."),
+        ("projector.to_text_space.", "projector.to_tokens."),
+        ("audio_prompt_generator.lightweight_mlp_{i}.", "adapters.mlps.{i}."),
+        ("audio_prompt_generator.shared_mlp.", "adapters.shared_out."),
+        ("text_hidden_fcs.0.", "evf.to_prompt."),
+        ("mm_extractor.beit3.", "evf.beit3."),
     ]
 )
 
 _POSITIONAL = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
-
-_av2t_key = _rules(
-    [
-        (r"^projector\.(audio_proj|vision_proj)\.", r"projector.\1."),
-        (r"^projector\.to_text_space\.", "projector.to_tokens."),
-        (r"^audio_prompt_generator\.lightweight_mlp_(\d+)\.", r"adapters.mlps.\1."),
-        (r"^audio_prompt_generator\.shared_mlp\.", "adapters.shared_out."),
-        (r"^text_hidden_fcs\.0\.", "evf.to_prompt."),
-        (r"^mm_extractor\.beit3\.", "evf.beit3."),
-    ]
-)
+_SAM2_POINT = re.compile(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$")
 
 
-def map_official(official: Mapping[str, torch.Tensor], backbone: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Official EVF-SAM / AV2T-SAM keys (``model.`` prefix already removed) -> avseg keys, and the unmatched official keys."""
+class OfficialNames:
+    """One backbone's official <-> avseg names, with the three that are not one-to-one: the prompt
+    positional matrix (one official tensor, two places in transformers), SAM 2's point embeddings
+    (four official tensors, one stacked in transformers) and SAM 2's video-only parts (kept apart)."""
+
+    def __init__(self, backbone: str):
+        self.backbone = backbone
+        self.sam = SAM2_NAMES if backbone == "sam2" else SAM_NAMES
+        self.prompt_encoder = "sam_prompt_encoder" if backbone == "sam2" else "prompt_encoder"
+
+    def to_ours(self, key: str) -> list[str] | None:
+        """The avseg keys an official key (``model.`` removed) fills, or None when it has no place."""
+        if not key.startswith("visual_model."):
+            target = AV2T_NAMES.to_ours(key)
+            return [target] if target else None
+        inner = key[len("visual_model.") :]
+        if inner == f"{self.prompt_encoder}.pe_layer.positional_encoding_gaussian_matrix":
+            return [f"sam.{name}" for name in _POSITIONAL]
+        target = self.sam.to_ours(inner)
+        return [f"sam.{target}"] if target else None
+
+    def to_official(self, key: str, expected: Mapping[str, torch.Tensor]) -> list[str]:
+        """The official keys (``model.`` removed) that an avseg key is made from."""
+        if key.startswith("sam."):
+            inner = key[len("sam.") :]
+            if inner in _POSITIONAL:
+                return [f"visual_model.{self.prompt_encoder}.pe_layer.positional_encoding_gaussian_matrix"]
+            if self.backbone == "sam2" and inner == "prompt_encoder.point_embed.weight":
+                return [f"visual_model.sam_prompt_encoder.point_embeddings.{i}.weight" for i in range(len(expected[key]))]
+            official = self.sam.to_official(inner)
+            return [f"visual_model.{official or inner}"]
+        return [AV2T_NAMES.to_official(key) or key]
+
+
+def map_official(state: Mapping[str, torch.Tensor], names: OfficialNames, expected: Mapping[str, torch.Tensor]):
+    """Official keys (``model.`` removed) -> avseg tensors, the SAM 2 video-only tensors (official names, without
+    ``visual_model.``), and the official keys with no place (no mapping, no such model key, or a second source)."""
     mapped: dict[str, torch.Tensor] = {}
-    unmatched: list[str] = []
-    sam_key = _sam2_key if backbone == "sam2" else _sam_key
-    stacked_points: dict[int, torch.Tensor] = {}
-    for key, value in official.items():
-        if key.startswith("visual_model."):
-            inner = key[len("visual_model.") :]
-            if backbone == "sam2" and inner.startswith(SAM2_VIDEO_ONLY):
-                continue
-            if inner.endswith("pe_layer.positional_encoding_gaussian_matrix"):
-                mapped.update({f"sam.{name}": value for name in _POSITIONAL})
-                continue
-            point = re.match(r"^sam_prompt_encoder\.point_embeddings\.(\d)\.weight$", inner)
-            if backbone == "sam2" and point:
-                stacked_points[int(point.group(1))] = value
-                continue
-            target = sam_key(inner)
-            target = f"sam.{target}" if target else None
-        else:
-            target = _av2t_key(key)
-        if target is None:
-            unmatched.append(key)
-        else:
-            mapped[target] = value
-    if stacked_points:
-        mapped["sam.prompt_encoder.point_embed.weight"] = torch.cat([stacked_points[i] for i in sorted(stacked_points)])
-    return mapped, unmatched
+    memory: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    points: dict[int, torch.Tensor] = {}
+    for key, value in state.items():
+        inner = key[len("visual_model.") :] if key.startswith("visual_model.") else None
+        if inner is not None and names.backbone == "sam2" and SAM2_MEMORY_KEYS.fullmatch(inner):
+            memory[inner] = value
+            continue
+        point = _SAM2_POINT.match(inner or "") if names.backbone == "sam2" else None
+        if point:
+            points[int(point.group(1))] = value
+            continue
+        targets = names.to_ours(key)
+        if not targets or any(t not in expected or t in mapped for t in targets):
+            unexpected.append(key)
+            continue
+        mapped.update({t: value for t in targets})
+    if points:
+        key = "sam.prompt_encoder.point_embed.weight"
+        rows = len(expected[key])
+        unexpected += [f"visual_model.sam_prompt_encoder.point_embeddings.{i}.weight" for i in sorted(points) if i >= rows]
+        if all(i in points for i in range(rows)):
+            mapped[key] = torch.cat([points[i] for i in range(rows)])
+    return mapped, memory, unexpected
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -197,9 +256,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _strip_model_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The official ``AVTSAM`` keeps EVF under ``model.``; the EVF hub files do not."""
-    return {k[len("model.") :] if k.startswith("model.") else k: v for k, v in state.items()}
+def _strip_model_prefix(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The official ``AVTSAM`` keeps EVF under ``model.``; the EVF hub files do not. Also each key's name in the file."""
+    names = {k[len("model.") :] if k.startswith("model.") else k: k for k in state}
+    return {key: state[name] for key, name in names.items()}, names
 
 
 def _detect_backbone(state: Mapping[str, torch.Tensor], path: Path) -> str:
@@ -210,44 +270,71 @@ def _detect_backbone(state: Mapping[str, torch.Tensor], path: Path) -> str:
     raise AvsegError(f"{path}: no SAM 2 (image_encoder.trunk) or SAM (image_encoder.blocks) weights; not an EVF-SAM or AV2T-SAM checkpoint")
 
 
+def projector_mode(path: Path, projector: str | None) -> str:
+    """The mode an official AV2T-SAM checkpoint was trained with: from its release file name, or ``projector``."""
+    named = re.search(r"(?:^|_)(mul|clap|clip)(?:_adapter)?_evf_sam2?_", path.name)
+    if named and projector and named.group(1) != projector:
+        raise AvsegError(f"{path}: --projector {projector}, but the file name says it was trained with projector {named.group(1)}")
+    if named or projector:
+        return projector or named.group(1)
+    raise AvsegError(
+        f"{path}: cannot tell the projector mode (the official checkpoint holds both projections in every mode and its name "
+        f"is not the release's NAME_MODE_adapter_evf_sam2_...); pass --projector mul, clap or clip"
+    )
+
+
 def release_config(backbone: str, projector: str) -> AV2TSAMConfig:
     """The released models' sizes: EVF-SAM2 (BEiT-3-L + SAM 2 Hiera-L) or EVF-SAM (BEiT-3-L + SAM ViT-H)."""
     return AV2TSAMConfig(projector=projector) if backbone == "sam2" else AV2TSAMConfig.evf_sam(projector=projector)
+
+
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
 
 
 def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector: str | None = None, seed: int = 0) -> AV2TSAM:
     """Convert an official checkpoint (``kind``: ``av2t-sam`` or ``evf-sam``, the EVF-SAM2 / EVF-SAM hub weights)
     into a model folder at ``out``; returns the model.
 
-    The official ``AVTSAM`` builds both projections in every mode; ``projector`` picks the mode
-    (default: ``mul``, as the paper), and the projection that mode does not use is the one kind of
-    official key dropped (named in the error if the mode needs a projection the file lacks).
+    ``av2t-sam``: the projector mode comes from the file name or ``projector`` (see the module docstring);
+    the projection that mode does not use is the one kind of official key dropped. ``evf-sam``: the
+    projector is new, in mode ``projector`` (default ``mul``, as the paper).
     """
     path = Path(path)
-    state = _strip_model_prefix(read_weights(path))
+    if kind not in ("av2t-sam", "evf-sam"):
+        raise AvsegError(f"unknown checkpoint kind {kind!r} (use av2t-sam, evf-sam or sam3)")
+    state, in_file = _strip_model_prefix(read_weights(path))
     backbone = _detect_backbone(state, path)
-    mode = projector or "mul"
+    mode = projector_mode(path, projector) if kind == "av2t-sam" else projector or "mul"
     config = release_config(backbone, mode)
-    mapped, unmatched = map_official(state, backbone)
-    if kind == "av2t-sam":
+    with torch.random.fork_rng(), torch.device("meta" if kind == "av2t-sam" else "cpu"):
+        torch.manual_seed(seed)
+        model = AV2TSAM(config)  # evf-sam: the projector and adapters start from their initialisation
+    if kind == "av2t-sam":  # the model builds only the projections its mode uses
         unused = {"mul": (), "clap": ("projector.vision_proj.",), "clip": ("projector.audio_proj.",)}[mode]
-        mapped = {k: v for k, v in mapped.items() if not k.startswith(unused)}
-    elif kind != "evf-sam":
-        raise AvsegError(f"unknown checkpoint kind {kind!r} (use av2t-sam or evf-sam)")
-    if unmatched:
-        shown = ", ".join(unmatched[:8]) + (f" (+{len(unmatched) - 8} more)" if len(unmatched) > 8 else "")
-        raise AvsegError(f"{path}: {len(unmatched)} official keys have no place in AV2T-SAM: {shown}")
+        state = {k: v for k, v in state.items() if not k.startswith(unused)}
+    expected = model.state_dict()
+    names = OfficialNames(backbone)
+    mapped, memory, unexpected = map_official(state, names, expected)
+    fresh = {k for k in expected if kind == "evf-sam" and k.startswith(("projector.", "adapters."))}
     if kind == "evf-sam":
         if any(k.startswith(("projector.", "adapters.")) for k in mapped):
             raise AvsegError(f"{path}: holds AV2T-SAM projector/adapter weights; convert it as av2t-sam")
-        torch.manual_seed(seed)
-        model = AV2TSAM(config)  # the projector and adapters start from their initialisation
-        mapped.update({k: v for k, v in model.state_dict().items() if k.startswith(("projector.", "adapters."))})
-    else:
-        with torch.device("meta"):
-            model = AV2TSAM(config)
-    load_strict(model, mapped, str(path), assign=kind != "evf-sam")
+        mapped.update({k: expected[k] for k in fresh})
+    evf_prefix = "model." if any(name.startswith("model.") for name in in_file.values()) else ""
+
+    def official(key: str) -> str:
+        return key if key.startswith(("projector.", "audio_prompt_generator.")) else evf_prefix + key
+
+    missing = sorted({official(o) for k in expected if k not in mapped for o in names.to_official(k, expected) if o not in state})
+    wrong = sorted({official(o) for k, v in mapped.items() if k in expected and v.shape != expected[k].shape for o in names.to_official(k, expected)})
+    problems = [f"{label}: {_listed(keys)}" for label, keys in (("no place in AV2T-SAM", sorted(in_file[k] for k in unexpected)), ("missing", missing), ("wrong shape", wrong)) if keys]
+    if problems:
+        raise AvsegError(f"{path}: does not fit AV2T-SAM ({backbone}); " + "; ".join(problems))
+    load_strict(model, mapped, str(path), assign=kind == "av2t-sam")
     model.save_pretrained(out)
+    if memory:
+        save_file({k: v.contiguous() for k, v in memory.items()}, str(Path(out) / MEMORY_FILE))
     save_system_info(out, PAPER_SYSTEM)
     return model
 
