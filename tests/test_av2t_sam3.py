@@ -68,6 +68,44 @@ def test_mask_is_empty_when_sam3_says_nothing_is_present(model):
     assert (logits < -9).all()  # sigmoid(-10) ≈ 5e-5 at most
 
 
+def test_a_closed_presence_head_still_learns_from_a_sounding_frame():
+    torch.manual_seed(0)
+    model = AV2TSAM3(AV2TSAM3Config.tiny()).train()
+    last = model.sam.detr_decoder.presence_head.layer3
+    batch, target = inputs(model, seed=4), torch.ones(2, 16, 16)  # every pixel sounds
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-10.0)
+        at_bound = model(**batch, size=(16, 16))
+        last.bias.fill_(-12.0)  # SAM 3's raw presence logit -12, below its clamp
+    logits = model(**batch, size=(16, 16))
+    torch.testing.assert_close(logits, at_bound, rtol=0, atol=0)  # forward: SAM 3's clamp, unchanged
+    bce_soft_iou_loss(logits, target)["total"].backward()
+    assert last.bias.grad is not None and last.bias.grad.item() < 0  # descent raises the presence logit
+
+
+def test_query_scores_below_the_clamp_still_learn():
+    torch.manual_seed(0)
+    model = AV2TSAM3(AV2TSAM3Config.tiny()).train()
+    scoring = model.sam.dot_product_scoring
+    width = scoring.query_proj.out_features
+    with torch.no_grad():  # every query's score is -20 * sqrt(width) * scale = -20
+        scoring.query_proj.weight.zero_(), scoring.text_proj.weight.zero_(), scoring.text_proj.bias.fill_(1.0)
+        scoring.query_proj.bias.fill_(-20.0 / (width * scoring.scale))
+    bce_soft_iou_loss(model(**inputs(model, seed=5), size=(16, 16)), torch.ones(2, 16, 16))["total"].backward()
+    assert scoring.query_proj.bias.grad is not None and scoring.query_proj.bias.grad.abs().sum() > 0
+
+
+def test_straight_through_clamp_keeps_values_and_passes_gradients():
+    from avseg.models.av2t_sam.sam3 import straight_through_clamp
+
+    logits = torch.tensor([-30.0, -10.5, -3.25, 0.0, 9.75, 12.0, 40.0], requires_grad=True)
+    clamped = straight_through_clamp(logits, 10.0)
+    assert torch.equal(clamped, logits.detach().clamp(-10, 10))
+    clamped.sum().backward()
+    assert torch.equal(logits.grad, torch.ones(7))
+
+
 def test_adapters_change_the_vit_output(model):
     pixels = inputs(model)["sam_pixels"]
     features = []

@@ -26,6 +26,13 @@ that pixel) and empty when SAM 3 says nothing is present: SAM 3 clamps the prese
 [-10, 10], so a low presence bounds every logit by about -10. SAM 3's semantic head is not
 used; it ignores the presence score, so it cannot say "nothing sounds".
 
+**Clamps.** SAM 3 clamps the presence logit to [-10, 10] and query scores to [-12, 12]; a
+plain clamp passes no gradient outside, so a frame whose presence fell below -10 could never
+be reopened by a sounding target (nor a query score below -12). The clamps are moved here
+(:func:`straight_through_clamp`): the same values forward, so outputs are exactly SAM 3's,
+and an identity gradient. A soft clamp (``10 tanh(x / 10)``) was not chosen: it changes
+every value in the normal range (5 -> 4.6), so released SAM 3 weights would score differently.
+
 **Trained** (30.3M at full size): the projector (1.4M), 32 per-block adapters on SAM 3's ViT
 blocks, all 1024 wide (25.2M), and the heads that make the outputs above (3.6M): the mask
 decoder without its semantic head, the query scoring head and the presence head. **Frozen**:
@@ -39,6 +46,7 @@ model. SAM 3 stays in eval mode while training: its frozen DETR layers have drop
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +71,11 @@ def sam3_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
     return sam3_pixel_values(frames.cpu().numpy(), size).to(frames.device)
 
 
+def straight_through_clamp(logits: torch.Tensor, bound: float) -> torch.Tensor:
+    """``logits`` clamped to ``[-bound, bound]`` in value (exactly), with the identity as gradient."""
+    return logits.clamp(-bound, bound).detach() + (logits - logits.detach())
+
+
 def avs_logits(presence: torch.Tensor, scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """``logit(p)`` with ``p = sigmoid(presence) * max_q sigmoid(scores_q) * sigmoid(masks_q)`` per pixel.
 
@@ -82,7 +95,9 @@ class PromptedSam3(Sam3Model):
     """SAM 3 (transformers :class:`Sam3Model`, unchanged) prompted by precomputed tokens, with :meth:`segment`.
 
     The CLIP text tower and its projection are removed: prompts arrive as the projection's output
-    (``text_embeds``), so they never run, and they are 354M of SAM 3's 840M parameters.
+    (``text_embeds``), so they never run, and they are 354M of SAM 3's 840M parameters. SAM 3's
+    presence and score clamps are switched off in its modules and applied in :meth:`segment`
+    (see the module docstring).
     """
 
     _keys_to_ignore_on_load_unexpected = [*Sam3Model._keys_to_ignore_on_load_unexpected, r"text_encoder\.", r"text_projection\."]
@@ -90,6 +105,10 @@ class PromptedSam3(Sam3Model):
     def __init__(self, config: Sam3Config):
         super().__init__(config)
         del self.text_encoder, self.text_projection
+        self.presence_bound = self.detr_decoder.clamp_presence_logit_max_val
+        self.score_bound = self.dot_product_scoring.clamp_max_val
+        self.detr_decoder.clamp_presence_logit_max_val = math.inf
+        self.dot_product_scoring.clamp_logits = False
 
     @property
     def image_size(self) -> int:
@@ -125,7 +144,8 @@ class PromptedSam3(Sam3Model):
         ``text_embeds`` goes in as a model output: ``Sam3Model`` reads its ``pooler_output`` (transformers
         documents a tensor there)."""
         outputs = self(pixel_values=pixel_values, text_embeds=BaseModelOutputWithPooling(pooler_output=prompt))
-        return avs_logits(outputs.presence_logits, outputs.pred_logits, outputs.pred_masks)
+        presence = straight_through_clamp(outputs.presence_logits, self.presence_bound)
+        return avs_logits(presence, straight_through_clamp(outputs.pred_logits, self.score_bound), outputs.pred_masks)
 
 
 @dataclass
