@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_video
-from transformers import Sam3Model
+from transformers import Sam3Model, Sam3VideoConfig, Sam3VideoModel
 
 from avseg.config import EncodersConfig, Recipe, load_recipe
 from avseg.errors import AvsegError
@@ -13,7 +13,8 @@ from avseg.models.av2t_sam.inputs import FrameRows
 from avseg.models.av2t_sam.sam3 import AV2TSAM3, AV2TSAM3Config, avs_logits
 from avseg.models.av2t_sam.system import AV2TSAMSystem
 from avseg.models.av2t_sam.training import bce_soft_iou_loss
-from avseg.models.registry import load_model
+from avseg.models.av2t_sam.convert import convert
+from avseg.models.registry import load_model, read_system_info
 from avseg.models.zero_shot import tiny_sam3_config
 
 
@@ -186,6 +187,60 @@ def test_released_sam3_weights_start_a_model_with_fresh_projector_and_adapters(t
     assert model.projector.audio_proj.weight.abs().sum() > 0
     with pytest.raises(AvsegError, match="cannot load SAM 3"):
         AV2TSAM3.from_sam3(str(tmp_path / "nothing"))
+
+
+def released_sam3_video(folder, seed: int = 2) -> Sam3VideoModel:
+    """SAM 3 as ``facebook/sam3`` publishes it: a ``Sam3VideoModel`` (detector, text tower, video tracker)."""
+    torch.manual_seed(seed)
+    released = Sam3VideoModel(Sam3VideoConfig(detector_config=tiny_sam3_config().to_dict()))
+    released.save_pretrained(folder)
+    return released
+
+
+def test_convert_sam3_writes_a_folder_that_segment_can_use(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from avseg.cli import main
+
+    released = released_sam3_video(tmp_path / "sam3")
+    assert main(["convert", "sam3", str(tmp_path / "sam3"), "--out", str(tmp_path / "model")]) == 0
+    assert "av2t-sam3" in capsys.readouterr().out
+    info = read_system_info(tmp_path / "model")
+    assert (info["model"], info["encoders"]["audio"], info["sample_rate"]) == ("av2t-sam3", "msclap", 44100)
+    model = load_model(tmp_path / "model")
+    detector = released.detector_model.state_dict()
+    for key, value in model.sam.state_dict().items():
+        torch.testing.assert_close(value, detector[key], rtol=0, atol=0)
+    assert model.config.sam3["detr_decoder_config"]["num_queries"] == 8
+    # the video tracker's names are checked too, though the model does not use it
+    weights = tmp_path / "sam3" / "model.safetensors"
+    save_file({**load_file(str(weights)), "tracker_model.tracker_model.memory_encoder.junk": torch.zeros(1)}, str(weights))
+    with pytest.raises(AvsegError, match=r"\(sam3_video\); unexpected: tracker_model\.tracker_model\.memory_encoder\.junk$"):
+        convert(tmp_path / "sam3", tmp_path / "junk", kind="sam3")
+
+
+def test_convert_sam3_names_every_unexpected_and_missing_key_on_one_line(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from avseg.cli import main
+
+    Sam3Model(tiny_sam3_config()).save_pretrained(tmp_path / "sam3")
+    weights = tmp_path / "sam3" / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({**state, "text_encoder.junk.weight": torch.zeros(1)}, str(weights))  # junk where the unused text tower is
+    with pytest.raises(AvsegError, match=r"unexpected: text_encoder\.junk\.weight$"):
+        convert(tmp_path / "sam3", tmp_path / "out", kind="sam3")
+    del state["detr_decoder.presence_head.layer3.bias"]
+    state["detr_decoder.presence_head.layer4.bias"] = torch.zeros(1)
+    state["dot_product_scoring.query_proj.weight"] = torch.zeros(3, 3)
+    save_file(state, str(weights))
+    capsys.readouterr()  # transformers' progress bars while saving
+    assert main(["convert", "sam3", str(tmp_path / "sam3"), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("avseg: error: ")
+    for part in ("unexpected: detr_decoder.presence_head.layer4.bias", "missing: detr_decoder.presence_head.layer3.bias", "wrong shape: dot_product_scoring.query_proj.weight"):
+        assert part in error, part
+    assert not (tmp_path / "out").exists()
 
 
 def test_inputs_are_sam3_frames_without_a_beit3_frame():

@@ -136,15 +136,9 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    if args.kind == "sam3":
-        from avseg.models.av2t_sam.sam3 import AV2TSAM3
+    from avseg.models.av2t_sam.convert import convert
 
-        model = AV2TSAM3.from_sam3(str(args.checkpoint), **({"projector": args.projector} if args.projector else {}))
-        model.save_pretrained(args.out)
-    else:
-        from avseg.models.av2t_sam.convert import convert
-
-        model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
+    model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
     trainable = sum(p.numel() for p in model.trainable_parameters())
     print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.name}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
 
@@ -228,8 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sam3: SAM 3 (hub name such as facebook/sam3, or folder; AV2T-SAM3's training start)",
     )
     convert.add_argument("checkpoint", help=".pth/.bin/.safetensors file or a hub folder (sam3: also a hub name)")
-    convert.add_argument("--out", required=True, type=Path, help="model folder to write (config.json + model.safetensors)")
-    convert.add_argument("--projector", choices=["mul", "clap", "clip"], help="the projector mode the checkpoint was trained with (default mul)")
+    convert.add_argument("--out", required=True, type=Path, help="model folder to write (config.json, model.safetensors, system.json)")
+    convert.add_argument(
+        "--projector",
+        choices=["mul", "clap", "clip"],
+        help="av2t-sam: the mode the checkpoint was trained with (required unless its name is the release's NAME_MODE_adapter_evf_sam2_...); "
+        "evf-sam, sam3: the new projector's mode (default mul)",
+    )
     convert.set_defaults(run=cmd_convert)
 
     segment = commands.add_parser("segment", help="segment the sounding objects of video files")

@@ -8,7 +8,8 @@ Three sources:
 - the **EVF-SAM2 / EVF-SAM** hub weights (``YxZhang/evf-sam2-multitask``, ``YxZhang/evf-sam-multitask``:
   the same keys without the ``model.`` prefix and without projector or adapters), the starting
   point for training: the projector and adapters are then freshly initialised;
-- **SAM 3** (:func:`avseg.models.av2t_sam.sam3_weights.read_sam3`), AV2T-SAM3's starting point.
+- **SAM 3** (transformers' ``Sam3Model`` or the released ``Sam3VideoModel``, checked as strictly by
+  :func:`avseg.models.av2t_sam.sam3.read_sam3`), AV2T-SAM3's starting point.
 
 Every official key is mapped to exactly one model key by a table of name pairs that is read in
 both directions, so a missing model weight is named by its official name. SAM 2's
@@ -35,7 +36,8 @@ from safetensors.torch import save_file
 
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
-from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, load_strict
+from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, listed_problems, load_strict
+from avseg.models.av2t_sam.sam3 import AV2TSAM3
 from avseg.models.registry import save_system_info
 
 PROJECTOR_MODES = ("mul", "clap", "clip")
@@ -288,18 +290,21 @@ def release_config(backbone: str, projector: str) -> AV2TSAMConfig:
     return AV2TSAMConfig(projector=projector) if backbone == "sam2" else AV2TSAMConfig.evf_sam(projector=projector)
 
 
-def _listed(keys: list[str]) -> str:
-    return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-
-
-def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector: str | None = None, seed: int = 0) -> AV2TSAM:
-    """Convert an official checkpoint (``kind``: ``av2t-sam`` or ``evf-sam``, the EVF-SAM2 / EVF-SAM hub weights)
-    into a model folder at ``out``; returns the model.
+def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector: str | None = None, seed: int = 0) -> AV2TSAM | AV2TSAM3:
+    """Convert official weights into a model folder at ``out``; returns the model. ``kind``: ``av2t-sam``,
+    ``evf-sam`` (the EVF-SAM2 / EVF-SAM hub weights) or ``sam3`` (a transformers SAM 3 hub name or folder).
 
     ``av2t-sam``: the projector mode comes from the file name or ``projector`` (see the module docstring);
-    the projection that mode does not use is the one kind of official key dropped. ``evf-sam``: the
-    projector is new, in mode ``projector`` (default ``mul``, as the paper).
+    the projection that mode does not use is the one kind of official key dropped. ``evf-sam``, ``sam3``:
+    the projector is new, in mode ``projector`` (default ``mul``, as the paper).
     """
+    if kind == "sam3":
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AV2TSAM3.from_sam3(str(path), projector=projector or "mul")
+        model.save_pretrained(out)
+        save_system_info(out, paper_system(AV2TSAM3.name))
+        return model
     path = Path(path)
     if kind not in ("av2t-sam", "evf-sam"):
         raise AvsegError(f"unknown checkpoint kind {kind!r} (use av2t-sam, evf-sam or sam3)")
@@ -328,17 +333,18 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
 
     missing = sorted({official(o) for k in expected if k not in mapped for o in names.to_official(k, expected) if o not in state})
     wrong = sorted({official(o) for k, v in mapped.items() if k in expected and v.shape != expected[k].shape for o in names.to_official(k, expected)})
-    problems = [f"{label}: {_listed(keys)}" for label, keys in (("no place in AV2T-SAM", sorted(in_file[k] for k in unexpected)), ("missing", missing), ("wrong shape", wrong)) if keys]
+    problems = listed_problems({"no place in AV2T-SAM": sorted(in_file[k] for k in unexpected), "missing": missing, "wrong shape": wrong})
     if problems:
-        raise AvsegError(f"{path}: does not fit AV2T-SAM ({backbone}); " + "; ".join(problems))
+        raise AvsegError(f"{path}: does not fit AV2T-SAM ({backbone}); {problems}")
     load_strict(model, mapped, str(path), assign=kind == "av2t-sam")
     model.save_pretrained(out)
     if memory:
         save_file({k: v.contiguous() for k, v in memory.items()}, str(Path(out) / MEMORY_FILE))
-    save_system_info(out, PAPER_SYSTEM)
+    save_system_info(out, paper_system(AV2TSAM.name))
     return model
 
 
-PAPER_SYSTEM = Recipe(model=AV2TSAM.name, encoders=EncodersConfig(audio="msclap"), data=DataConfig(sample_rate=44100))
-"""The frozen encoders an official checkpoint was trained with (MS-CLAP 2023 at 44.1 kHz, CLIP ViT-B/32):
-written beside a converted model so ``avseg segment`` can run it."""
+def paper_system(model: str) -> Recipe:
+    """The frozen encoders the paper trains with (MS-CLAP 2023 at 44.1 kHz, CLIP ViT-B/32), written beside a
+    converted model so ``avseg segment`` can run it."""
+    return Recipe(model=model, encoders=EncodersConfig(audio="msclap"), data=DataConfig(sample_rate=44100))

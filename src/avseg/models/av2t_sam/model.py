@@ -256,6 +256,13 @@ def save_model_folder(model: nn.Module, config: dict[str, Any], folder: str | Pa
     save_file(tensors, str(folder / "model.safetensors"))
 
 
+def listed_problems(problems: dict[str, list[str]], shown: int = 8) -> str:
+    """``label: a, b (+n more)`` for each non-empty list of keys, joined by ``; ``: every problem on one line."""
+    return "; ".join(
+        f"{label}: {', '.join(keys[:shown])}{f' (+{len(keys) - shown} more)' if len(keys) > shown else ''}" for label, keys in problems.items() if keys
+    )
+
+
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
     """Load every key, of the right shape, or fail with one line naming what differs (``assign``: take the
     tensors themselves, for a model built on the meta device)."""
@@ -264,6 +271,6 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, a
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})" for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise AvsegError(f"{source}: weights do not fit this {type(model).__name__}; " + "; ".join(parts))
+        problems = listed_problems({"missing": missing, "unexpected": unexpected, "wrong shape": wrong}, shown=3)
+        raise AvsegError(f"{source}: weights do not fit this {type(model).__name__}; {problems}")
     model.load_state_dict(state, strict=True, assign=assign)

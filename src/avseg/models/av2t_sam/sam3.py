@@ -54,15 +54,18 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import Sam3Config, Sam3Model
+from safetensors import safe_open
+from transformers import AutoConfig, Sam3Config, Sam3Model, Sam3VideoModel
+from transformers.core_model_loading import revert_weight_conversion
 from transformers.initialization import no_init_weights
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from avseg.config import build_config
 from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backward
-from avseg.models.av2t_sam.model import load_strict, read_model_folder, save_model_folder
+from avseg.errors import AvsegError
+from avseg.models.av2t_sam.model import listed_problems, load_strict, read_model_folder, save_model_folder
 from avseg.models.av2t_sam.projector import AudioVisualProjector
-from avseg.models.zero_shot import _load_model, sam3_pixel_values, tiny_sam3_config
+from avseg.models.zero_shot import _load, sam3_pixel_values, tiny_sam3_config
 
 
 def sam3_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -245,9 +248,66 @@ class AV2TSAM3(nn.Module):
 
     @classmethod
     def from_sam3(cls, name_or_folder: str = "facebook/sam3", **changes: Any) -> AV2TSAM3:
-        """SAM 3's released weights (a transformers ``Sam3Model`` hub name or folder) with a fresh projector
-        and adapters: the start for training. ``changes`` are :class:`AV2TSAM3Config` fields other than ``sam3``."""
-        sam = _load_model(PromptedSam3, name_or_folder, "SAM 3")
-        model = cls(AV2TSAM3Config(sam3=sam.config.to_dict(), **changes))
-        load_strict(model.sam, sam.state_dict(), name_or_folder)
+        """SAM 3's released weights (a transformers hub name or folder, read by :func:`read_sam3`) with a fresh
+        projector and adapters: the start for training. ``changes`` are :class:`AV2TSAM3Config` fields other than ``sam3``."""
+        config, state = read_sam3(name_or_folder)
+        model = cls(AV2TSAM3Config(sam3=config.to_dict(), **changes))
+        load_strict(model.sam, state, name_or_folder)
         return model
+
+
+SAM3_LAYOUTS = {"sam3": (Sam3Model, ""), "sam3_video": (Sam3VideoModel, "detector_model.")}
+"""transformers model type -> the class whose every weight a SAM 3 folder must hold, and the prefix of its
+detector (the released ``facebook/sam3`` is a ``Sam3VideoModel``: detector, plus ``tracker_model.`` and
+``tracker_neck.`` for video tracking)."""
+
+
+def _snapshot(name_or_folder: str) -> Path:
+    if Path(name_or_folder).is_dir():
+        return Path(name_or_folder)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name_or_folder, allow_patterns=["*.json", "*.safetensors"]))
+
+
+def read_sam3(name_or_folder: str) -> tuple[Sam3Config, dict[str, torch.Tensor]]:
+    """SAM 3's configuration and the weights of :class:`PromptedSam3` from a transformers folder or hub name.
+
+    As strict as the AV2T-SAM converter: the files must hold exactly the weights of the model their
+    ``config.json`` names (:data:`SAM3_LAYOUTS`), of its shapes, named as transformers saves them or
+    as the model's own state dict (transformers loads both), or one error names every extra, missing
+    and misshapen key. The text tower and the video tracker are then left out (not used)."""
+    folder = _load(_snapshot, name_or_folder, "SAM 3")
+    config = _load(lambda name: AutoConfig.from_pretrained(name), str(folder), "SAM 3")
+    if config.model_type not in SAM3_LAYOUTS:
+        raise AvsegError(f"{name_or_folder}: holds a {config.model_type} model, not SAM 3 ({' or '.join(SAM3_LAYOUTS)})")
+    model_class, prefix = SAM3_LAYOUTS[config.model_type]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise AvsegError(f"{name_or_folder}: no .safetensors weights")
+    shapes = {}
+    for file in files:
+        with safe_open(str(file), "pt") as weights:
+            shapes.update({key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()})
+    with torch.device("meta"):
+        model = model_class(config)
+    # transformers saves the tracker as tracker_model.tracker_model.*, and loads that or the module's own names
+    namings = (model.state_dict(), revert_weight_conversion(model, model.state_dict()))
+    expected = min(({k: tuple(v.shape) for k, v in names.items()} for names in namings), key=lambda names: len(set(names) ^ set(shapes)))
+    problems = listed_problems(
+        {
+            "unexpected": sorted(set(shapes) - set(expected)),
+            "missing": sorted(set(expected) - set(shapes)),
+            "wrong shape": sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k]),
+        }
+    )
+    if problems:
+        raise AvsegError(f"{name_or_folder}: does not fit SAM 3 ({config.model_type}); {problems}")
+    state = {}
+    for file in files:
+        with safe_open(str(file), "pt") as weights:
+            for key in weights.keys():
+                inner = key[len(prefix) :]
+                if key.startswith(prefix) and not inner.startswith(("text_encoder.", "text_projection.")):
+                    state[inner] = weights.get_tensor(key)
+    return config.detector_config if prefix else config, state
