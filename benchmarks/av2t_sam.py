@@ -137,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
-        convert(args.official_weights, folder / "avseg")
+        convert(args.official_weights, folder / "avseg", projector="mul")  # the official side runs projector_type="mul"
         print(f"converted the official weights in {time.perf_counter() - started:.0f} s", flush=True)
         torch.save(official_inputs(), folder / "inputs.pt")
         results: dict[tuple[str, str], list[dict]] = {}
