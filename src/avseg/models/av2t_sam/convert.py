@@ -40,7 +40,6 @@ from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, listed_problems,
 from avseg.models.av2t_sam.sam3 import AV2TSAM3
 from avseg.models.registry import save_system_info
 
-PROJECTOR_MODES = ("mul", "clap", "clip")
 MEMORY_FILE = "sam2_memory.safetensors"
 
 SAM2_MEMORY_KEYS = re.compile(
