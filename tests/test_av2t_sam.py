@@ -1,10 +1,10 @@
 import json
 import math
-import re
 
 import pytest
 import torch
 from conftest import make_video
+from official_sam_names import official_sam2_name, official_sam_name
 
 from avseg.errors import AvsegError
 from avseg.models.av2t_sam.convert import convert
@@ -131,43 +131,6 @@ def test_a_checkpoint_of_another_shape_is_a_one_line_error(tmp_path):
     assert "\n" not in str(error.value)
 
 
-# The official names, written from the official modules (sam2's Hiera/FpnNeck/PromptEncoder/MaskDecoder,
-# segment_anything's ImageEncoderViT, AV2T-SAM's Projector/AudioPromptGenerator, EVF's text_hidden_fcs).
-def official_sam2_name(key: str) -> str:
-    rules = [
-        (r"^vision_encoder\.backbone\.patch_embed\.projection\.", "image_encoder.trunk.patch_embed.proj."),
-        (r"^vision_encoder\.backbone\.(pos_embed\w*)$", r"image_encoder.trunk.\1"),
-        (r"^vision_encoder\.backbone\.blocks\.(\d+)\.layer_norm(\d)\.", r"image_encoder.trunk.blocks.\1.norm\2."),
-        (r"^vision_encoder\.backbone\.blocks\.(\d+)\.mlp\.proj_in\.", r"image_encoder.trunk.blocks.\1.mlp.layers.0."),
-        (r"^vision_encoder\.backbone\.blocks\.(\d+)\.mlp\.proj_out\.", r"image_encoder.trunk.blocks.\1.mlp.layers.1."),
-        (r"^vision_encoder\.backbone\.", "image_encoder.trunk."),
-        (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
-        (r"^no_memory_embedding$", "no_mem_embed"),
-        (r"^prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
-        (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
-        (r"^prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
-        (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
-        (r"^prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
-        (r"^prompt_encoder\.", "sam_prompt_encoder."),
-        (r"^mask_decoder\.transformer\.(layers\.\d+)\.layer_norm(\d)\.", r"sam_mask_decoder.transformer.\1.norm\2."),
-        (r"^mask_decoder\.transformer\.(layers\.\d+)\.mlp\.proj_in\.", r"sam_mask_decoder.transformer.\1.mlp.layers.0."),
-        (r"^mask_decoder\.transformer\.(layers\.\d+)\.mlp\.proj_out\.", r"sam_mask_decoder.transformer.\1.mlp.layers.1."),
-        (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "sam_mask_decoder.transformer.norm_final_attn."),
-        (r"^mask_decoder\.(.*)\.o_proj\.", r"sam_mask_decoder.\1.out_proj."),
-        (r"^mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
-        (r"^mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
-        (r"^mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
-        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.proj_in\.", r"sam_mask_decoder.\1.layers.0."),
-        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.layers\.0\.", r"sam_mask_decoder.\1.layers.1."),
-        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.proj_out\.", r"sam_mask_decoder.\1.layers.2."),
-        (r"^mask_decoder\.", "sam_mask_decoder."),
-    ]
-    for pattern, target in rules:
-        if re.match(pattern, key):
-            return re.sub(pattern, target, key, count=1)
-    raise AssertionError(key)
-
-
 def randomised(model: AV2TSAM, seed: int = 0) -> AV2TSAM:
     """Every weight random and of a size that makes outputs depend on it (tiny inits leave some near zero);
     SAM 2's two positional matrices tied, as the official model has one."""
@@ -213,39 +176,6 @@ def tiny_config_patch(monkeypatch):
     import avseg.models.av2t_sam.convert as convert_module
 
     monkeypatch.setattr(convert_module, "release_config", lambda backbone, projector: AV2TSAMConfig.tiny(backbone, projector=projector))
-
-
-def official_sam_name(key: str) -> str:
-    """segment_anything's names (EVF-SAM's SAM ViT-H) for a transformers ``SamModel`` key."""
-    rules = [
-        (r"^vision_encoder\.patch_embed\.projection\.", "image_encoder.patch_embed.proj."),
-        (r"^vision_encoder\.pos_embed$", "image_encoder.pos_embed"),
-        (r"^vision_encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"image_encoder.blocks.\1.norm\2."),
-        (r"^vision_encoder\.layers\.(\d+)\.", r"image_encoder.blocks.\1."),
-        (r"^vision_encoder\.neck\.conv1\.", "image_encoder.neck.0."),
-        (r"^vision_encoder\.neck\.layer_norm1\.", "image_encoder.neck.1."),
-        (r"^vision_encoder\.neck\.conv2\.", "image_encoder.neck.2."),
-        (r"^vision_encoder\.neck\.layer_norm2\.", "image_encoder.neck.3."),
-        (r"^prompt_encoder\.point_embed\.(\d)\.", r"prompt_encoder.point_embeddings.\1."),
-        (r"^prompt_encoder\.mask_embed\.conv1\.", "prompt_encoder.mask_downscaling.0."),
-        (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "prompt_encoder.mask_downscaling.1."),
-        (r"^prompt_encoder\.mask_embed\.conv2\.", "prompt_encoder.mask_downscaling.3."),
-        (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "prompt_encoder.mask_downscaling.4."),
-        (r"^prompt_encoder\.mask_embed\.conv3\.", "prompt_encoder.mask_downscaling.6."),
-        (r"^mask_decoder\.transformer\.(layers\.\d+)\.layer_norm(\d)\.", r"mask_decoder.transformer.\1.norm\2."),
-        (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "mask_decoder.transformer.norm_final_attn."),
-        (r"^mask_decoder\.upscale_conv1\.", "mask_decoder.output_upscaling.0."),
-        (r"^mask_decoder\.upscale_layer_norm\.", "mask_decoder.output_upscaling.1."),
-        (r"^mask_decoder\.upscale_conv2\.", "mask_decoder.output_upscaling.3."),
-        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.proj_in\.", r"mask_decoder.\1.layers.0."),
-        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.0\.", r"mask_decoder.\1.layers.1."),
-        (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.proj_out\.", r"mask_decoder.\1.layers.2."),
-        (r"^(prompt_encoder|mask_decoder)\.", r"\1."),
-    ]
-    for pattern, target in rules:
-        if re.match(pattern, key):
-            return re.sub(pattern, target, key, count=1)
-    raise AssertionError(key)
 
 
 def test_converter_maps_an_official_evf_sam_vit_h_checkpoint(tmp_path, monkeypatch):
