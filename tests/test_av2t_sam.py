@@ -105,6 +105,22 @@ def test_projector_modes_ignore_what_they_do_not_use():
             torch.testing.assert_close(model(**batch), model(**other))
 
 
+def test_only_the_mul_projector_normalises_its_inputs():
+    """As the release: ``mul`` is scale-invariant in both embeddings; ``clap``/``clip`` project raw embeddings."""
+    from avseg.models.av2t_sam.projector import AudioVisualProjector
+
+    torch.manual_seed(0)
+    audio, vision = torch.randn(2, 16), torch.randn(2, 8)
+    for mode in ("mul", "clap", "clip"):
+        projector = AudioVisualProjector(mode, audio_dim=16, vision_dim=8, common_dim=8, num_tokens=1, token_dim=4)
+        scaled = projector.fuse(3 * audio, 3 * vision)
+        if mode == "mul":
+            torch.testing.assert_close(scaled, projector.fuse(audio, vision))
+        else:
+            part = projector.audio_proj if mode == "clap" else projector.vision_proj
+            torch.testing.assert_close(scaled, part(3 * (audio if mode == "clap" else vision)))
+
+
 def test_loss_is_finite_and_pulls_to_empty_on_empty_ground_truth():
     logits = torch.full((2, 8, 8), -200.0, requires_grad=True)
     losses = bce_soft_iou_loss(logits, torch.zeros(2, 8, 8))

@@ -15,8 +15,12 @@ class AudioVisualProjector(nn.Module):
     Modes (the paper's ablation):
 
     - ``mul``: the paper's feature, the audio projection gated by the frame's CLIP projection;
-    - ``clap``: audio only, ``A(l2(f_CLAP))``;
-    - ``clip``: vision only, ``V(l2(f_CLIP))`` (no audio at all; the "vision bias in S4" baseline).
+    - ``clap``: audio only, ``A(f_CLAP)``;
+    - ``clip``: vision only, ``V(f_CLIP)`` (no audio at all; the "vision bias in S4" baseline).
+
+    Only ``mul`` L2-normalises its inputs. The paper gives the formula for ``mul`` alone; the release
+    projects the raw embeddings in the two ablation modes, and its ``clap``/``clip`` checkpoints were
+    trained that way, so avseg does the same to reproduce them.
 
     Only the projections a mode uses are built, so every parameter is trained. Weights start as
     the release does: Kaiming-normal matrices, zero biases.
@@ -38,13 +42,11 @@ class AudioVisualProjector(nn.Module):
 
     def fuse(self, audio: torch.Tensor | None, vision: torch.Tensor | None) -> torch.Tensor:
         """The fused ``(N, common_dim)`` feature of CLAP ``(N, audio_dim)`` and CLIP ``(N, vision_dim)`` embeddings."""
-        audio_part = self.audio_proj(F.normalize(audio, dim=-1)) if self.audio_proj is not None else None
-        vision_part = self.vision_proj(F.normalize(vision, dim=-1)) if self.vision_proj is not None else None
-        if audio_part is None:
-            return vision_part
-        if vision_part is None:
-            return audio_part
-        return audio_part * vision_part
+        if self.mode == "clap":
+            return self.audio_proj(audio)
+        if self.mode == "clip":
+            return self.vision_proj(vision)
+        return self.audio_proj(F.normalize(audio, dim=-1)) * self.vision_proj(F.normalize(vision, dim=-1))
 
     def tokens(self, fused: torch.Tensor) -> torch.Tensor:
         """``(N, num_tokens, token_dim)`` pseudo text tokens from the fused feature."""
