@@ -7,13 +7,8 @@ import torch
 
 from avseg.audio import second_windows
 from avseg.config import EncodersConfig
-from avseg.encoders.clap import (
-    ClapAudio,
-    ClapAudioConfig,
-    ClapAudioEncoder,
-    _mel_filterbank,
-    resample_like_torchaudio,
-)
+from avseg.encoders.clap import ClapAudio, ClapAudioConfig, ClapAudioEncoder
+from avseg.encoders.htsat_front_end import _mel_filterbank, resample_like_torchaudio
 from avseg.errors import AvsegError, ConfigError
 from avseg.models.registry import build_audio_encoder
 
@@ -224,22 +219,31 @@ def test_config_rejects_inconsistent_sizes():
         ClapAudioConfig(spec_size=250)
     with pytest.raises(ConfigError, match="heads"):
         ClapAudioConfig(num_heads=(5, 8, 16, 32))
+    # transformers' HTS-AT sizes each stage's position table by window_size: the last 8x8 grid cannot take 16x16 windows
+    with pytest.raises(ConfigError, match="stage 3: resolution 8 is not a positive multiple of window_size 16"):
+        ClapAudioConfig(window_size=16)
 
 
 def test_from_official_round_trip(tiny):
     state = official_state()
-    assert torch.equal(tiny.mel_norm.running_var, state[HTSAT + "bn0.running_var"])
-    assert torch.equal(tiny.patch_embed.weight, state[HTSAT + "patch_embed.proj.weight"])
-    assert torch.equal(tiny.patch_norm.bias, state[HTSAT + "patch_embed.norm.bias"])
-    assert torch.equal(tiny.stages[1].blocks[1].attn.position_bias, state[HTSAT + "layers.1.blocks.1.attn.relative_position_bias_table"])
-    assert torch.equal(tiny.stages[1].blocks[0].mlp.fc2.weight, state[HTSAT + "layers.1.blocks.0.mlp.fc2.weight"])
-    assert torch.equal(tiny.stages[0].merge.reduction.weight, state[HTSAT + "layers.0.downsample.reduction.weight"])
+    htsat = tiny.htsat.audio_encoder
+    assert torch.equal(htsat.batch_norm.running_var, state[HTSAT + "bn0.running_var"])
+    assert torch.equal(htsat.patch_embed.proj.weight, state[HTSAT + "patch_embed.proj.weight"])
+    assert torch.equal(htsat.patch_embed.norm.bias, state[HTSAT + "patch_embed.norm.bias"])
+    block = htsat.layers[1].blocks[1]
+    assert torch.equal(block.attention.self.relative_position_bias_table, state[HTSAT + "layers.1.blocks.1.attn.relative_position_bias_table"])
+    qkv = state[HTSAT + "layers.1.blocks.1.attn.qkv.weight"]  # msclap's rows: all queries, all keys, all values
+    assert torch.equal(block.attention.self.key.weight, qkv[TINY.embed_dim * 2 : TINY.embed_dim * 4])
+    assert torch.equal(block.attention.output.dense.bias, state[HTSAT + "layers.1.blocks.1.attn.proj.bias"])
+    assert torch.equal(htsat.layers[1].blocks[0].output.dense.weight, state[HTSAT + "layers.1.blocks.0.mlp.fc2.weight"])
+    assert torch.equal(htsat.layers[0].downsample.reduction.weight, state[HTSAT + "layers.0.downsample.reduction.weight"])
     assert torch.equal(tiny.token_semantic.weight, state[HTSAT + "tscam_conv.weight"])
     assert torch.equal(tiny.projection.norm.bias, state[PROJECTION + "layer_norm.bias"])
-    # Every learnable official tensor (random, so distinct) lands in exactly one of ours, and nothing else does.
+    # Every learnable official value (random, so distinct) lands in exactly one of ours, and nothing else does.
     ignored = ("attn_mask", "relative_position_index", "stft.", "melW", "head.", "caption_encoder", "logit_scale")
-    learnable = sorted(tuple(v.flatten().tolist()) for k, v in state.items() if not any(part in k for part in ignored))
-    assert sorted(tuple(v.flatten().tolist()) for v in tiny.state_dict().values()) == learnable
+    learnable = sorted(x for k, v in state.items() if not any(part in k for part in ignored) for x in v.flatten().tolist())
+    ours = sorted(x for k, v in tiny.state_dict().items() if "relative_position_index" not in k for x in v.flatten().tolist())
+    assert ours == learnable
 
 
 def test_from_official_accepts_a_bare_state_dict(tmp_path, tiny):

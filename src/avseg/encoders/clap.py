@@ -2,26 +2,35 @@
 
 AV2T-SAM's audio cue ``f_CLAP`` is the MS-CLAP 2023 audio embedding of each
 frame's 1-second window (Elizalde et al., "Natural Language Supervision for
-General-Purpose Audio Representations", 2023). This module ports that branch
-so that it loads ``CLAP_weights_2023.pth`` (Hugging Face ``microsoft/msclap``)
-without the ``msclap`` package, which pins numpy<2, transformers<5 and
-torchaudio. The network is HTS-AT (Chen et al., ICASSP 2022: a Swin
-Transformer over a folded log-mel image, with a token-semantic head) followed
-by CLAP's projection head.
+General-Purpose Audio Representations", 2023). This module loads that branch
+from ``CLAP_weights_2023.pth`` (Hugging Face ``microsoft/msclap``) without the
+``msclap`` package, which pins numpy<2, transformers<5 and torchaudio. The
+network is HTS-AT (Chen et al., ICASSP 2022: a Swin Transformer over a folded
+log-mel image, with a token-semantic head) followed by CLAP's projection head.
 
-What msclap actually runs, read from its code (``CLAPWrapper``, ``models/clap.py``,
-``models/htsat.py``, ``models/config.py``) and reproduced here:
+HTS-AT itself is transformers' :class:`~transformers.ClapAudioModel` (LAION
+CLAP's copy of the same HTS-AT code). Without fusion it is msclap's network
+layer for layer: batch norm over mel bins, bicubic stretch and folding into
+the square image (``reshape_mel2img``), a 4x4 patch convolution with layer
+norm, Swin stages (pre-norm window attention with a relative-position bias,
+half-window shifts with the -100 mask, no shift or partition when the window
+covers the grid, GELU MLP, patch merging in Swin's order), the final norm and
+the token map regrouped by frequency chunk; its ``pooler_output`` is msclap's
+``latent_output``. msclap's fused ``attn.qkv`` rows are transformers'
+``query``, ``key`` and ``value`` stacked, so the weights load exactly (the
+scores differ only by where the ``1/sqrt(head_dim)`` is applied). Three parts
+are ours because transformers' cannot hold MS-CLAP's: the front end
+(:mod:`avseg.encoders.htsat_front_end`; ``ClapFeatureExtractor`` is LAION's),
+the token-semantic head (``tscam_conv``, which transformers leaves out) and
+the projection (transformers' ``ClapProjectionLayer`` is
+``linear2(act(linear1 x))`` with biases, no residual and no layer norm). transformers sizes every stage's
+relative-position table by ``window_size``, so each stage's grid must be at
+least one window wide (HTS-AT's own code would shrink the window instead).
 
-- ``HTSATWrapper`` ignores the audio settings of ``config_2023.yml`` and builds
-  HTS-AT from HTS-AT's own ``config.py``: 1024-point periodic-Hann STFT,
-  320 hop, 64 Slaney mel bands from 50 Hz to 14 kHz *designed for 32 kHz*.
-  CLAP 2023 feeds 44.1 kHz audio (the yml's ``sampling_rate``; its
-  ``fmax: 8000`` is unused), so the filterbank sees bin ``k`` at
-  ``k * 32000 / 1024`` Hz: in real Hz the bands span 68.9 Hz to 19.3 kHz.
-  The weights were trained that way, so :class:`ClapAudioConfig` keeps the
-  two rates apart (``sample_rate`` and ``filterbank_rate``).
-- Log-mel is ``10 log10(max(mel power, 1e-10))`` with no top-dB clamp, then
-  a batch norm over mel bins with its running statistics.
+What msclap actually runs after its front end, read from its code
+(``CLAPWrapper``, ``models/clap.py``, ``models/htsat.py``) and reproduced here:
+
+- Log-mel is batch-normalised over mel bins with its running statistics.
 - HTS-AT wants 1024 frames; a 1-s window at 44.1 kHz has 138 (centred
   frames), which are stretched bicubically (``align_corners=True``) to 1024
   and folded into four 256-frame chunks stacked along frequency, giving a
@@ -44,15 +53,6 @@ use it and neither do we. :class:`ClapAudioEncoder` follows AV2T-SAM for any
 number of seconds. It takes mono audio; AV2T-SAM flattens a stereo window
 into one vector (left channel, then right), which we do not copy.
 
-Resampling reproduces torchaudio's default (a Hann-windowed sinc with 6 zero
-crossings and a cutoff at 99% of the lower Nyquist) rather than
-:func:`avseg.audio.resample`, for the reason that module matches resampy for
-VGGish: the features must be the ones the model was trained on. The two
-differ little in the passband but torchaudio's short filter lets images of
-the upsampled spectrum through at -40 to -60 dB, and the log-mel front end
-sees those bands (up to 19.3 kHz): with avseg's filter, embeddings of 16 kHz
-input differ from the official path by a third of their scale.
-
 The weights file holds ``{"model": state_dict}`` of the whole CLAP model.
 :meth:`ClapAudio.from_official` takes the audio keys
 (``audio_encoder.base.htsat.*``, ``audio_encoder.projection.*``) strictly and
@@ -61,14 +61,12 @@ and HTS-AT's ``head.*`` (a linear classifier msclap builds but bypasses
 because the token-semantic head replaces it). Tensors that are functions of
 the configuration (STFT kernels, ``melW``, relative-position indices, shift
 masks) are recomputed here and the file's copies must agree with them, which
-checks the front end and geometry against the weights.
+checks the front end and transformers' window geometry against the weights.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -77,21 +75,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import ClapAudioConfig as HtsatConfig
+from transformers import ClapAudioModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from avseg.audio import second_windows
+from avseg.encoders.htsat_front_end import LogMel, resample_like_torchaudio
 from avseg.encoders.vggish import _mismatches
 from avseg.errors import AvsegError, ConfigError
-
-LOG_FLOOR = 1e-10
-"""Power floor before ``10 log10``: torchlibrosa's ``amin`` (with ``ref=1`` and no top-dB clamp)."""
-
-SHIFT_MASK = -100.0
-"""Score added between tokens of different regions in a shifted window (HTS-AT's value, not -inf)."""
-
-RESAMPLE_ZERO_CROSSINGS = 6
-"""Half-length of torchaudio's default resampling filter, in zero crossings of its sinc."""
-RESAMPLE_ROLLOFF = 0.99
-"""Cutoff of torchaudio's default resampling filter, as a fraction of the lower Nyquist frequency."""
 
 _HTSAT = "audio_encoder.base.htsat."
 _PROJECTION = "audio_encoder.projection."
@@ -145,8 +136,8 @@ class ClapAudioConfig:
             resolution = self.spec_size // self.patch_size >> stage
             if (self.embed_dim << stage) % heads:
                 return f"stage {stage}: width {self.embed_dim << stage} is not divisible by {heads} heads"
-            if resolution > self.window_size and resolution % self.window_size:
-                return f"stage {stage}: resolution {resolution} is not a multiple of window_size {self.window_size}"
+            if resolution < self.window_size or resolution % self.window_size:
+                return f"stage {stage}: resolution {resolution} is not a positive multiple of window_size {self.window_size}"
         return ""
 
     @classmethod
@@ -167,6 +158,26 @@ class ClapAudioConfig:
             window_size=4,
             num_classes=10,
             projection_dim=32,
+        )
+
+    def transformers_config(self) -> HtsatConfig:
+        """The transformers configuration of this HTS-AT, without fusion and with every dropout off."""
+        return HtsatConfig(
+            spec_size=self.spec_size,
+            num_mel_bins=self.mel_bins,
+            patch_size=self.patch_size,
+            patch_stride=self.patch_size,
+            patch_embeds_hidden_size=self.embed_dim,
+            depths=list(self.depths),
+            num_attention_heads=list(self.num_heads),
+            window_size=self.window_size,
+            mlp_ratio=self.mlp_ratio,
+            hidden_size=self.width,
+            num_classes=self.num_classes,
+            enable_fusion=False,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            drop_path_rate=0.0,
         )
 
     @property
@@ -195,213 +206,6 @@ class ClapAudioConfig:
         return self.projection_dim
 
 
-def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default): linear to 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    linear = hz * 3.0 / 200.0
-    log = 15.0 + np.log(np.maximum(hz, 1e-12) / 1000.0) * 27.0 / np.log(6.4)
-    return np.where(hz >= 1000.0, log, linear)
-
-
-def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    return np.where(mel >= 15.0, 1000.0 * np.exp((mel - 15.0) * np.log(6.4) / 27.0), mel * 200.0 / 3.0)
-
-
-def _mel_filterbank(rate: int, n_fft: int, bands: int, fmin: float, fmax: float) -> torch.Tensor:
-    """``(n_fft // 2 + 1, bands)`` area-normalised (Slaney) triangular filters, as ``librosa.filters.mel``."""
-    bins_hz = np.arange(n_fft // 2 + 1) * rate / n_fft
-    edges = _slaney_mel_to_hz(np.linspace(_hz_to_slaney_mel(fmin), _hz_to_slaney_mel(fmax), bands + 2))
-    lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bins_hz[:, None] - lower) / (center - lower)
-    falling = (upper - bins_hz[:, None]) / (upper - center)
-    weights = np.maximum(0.0, np.minimum(rising, falling)) * 2.0 / (upper - lower)
-    return torch.from_numpy(weights.astype(np.float32))
-
-
-def _dft_kernels(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and imaginary periodic-Hann-windowed DFT rows, each ``(n_fft // 2 + 1, 1, n_fft)``."""
-    samples = np.arange(n_fft)
-    phase = 2.0 * np.pi * ((np.arange(n_fft // 2 + 1)[:, None] * samples) % n_fft) / n_fft
-    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * samples / n_fft)
-    real, imag = np.cos(phase) * hann, -np.sin(phase) * hann
-    return tuple(torch.from_numpy(kernel[:, None, :].astype(np.float32)) for kernel in (real, imag))
-
-
-class LogMel(nn.Module):
-    """HTS-AT's front end: ``(N, samples)`` waveform to ``(N, frames, mel_bins)`` log-mel power in dB.
-
-    A centred (reflect-padded) STFT computed as one strided convolution with
-    the windowed DFT rows, as torchlibrosa does, then the Slaney filterbank.
-    Both are fixed functions of the config, kept as non-persistent buffers.
-    """
-
-    def __init__(self, config: ClapAudioConfig):
-        super().__init__()
-        self.n_fft, self.hop = config.n_fft, config.hop
-        self.register_buffer("dft", torch.cat(_dft_kernels(config.n_fft)), persistent=False)
-        filterbank = _mel_filterbank(config.filterbank_rate, config.n_fft, config.mel_bins, config.fmin, config.fmax)
-        self.register_buffer("filterbank", filterbank, persistent=False)
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(waveform[:, None], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
-        real, imag = F.conv1d(padded, self.dft, stride=self.hop).chunk(2, dim=1)
-        power = (real**2 + imag**2).transpose(1, 2)  # (N, frames, bins)
-        return 10.0 * torch.log10((power @ self.filterbank).clamp(min=LOG_FLOOR))
-
-
-def resample_like_torchaudio(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample a 1-D waveform as ``torchaudio.transforms.Resample(from_rate, to_rate)`` does by default.
-
-    Output ``j`` sits at input position ``p = j * from / to`` and is the sum of
-    ``x[i] * c * sinc(c (i - p)) * cos²(π c (i - p) / 12)`` over ``|c (i - p)| <= 6``,
-    where ``c = 0.99 * min(from, to) / from`` is the cutoff as a fraction of
-    the input's Nyquist frequency and the signal is zero outside its ends.
-    Output length is ``ceil(n * to / from)``.
-    """
-    waveform = np.asarray(waveform, dtype=np.float32)
-    if from_rate <= 0 or to_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
-    if from_rate == to_rate:
-        return waveform.copy()
-    common = math.gcd(int(from_rate), int(to_rate))
-    up, down = int(to_rate) // common, int(from_rate) // common
-    cutoff = min(up, down) * RESAMPLE_ROLLOFF / down
-    reach = math.ceil(RESAMPLE_ZERO_CROSSINGS / cutoff)
-    # Output up * q + k is tap row k over input samples [down * q - reach, down * q + down + reach).
-    delta = np.arange(-reach, reach + down) - np.arange(up)[:, None] * down / up  # (i - p) in input samples
-    argument = np.clip(cutoff * delta, -RESAMPLE_ZERO_CROSSINGS, RESAMPLE_ZERO_CROSSINGS)
-    taps = cutoff * np.sinc(argument) * np.cos(np.pi * argument / (2 * RESAMPLE_ZERO_CROSSINGS)) ** 2
-    padded = torch.from_numpy(np.pad(waveform, (reach, reach + down)))
-    frames = F.conv1d(padded[None, None], torch.from_numpy(taps.astype(np.float32))[:, None], stride=down)
-    return frames[0].T.reshape(-1)[: math.ceil(up * len(waveform) / down)].numpy()
-
-
-def _relative_position_index(window: int) -> torch.Tensor:
-    """``(window², window²)`` row of the bias table for each query/key pair of a window."""
-    rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
-    rows, cols = rows.flatten(), cols.flatten()
-    delta_rows = rows[:, None] - rows[None, :] + window - 1
-    delta_cols = cols[:, None] - cols[None, :] + window - 1
-    return delta_rows * (2 * window - 1) + delta_cols
-
-
-def _to_windows(x: torch.Tensor, window: int) -> torch.Tensor:
-    """``(B, H, W, C)`` to ``(B, windows, window², C)``, windows in row-major order."""
-    batch, height, width, channels = x.shape
-    x = x.view(batch, height // window, window, width // window, window, channels)
-    return x.transpose(2, 3).reshape(batch, -1, window * window, channels)
-
-
-def _from_windows(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
-    batch, channels = windows.shape[0], windows.shape[-1]
-    x = windows.view(batch, height // window, width // window, window, window, channels)
-    return x.transpose(2, 3).reshape(batch, height, width, channels)
-
-
-def _shift_mask(resolution: int, window: int, shift: int) -> torch.Tensor:
-    """``(windows, window², window²)`` additive mask keeping attention inside each region the roll brought together."""
-    band = torch.zeros(resolution, dtype=torch.long)
-    band[resolution - window :] = 1
-    band[resolution - shift :] = 2
-    regions = (band[:, None] * 3 + band[None, :])[None, :, :, None]
-    regions = _to_windows(regions, window)[0, :, :, 0]
-    different = regions[:, :, None] != regions[:, None, :]
-    return different.float() * SHIFT_MASK
-
-
-class WindowAttention(nn.Module):
-    """Multi-head self-attention within windows, with a learned relative-position bias (Swin)."""
-
-    def __init__(self, dim: int, heads: int, window: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.position_bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        self.register_buffer("position_index", _relative_position_index(window), persistent=False)
-
-    def forward(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``(B, windows, tokens, C)`` in and out; ``mask`` is ``(windows, tokens, tokens)`` or ``None``."""
-        batch, count, tokens, dim = windows.shape
-        head_dim = dim // self.heads
-        qkv = self.qkv(windows).view(batch, count, tokens, 3, self.heads, head_dim)
-        query, key, value = qkv.permute(3, 0, 1, 4, 2, 5)  # each (B, windows, heads, tokens, head_dim)
-        scores = (query * head_dim**-0.5) @ key.transpose(-2, -1)
-        scores = scores + self.position_bias[self.position_index].permute(2, 0, 1)
-        if mask is not None:
-            scores = scores + mask[:, None]
-        out = scores.softmax(dim=-1) @ value
-        return self.proj(out.transpose(2, 3).reshape(batch, count, tokens, dim))
-
-
-class SwinBlock(nn.Module):
-    """Pre-norm (shifted-)window attention and MLP on a square token grid.
-
-    As in Swin and HTS-AT, a window as large as the grid takes the whole grid
-    and is never shifted.
-    """
-
-    def __init__(self, dim: int, heads: int, resolution: int, window: int, shift: int, mlp_ratio: float):
-        super().__init__()
-        self.resolution = resolution
-        self.window = min(window, resolution)
-        self.shift = shift if resolution > window else 0
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, heads, self.window)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(OrderedDict(fc1=nn.Linear(dim, hidden), act=nn.GELU(), fc2=nn.Linear(hidden, dim)))
-        mask = _shift_mask(resolution, self.window, self.shift) if self.shift else None
-        self.register_buffer("mask", mask, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        side, shift = self.resolution, self.shift
-        y = self.norm1(x).view(batch, side, side, dim)
-        y = torch.roll(y, (-shift, -shift), dims=(1, 2))
-        y = _from_windows(self.attn(_to_windows(y, self.window), self.mask), self.window, side, side)
-        y = torch.roll(y, (shift, shift), dims=(1, 2))
-        x = x + y.reshape(batch, tokens, dim)
-        return x + self.mlp(self.norm2(x))
-
-
-class PatchMerging(nn.Module):
-    """Halve the grid: each 2x2 neighbourhood (order: top-left, bottom-left, top-right, bottom-right) to one token of twice the width."""
-
-    def __init__(self, dim: int, resolution: int):
-        super().__init__()
-        self.resolution = resolution
-        self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, dim = x.shape
-        half = self.resolution // 2
-        x = x.view(batch, half, 2, half, 2, dim).permute(0, 1, 3, 4, 2, 5)  # (B, h, w, dw, dh, C)
-        return self.reduction(self.norm(x.reshape(batch, half * half, 4 * dim)))
-
-
-class SwinStage(nn.Module):
-    """Blocks alternating plain and half-window-shifted attention, then an optional patch merge."""
-
-    def __init__(self, config: ClapAudioConfig, index: int):
-        super().__init__()
-        dim = config.embed_dim << index
-        resolution = config.spec_size // config.patch_size >> index
-        window = config.window_size
-        self.blocks = nn.ModuleList(
-            SwinBlock(dim, config.num_heads[index], resolution, window, window // 2 * (block % 2), config.mlp_ratio)
-            for block in range(config.depths[index])
-        )
-        self.merge = PatchMerging(dim, resolution) if index < len(config.depths) - 1 else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return self.merge(x) if self.merge is not None else x
-
-
 class Projection(nn.Module):
     """CLAP's projection head: ``LayerNorm(h + W2 GELU(h))`` with ``h = W1 x``, both linear maps bias-free."""
 
@@ -419,28 +223,23 @@ class Projection(nn.Module):
 class ClapAudio(nn.Module):
     """The MS-CLAP 2023 audio branch: ``(N, samples)`` at ``config.sample_rate`` in, ``(N, dim)`` embeddings out.
 
-    HTS-AT (log-mel, batch norm over mel bins, folding into a square image,
-    4x4 patch embedding, four Swin stages with patch merging, final norm) and
-    CLAP's projection of the mean final token. Training-only parts of msclap
-    (SpecAugment, mixup, dropout, stochastic depth, random crops) are left
-    out: this port is a frozen feature extractor.
+    Our log-mel front end, transformers' HTS-AT (see the module docstring),
+    and CLAP's projection of HTS-AT's pooled final tokens. Every dropout is
+    off and training-only parts of msclap (SpecAugment, mixup, random crops)
+    are left out: this is a frozen feature extractor.
     """
 
     def __init__(self, config: ClapAudioConfig | None = None):
         super().__init__()
         self.config = config = config or ClapAudioConfig()
         self.log_mel = LogMel(config)
-        self.mel_norm = nn.BatchNorm1d(config.mel_bins)
-        self.patch_embed = nn.Conv2d(1, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size)
-        self.patch_norm = nn.LayerNorm(config.embed_dim)
-        self.stages = nn.ModuleList(SwinStage(config, index) for index in range(len(config.depths)))
-        self.norm = nn.LayerNorm(config.width)
+        self.htsat = ClapAudioModel(config.transformers_config())
         frequency_rows = config.token_grid // config.freq_ratio
         self.token_semantic = nn.Conv2d(config.width, config.num_classes, kernel_size=(frequency_rows, 3), padding=(0, 1))
         self.projection = Projection(config.width, config.projection_dim)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.tokens(waveform).mean(dim=(2, 3)))
+        return self.projection(self._encode(waveform).pooler_output)
 
     def tag(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(N, num_classes)`` clip-wise AudioSet probabilities from the token-semantic head."""
@@ -448,33 +247,15 @@ class ClapAudio(nn.Module):
 
     def tokens(self, waveform: torch.Tensor) -> torch.Tensor:
         """Final normalised tokens as a ``(N, width, frequency rows, time columns)`` map."""
-        x = self.log_mel(waveform)
-        x = self.mel_norm(x.transpose(1, 2)).transpose(1, 2)
-        x = self.patch_embed(self._fold(x)).flatten(2).transpose(1, 2)
-        x = self.patch_norm(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self._unfold(self.norm(x))
+        return self._encode(waveform).last_hidden_state
 
-    def _fold(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """``(N, frames, mel)`` to the ``(N, 1, spec, spec)`` image: ``freq_ratio`` time chunks stacked along frequency."""
-        batch, frames, mel = log_mel.shape
-        config = self.config
+    def _encode(self, waveform: torch.Tensor) -> BaseModelOutputWithPooling:
+        log_mel = self.log_mel(waveform)
+        frames, config = log_mel.shape[1], self.config
         if frames > config.max_frames:
             samples = config.max_frames * config.hop - 1
             raise ValueError(f"input is {frames} frames; at most {config.max_frames} frames ({samples} samples) fit HTS-AT's image")
-        image = log_mel[:, None]
-        if frames < config.max_frames:  # align_corners keeps the mel axis exactly as it is
-            image = F.interpolate(image, size=(config.max_frames, mel), mode="bicubic", align_corners=True)
-        image = image.view(batch, config.freq_ratio, config.spec_size, mel).transpose(2, 3)
-        return image.reshape(batch, 1, config.spec_size, config.spec_size)
-
-    def _unfold(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Undo the folding on the final ``(N, grid², width)`` tokens: ``(N, width, grid / freq_ratio, grid * freq_ratio)``."""
-        batch, _, width = tokens.shape
-        grid, chunks = self.config.token_grid, self.config.freq_ratio
-        grid_map = tokens.transpose(1, 2).reshape(batch, width, chunks, grid // chunks, grid)
-        return grid_map.transpose(2, 3).reshape(batch, width, grid // chunks, chunks * grid)
+        return self.htsat(log_mel[:, None])
 
     @classmethod
     def from_official(cls, path: str | PathLike, config: ClapAudioConfig | None = None) -> ClapAudio:
@@ -500,38 +281,46 @@ class ClapAudio(nn.Module):
         found = {key: value for key, value in state.items() if not _IGNORED.search(str(key))}
 
         model = cls(config)
-        ours = {_official_key(key): key for key in model.state_dict()}
-        derived = _derived_tensors(model)
-        expected = {official: model.state_dict()[key] for official, key in ours.items()} | derived
+        ours = {key: _official_key(key) for key in model.state_dict()}
+        expected = _derived_tensors(model)
+        for key, tensor in model.state_dict().items():  # query, key and value come in that order: stack them as msclap
+            official, part = ours[key]
+            expected[official] = torch.cat([expected[official], tensor]) if part else tensor
         problems = _mismatches(expected, found)
         if problems:
             raise AvsegError(f"{path}: does not fit the MS-CLAP audio branch: {problems}")
-        for key, tensor in derived.items():
+        for key, tensor in _derived_tensors(model).items():
             error = (found[key].double() - tensor.double()).abs().max().item()
             if error > _DERIVED_TOLERANCE * max(tensor.abs().max().item(), 1.0):
                 raise AvsegError(f"{path}: {key} differs from this port's by {error:.3g}; the weights use another front end or geometry")
-        model.load_state_dict({key: found[official] for official, key in ours.items()}, strict=True)
+        loaded = {key: found[official] if part is None else found[official].chunk(3)[part] for key, (official, part) in ours.items()}
+        model.load_state_dict(loaded, strict=True)
         return model
 
 
 _RENAMES = (
-    (r"^mel_norm\.", "bn0."),
-    (r"^patch_embed\.", "patch_embed.proj."),
-    (r"^patch_norm\.", "patch_embed.norm."),
-    (r"^stages\.", "layers."),
-    (r"\.merge\.", ".downsample."),
-    (r"\.position_bias$", ".relative_position_bias_table"),
+    (r"^htsat\.audio_encoder\.batch_norm\.", "bn0."),
+    (r"^htsat\.audio_encoder\.", ""),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.attention\.self\.(query|key|value)\.", ".attn.qkv."),
+    (r"\.attention\.self\.", ".attn."),
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
     (r"^token_semantic\.", "tscam_conv."),
 )
+_QKV = ("query", "key", "value")
 
 
-def _official_key(key: str) -> str:
-    """The msclap checkpoint name of one of our state-dict keys."""
+def _official_key(key: str) -> tuple[str, int | None]:
+    """The msclap checkpoint name of one of our state-dict keys, and which third of msclap's fused qkv it is."""
     if key.startswith("projection."):
-        return _PROJECTION + re.sub(r"^norm\.", "layer_norm.", key.removeprefix("projection."))
+        return _PROJECTION + re.sub(r"^norm\.", "layer_norm.", key.removeprefix("projection.")), None
+    fused = re.search(r"\.attention\.self\.(query|key|value)\.", key)
     for pattern, replacement in _RENAMES:
         key = re.sub(pattern, replacement, key)
-    return _HTSAT + key
+    return _HTSAT + key, _QKV.index(fused.group(1)) if fused else None
 
 
 def _derived_tensors(model: ClapAudio) -> dict[str, torch.Tensor]:
@@ -542,12 +331,15 @@ def _derived_tensors(model: ClapAudio) -> dict[str, torch.Tensor]:
         _HTSAT + "spectrogram_extractor.stft.conv_imag.weight": imag,
         _HTSAT + "logmel_extractor.melW": model.log_mel.filterbank,
     }
-    for stage_index, stage in enumerate(model.stages):
+    htsat = model.htsat.audio_encoder
+    for stage_index, (stage, (height, width)) in enumerate(zip(htsat.layers, htsat.input_resolutions)):
         for block_index, block in enumerate(stage.blocks):
             prefix = f"{_HTSAT}layers.{stage_index}.blocks.{block_index}."
-            tensors[prefix + "attn.relative_position_index"] = block.attn.position_index
-            if block.mask is not None:
-                tensors[prefix + "attn_mask"] = block.mask
+            tensors[prefix + "attn.relative_position_index"] = block.attention.self.relative_position_index
+            block.set_shift_and_window_size((height, width))  # what its forward does: no shift when one window covers the grid
+            mask = block.get_attn_mask(height, width, torch.float32, real.device)
+            if mask is not None:
+                tensors[prefix + "attn_mask"] = mask
     return tensors
 
 
@@ -595,6 +387,6 @@ class ClapAudioEncoder(nn.Module):
         rate = self.network.config.sample_rate
         audio = resample_like_torchaudio(waveform, sample_rate, rate)
         windows = torch.from_numpy(second_windows(audio, rate, num_seconds))
-        weight = self.network.patch_embed.weight
+        weight = self.network.projection.linear1.weight
         chunks = windows.to(weight.device, weight.dtype).split(self.batch_windows)
         return torch.cat([self.network(chunk) for chunk in chunks])

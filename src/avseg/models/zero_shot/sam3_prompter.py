@@ -1,0 +1,81 @@
+"""SAM 3 prompted with object names: its input pixels, and one mask-logit map per prompted class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SAM3_IMAGE_SIZE = 1008
+SAM3_MEAN = SAM3_STD = 0.5
+EMPTY_LOGIT = -100.0
+
+
+def sam3_pixel_values(frames: np.ndarray, size: int = SAM3_IMAGE_SIZE) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` frames -> float ``(T, 3, size, size)``, as ``Sam3ImageProcessor`` without torchvision.
+
+    The official processor resizes the uint8 image to 1008x1008 (bilinear with antialiasing, aspect ratio
+    not kept), so the result is rounded to whole grey levels, then rescales by 1/255 and normalises with
+    mean = std = 0.5. Here the resize runs in float and is rounded the same way; torchvision's fixed-point
+    uint8 kernel can differ by one grey level.
+    """
+    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    images = images.round().clamp(0, 255)
+    return (images / 255 - SAM3_MEAN) / SAM3_STD
+
+
+class Sam3Prompter(nn.Module):
+    """SAM 3 prompted with the vocabulary's object names (tokenised once, here), several classes per frame."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, prompts: Sequence[str], query_threshold: float):
+        super().__init__()
+        self.model = model.eval()
+        self.query_threshold = query_threshold
+        length = model.config.text_config.max_position_embeddings  # SAM 3's processor pads every prompt to it
+        tokens = tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
+        self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
+
+    @torch.no_grad()
+    def class_logits(self, frame: np.ndarray, classes: Sequence[int]) -> torch.Tensor:
+        """uint8 ``(H, W, 3)`` frame -> ``(len(classes), h, w)`` mask logits at SAM 3's mask resolution."""
+        from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+        device = self.input_ids.device
+        pixels = sam3_pixel_values(frame[None], self.model.config.image_size).to(device, self.model.dtype)
+        vision = self.model.get_vision_features(pixel_values=pixels)
+        shared = Sam3VisionEncoderOutput(
+            fpn_hidden_states=tuple(h.expand(len(classes), -1, -1, -1) for h in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(p.expand(len(classes), -1, -1, -1) for p in vision.fpn_position_encoding),
+        )
+        index = torch.as_tensor(list(classes), device=device)
+        outputs = self.model(vision_embeds=shared, input_ids=self.input_ids[index], attention_mask=self.attention_mask[index])
+        scores = outputs.pred_logits.sigmoid() * outputs.presence_logits.sigmoid()
+        rejected = (scores <= self.query_threshold)[..., None, None]
+        return outputs.pred_masks.masked_fill(rejected, EMPTY_LOGIT).amax(1)
+
+
+def tiny_sam3_config(image_size: int = 112) -> Any:
+    """A ``Sam3Config`` of the real classes at toy width: a 2-layer ViT on ``image_size`` (a multiple of 56)."""
+    from transformers import Sam3Config
+
+    grid = image_size // 14
+    layer = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    backbone = {
+        "model_type": "sam3_vit_model", **layer, "num_hidden_layers": 2, "image_size": image_size, "patch_size": 14,
+        "window_size": grid // 2, "global_attn_indexes": [1], "pretrain_image_size": image_size // 2,
+    }  # fmt: skip
+    text = {"vocab_size": 256, "projection_dim": 32, "num_hidden_layers": 1, "max_position_embeddings": 16, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
+    return Sam3Config(
+        vision_config={"backbone_config": backbone, "fpn_hidden_size": 32, "backbone_feature_sizes": [[grid * 4] * 2, [grid * 2] * 2, [grid] * 2]},
+        text_config={**layer, **text},
+        geometry_encoder_config={**layer, "num_layers": 1},
+        detr_encoder_config={**layer, "num_layers": 1},
+        detr_decoder_config={**layer, "num_layers": 1, "num_queries": 8},
+        mask_decoder_config={"hidden_size": 32, "num_attention_heads": 2},
+    )
