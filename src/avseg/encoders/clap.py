@@ -81,6 +81,7 @@ from torch import nn
 from avseg.audio import second_windows
 from avseg.encoders.vggish import _mismatches
 from avseg.errors import AvsegError, ConfigError
+from avseg.loading import read_torch_weights
 
 LOG_FLOOR = 1e-10
 """Power floor before ``10 log10``: torchlibrosa's ``amin`` (with ``ref=1`` and no top-dB clamp)."""
@@ -485,14 +486,7 @@ class ClapAudio(nn.Module):
         unreadable, if any audio key is missing, unexpected or of the wrong
         shape, or if a recomputed tensor disagrees with the file's.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise AvsegError(f"{path}: CLAP weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # corrupt, truncated or not a tensor-only pickle
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise AvsegError(f"{path}: cannot read CLAP weights: {reason}") from error
+        state = read_torch_weights(path, "CLAP weights")
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict):

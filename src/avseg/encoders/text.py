@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from avseg.errors import ConfigError
+from avseg.loading import loading
 
 DEFAULT_TEXT_ENCODER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 _CLIP_TYPES = ("clip", "clip_text_model")
@@ -77,7 +78,7 @@ class TextEncoder:
         from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWithProjection
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
+        with loading(name_or_path, "a text encoder", ConfigError):
             config = AutoConfig.from_pretrained(name_or_path)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             if config.model_type in _CLIP_TYPES:
@@ -87,8 +88,6 @@ class TextEncoder:
                 model = CLIPTextModelWithProjection.from_pretrained(name_or_path, config=config, dtype=dtype)
             else:
                 model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{name_or_path}: cannot load a text encoder: {exc}") from exc
         return cls(model.to(device), tokenizer, str(name_or_path), batch_size)
 
     @torch.inference_mode()
