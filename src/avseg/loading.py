@@ -10,6 +10,7 @@ covered in one place); :func:`loading` adds the one-line error naming the source
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,11 +47,15 @@ def quiet_loading() -> Iterator[None]:
 
 def failure_reason(error: BaseException) -> str:
     """One line saying why a load failed: the exception's type and its most telling line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if isinstance(error, pickle.UnpicklingError) and lines and lines[0].startswith("Weights only load failed"):
-        # torch's first line is advice to unpickle anyway (unsafe); the line after names what was refused
-        detail = next((line for line in lines[1:] if not line.startswith("Check the documentation")), "")
-        return f"holds pickled Python objects, not only tensors; refused to unpickle them ({detail[:160]})"
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and text.startswith("Weights only load failed"):
+        # torch's message opens with advice to unpickle anyway (unsafe); what matters is what it refused
+        refused = re.search(r"GLOBAL ([\w.]+)", text)
+        if refused:
+            return f"holds pickled Python objects, not only tensors ({refused[1]}); refused to unpickle them"
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        return f"not a tensor file that loads safely ({detail[1][:160] if detail else 'unreadable pickle'})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     reason = lines[0][:200] if lines else ""
     return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
 
@@ -66,6 +71,17 @@ def loading(source: Any, what: str, error: type[AvsegError] = AvsegError) -> Ite
             raise
         except Exception as exc:  # whatever the file does to the loader, the message names the file
             raise error(f"{source}: cannot load {what} ({failure_reason(exc)})") from None
+
+
+def load_pretrained(model_class: Any, name_or_path: Any, what: str, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(name_or_path, **kwargs)`` (a transformers model), refusing weights that
+    leave any parameter uninitialised: with the load report silenced, a missing key must be an error, not a
+    random tensor. Run it inside :func:`loading` for the one-line message."""
+    model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise AvsegError(f"{name_or_path}: the weights for {what} lack {len(missing)} parameters, e.g. {missing[0]}")
+    return model
 
 
 def read_torch_weights(path: str | Path, what: str) -> Any:

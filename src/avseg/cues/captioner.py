@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from avseg.errors import ConfigError
-from avseg.loading import loading
+from avseg.loading import load_pretrained, loading
 
 DEFAULT_CAPTIONER = "Salesforce/blip2-opt-2.7b"
 
@@ -130,5 +130,5 @@ def load_frozen(name_or_path, preprocessor_class, model_class, device, dtype, cu
     dtype = dtype or (cuda_dtype if device.startswith("cuda") else torch.float32)
     with loading(name_or_path, what, ConfigError):
         preprocessor = preprocessor_class.from_pretrained(name_or_path)
-        model = model_class.from_pretrained(name_or_path, dtype=dtype)
+        model = load_pretrained(model_class, name_or_path, what, dtype=dtype)
     return preprocessor, model.to(device)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from avseg.errors import ConfigError
-from avseg.loading import loading
+from avseg.loading import load_pretrained, loading
 
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-base-patch32"
 
@@ -41,7 +41,7 @@ class ClipImageEncoder:
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         with loading(name_or_path, "a CLIP image encoder", ConfigError):
-            model = CLIPModel.from_pretrained(name_or_path)
+            model = load_pretrained(CLIPModel, name_or_path, "a CLIP image encoder")
             processor = CLIPImageProcessorPil.from_pretrained(name_or_path)
         return cls(model.to(device), processor, str(name_or_path))
 

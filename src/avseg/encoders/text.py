@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from avseg.errors import ConfigError
-from avseg.loading import loading
+from avseg.loading import load_pretrained, loading
 
 DEFAULT_TEXT_ENCODER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 _CLIP_TYPES = ("clip", "clip_text_model")
@@ -85,9 +85,9 @@ class TextEncoder:
                 if config.model_type == "clip":
                     config.text_config.projection_dim = config.projection_dim
                     config = config.text_config
-                model = CLIPTextModelWithProjection.from_pretrained(name_or_path, config=config, dtype=dtype)
+                model = load_pretrained(CLIPTextModelWithProjection, name_or_path, "a text encoder", config=config, dtype=dtype)
             else:
-                model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
+                model = load_pretrained(AutoModel, name_or_path, "a text encoder", dtype=dtype)
         return cls(model.to(device), tokenizer, str(name_or_path), batch_size)
 
     @torch.inference_mode()
