@@ -1,10 +1,10 @@
 """Building and loading models by the names of the model table (:mod:`avseg.models.catalog`).
 
 ``load_model(folder)`` (from the catalog) reads the ``model`` field of ``config.json`` and loads the
-table's model class strictly. A *system* is what a recipe needs around a model to train and evaluate it: its frozen encoders,
-its cues and its data task; ``build_system`` makes one from a recipe, ``load_system`` from a trained model
-folder (its ``system.json`` records the encoders) or a by-name model. Every build and load here runs in
-:func:`avseg.loading.quiet_loading`, so no encoder or system load prints third-party noise.
+table's model class strictly. A *system* is what a recipe needs around a model to train and evaluate it:
+its frozen encoders, its cues and its data task; ``build_system`` makes one from a recipe, ``load_system``
+from a trained model folder (its ``system.json`` records the encoders) or a by-name model. Every build and
+load here runs in :func:`avseg.loading.quiet_loading`, so no encoder or system load prints third-party noise.
 """
 
 from __future__ import annotations
