@@ -71,7 +71,6 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import torch
