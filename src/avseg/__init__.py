@@ -7,9 +7,17 @@ __version__ = "0.1.0"
 
 def load_model(path):
     """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly."""
-    from avseg.models.registry import load_model as load
+    from avseg.models.catalog import load_model as load
 
     return load(path)
 
 
-__all__ = ["AvsegError", "ConfigError", "DatasetError", "MediaError", "__version__", "load_model"]
+def available_models() -> list[dict]:
+    """Every model avseg knows, as data (name, method, description, trainable, by_name, presets, converter);
+    ``avseg models`` prints it."""
+    from avseg.models.catalog import available_models as listed
+
+    return listed()
+
+
+__all__ = ["AvsegError", "ConfigError", "DatasetError", "MediaError", "__version__", "available_models", "load_model"]

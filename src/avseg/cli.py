@@ -10,6 +10,7 @@ from pathlib import Path
 from avseg import __version__
 from avseg.engine.data import LAYOUTS, reader_class
 from avseg.errors import AvsegError
+from avseg.models.catalog import MODELS
 
 
 
@@ -143,6 +144,18 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.name}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from avseg.models.catalog import available_models
+
+    models = available_models()
+    if args.json:
+        print(json.dumps(models, indent=1))
+        return
+    for model in models:
+        use = "trained (a model folder)" if model["trainable"] else "used by name"
+        print(f"{model['name']}: {model['method']}; {use}\n    {model['description']}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from avseg.engine.demo import run_demo
 
@@ -233,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="segment the sounding objects of video files")
     segment.add_argument("videos", nargs="+", type=Path)
-    segment.add_argument("--model", required=True, help="a trained model folder (runs/NAME/best), or zeroshot-sam3")
+    by_name = [name for name, entry in MODELS.items() if entry.by_name]
+    segment.add_argument("--model", required=True, help=f"a trained model folder (runs/NAME/best), or by name: {', '.join(by_name)}")
     segment.add_argument("--out", required=True, type=Path)
     segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound")
     segment.add_argument("--vocabulary", help="zero-shot: s4, avss (default), a .txt file, or a comma list ('dog barking: dog, piano')")
@@ -243,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--window", type=int, default=5, help="seconds per model call")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     segment.set_defaults(run=cmd_segment)
+
+    models = commands.add_parser("models", help="list the models: name, method, what each needs")
+    models.add_argument("--json", action="store_true", help="print the table as JSON (avseg.available_models())")
+    models.set_defaults(run=cmd_models)
     return parser
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from avseg.errors import ConfigError
+from avseg.models.catalog import model_entry
 
 
 @dataclass
@@ -168,6 +169,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     recipe = build_config(Recipe, apply_overrides(tree, overrides), f"{path}: ")
+    model_entry(recipe.model, f"{path}: model")
     recipe.source = str(path)
     return recipe
 

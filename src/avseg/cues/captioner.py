@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from avseg.errors import ConfigError
+from avseg.loading import load_pretrained, loading
 
 DEFAULT_CAPTIONER = "Salesforce/blip2-opt-2.7b"
 
@@ -127,9 +128,7 @@ def load_frozen(name_or_path, preprocessor_class, model_class, device, dtype, cu
     there is one, ``dtype`` to ``cuda_dtype`` on CUDA and float32 on CPU."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (cuda_dtype if device.startswith("cuda") else torch.float32)
-    try:
+    with loading(name_or_path, what, ConfigError):
         preprocessor = preprocessor_class.from_pretrained(name_or_path)
-        model = model_class.from_pretrained(name_or_path, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{name_or_path}: cannot load {what}: {exc}") from exc
+        model = load_pretrained(model_class, name_or_path, what, dtype=dtype)
     return preprocessor, model.to(device)

@@ -69,7 +69,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,6 +82,7 @@ from avseg.audio import second_windows
 from avseg.encoders.htsat_front_end import LogMel, resample_like_torchaudio
 from avseg.encoders.vggish import _mismatches
 from avseg.errors import AvsegError, ConfigError
+from avseg.loading import read_torch_weights
 
 _HTSAT = "audio_encoder.base.htsat."
 _PROJECTION = "audio_encoder.projection."
@@ -266,14 +266,7 @@ class ClapAudio(nn.Module):
         unreadable, if any audio key is missing, unexpected or of the wrong
         shape, or if a recomputed tensor disagrees with the file's.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise AvsegError(f"{path}: CLAP weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # corrupt, truncated or not a tensor-only pickle
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise AvsegError(f"{path}: cannot read CLAP weights: {reason}") from error
+        state = read_torch_weights(path, "CLAP weights")
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict):

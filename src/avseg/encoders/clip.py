@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from avseg.errors import ConfigError
+from avseg.loading import load_pretrained, loading
 
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-base-patch32"
 
@@ -39,11 +40,9 @@ class ClipImageEncoder:
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            model = CLIPModel.from_pretrained(name_or_path)
+        with loading(name_or_path, "a CLIP image encoder", ConfigError):
+            model = load_pretrained(CLIPModel, name_or_path, "a CLIP image encoder")
             processor = CLIPImageProcessorPil.from_pretrained(name_or_path)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{name_or_path}: cannot load a CLIP image encoder: {exc}") from exc
         return cls(model.to(device), processor, str(name_or_path))
 
     @torch.inference_mode()

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from avseg.errors import ConfigError
+from avseg.loading import load_pretrained, loading
 
 DEFAULT_TEXT_ENCODER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 _CLIP_TYPES = ("clip", "clip_text_model")
@@ -77,18 +78,16 @@ class TextEncoder:
         from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWithProjection
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
+        with loading(name_or_path, "a text encoder", ConfigError):
             config = AutoConfig.from_pretrained(name_or_path)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             if config.model_type in _CLIP_TYPES:
                 if config.model_type == "clip":
                     config.text_config.projection_dim = config.projection_dim
                     config = config.text_config
-                model = CLIPTextModelWithProjection.from_pretrained(name_or_path, config=config, dtype=dtype)
+                model = load_pretrained(CLIPTextModelWithProjection, name_or_path, "a text encoder", config=config, dtype=dtype)
             else:
-                model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{name_or_path}: cannot load a text encoder: {exc}") from exc
+                model = load_pretrained(AutoModel, name_or_path, "a text encoder", dtype=dtype)
         return cls(model.to(device), tokenizer, str(name_or_path), batch_size)
 
     @torch.inference_mode()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ from torch import nn
 
 from avseg.audio import VGGISH_EXAMPLE_FRAMES, VGGISH_MEL_BANDS, vggish_examples
 from avseg.errors import AvsegError, ConfigError
+from avseg.loading import read_torch_weights
 
 POOL_AFTER = (0, 1, 3, 5)
 """Indices of the convolutions followed by a 2x2 max-pool (1st, 2nd, 4th, 6th)."""
@@ -102,14 +102,7 @@ class VGGish(nn.Module):
         Raises :class:`AvsegError` naming the file if it is missing or
         unreadable, or if any key is missing, unexpected or of the wrong shape.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise AvsegError(f"{path}: VGGish weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # corrupt, truncated or not a tensor-only pickle
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise AvsegError(f"{path}: cannot read VGGish weights: {reason}") from error
+        state = read_torch_weights(path, "VGGish weights")
         if not isinstance(state, dict):
             raise AvsegError(f"{path}: expected a VGGish state dict, got {type(state).__name__}")
         model = cls(config)

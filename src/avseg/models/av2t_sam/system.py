@@ -10,40 +10,34 @@ import torch
 
 from avseg.config import ConfigError, Recipe
 from avseg.data.clip import Clip
+from avseg.encoders.build import build_audio_encoder, build_image_encoder
 from avseg.models.av2t_sam.inputs import AV2TInputs
-from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
-from avseg.models.av2t_sam.sam3 import AV2TSAM3, AV2TSAM3Config, sam3_pixels
+from avseg.models.av2t_sam.model import AV2TSAM
+from avseg.models.av2t_sam.sam3 import AV2TSAM3, sam3_pixels
 from avseg.models.av2t_sam.training import AV2TTask
-
-PRESETS = {"paper": AV2TSAMConfig, "evf-sam": AV2TSAMConfig.evf_sam, "tiny": AV2TSAMConfig.tiny}
-SAM3_PRESETS = {"paper": AV2TSAM3Config, "tiny": AV2TSAM3Config.tiny}
-MODELS = {AV2TSAM.name: (AV2TSAM, AV2TSAMConfig, PRESETS), AV2TSAM3.name: (AV2TSAM3, AV2TSAM3Config, SAM3_PRESETS)}
-"""Model name -> model class, config class, presets."""
+from avseg.models.catalog import load_model, model_entry
 
 
 def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM | AV2TSAM3:
     """A new model for ``recipe``: from ``model_config.init`` (a converted EVF-SAM / AV2T-SAM folder, or an
     AV2T-SAM3 folder from :meth:`AV2TSAM3.from_sam3`) when given, else the preset's architecture with random
     weights (only sensible for the tiny preset)."""
-    from avseg.models.registry import load_model
-
-    model_class, config_class, presets = MODELS[recipe.model]
+    entry = model_entry(recipe.model)
+    model_class, config_class = entry.model_class(), entry.config_class()
     settings = dict(recipe.model_config)
     init = settings.pop("init", None)
     if init is not None:
+        if settings:
+            raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
         model = load_model(init)
         if not isinstance(model, model_class):
             raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an {recipe.model} model")
-        if settings:
-            raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
         return model
-    if recipe.preset not in presets:
-        raise ConfigError(f"preset: unknown preset {recipe.preset!r} (use {', '.join(presets)})")
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"model_config.{unknown[0]}: unknown {recipe.model} setting (known: init, {', '.join(sorted(known))})")
-    return model_class(presets[recipe.preset](**{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
+    return model_class(entry.preset_config(recipe.preset, **{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
 
 
 class AV2TSAMSegmenter:
@@ -77,9 +71,13 @@ class AV2TSAMSystem:
         self.inputs = inputs
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, model: AV2TSAM | AV2TSAM3 | None = None) -> AV2TSAMSystem:
-        from avseg.models.registry import build_audio_encoder, build_image_encoder
-
+    def from_recipe(cls, recipe: Recipe, model: AV2TSAM | AV2TSAM3 | None = None, num_classes: int = 2, cues=None) -> AV2TSAMSystem:
+        """Encoders from the recipe; a new model unless ``model`` (a trained one) is given. The signature is
+        the model table's: ``num_classes`` must be 2 (one binary mask) and ``cues`` empty (text cues are TeSO's)."""
+        if cues:
+            raise ConfigError(f"cues: {recipe.model} takes no text cues (only TeSO does)")
+        if num_classes != 2:
+            raise ConfigError(f"model: {recipe.model} segments sounding objects as one binary mask, not {num_classes} classes")
         audio_encoder = build_audio_encoder(recipe.encoders)
         image_encoder = build_image_encoder(recipe.encoders)
         if recipe.encoders.cache is not None:

@@ -39,7 +39,8 @@ from torch.utils.checkpoint import checkpoint
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 
-from avseg.errors import AvsegError
+from avseg.errors import AvsegError, ConfigError
+from avseg.loading import loading
 from avseg.models.adapters import AdapterInjection
 from avseg.models.teso.pmqs import PMQS
 from avseg.models.teso.sedam import SeDAM, SeDAMOutput, gate_loss, info_nce
@@ -125,7 +126,8 @@ def _build_mask2former(config: TeSOConfig) -> Mask2FormerForUniversalSegmentatio
     if config.pretrained is None:
         m2f_config = Mask2FormerConfig(**config.mask2former)
         return Mask2FormerForUniversalSegmentation(m2f_config)
-    return Mask2FormerForUniversalSegmentation.from_pretrained(config.pretrained, **config.mask2former)
+    with loading(config.pretrained, "Mask2Former", ConfigError):
+        return Mask2FormerForUniversalSegmentation.from_pretrained(config.pretrained, **config.mask2former)
 
 
 class TeSO(nn.Module):

@@ -11,6 +11,8 @@ from avseg.config import ConfigError, Recipe
 from avseg.data.clip import Clip
 from avseg.data.scene import CLASSES
 from avseg.data.synthetic import load_objects
+from avseg.encoders.build import build_audio_encoder, build_text_encoder
+from avseg.models.catalog import model_entry
 from avseg.models.teso.inputs import TeSOInputs
 from avseg.models.teso.model import TeSO, TeSOConfig
 from avseg.models.teso.segmenter import TeSOSegmenter
@@ -18,10 +20,7 @@ from avseg.models.teso.training import TeSOTask
 
 
 def teso_config(recipe: Recipe, text_dim: int, audio_dim: int, num_classes: int) -> TeSOConfig:
-    presets = {"paper": TeSOConfig, "tiny": TeSOConfig.tiny}
-    if recipe.preset not in presets:
-        raise ConfigError(f"preset: unknown preset {recipe.preset!r} (use paper or tiny)")
-    config = presets[recipe.preset]()
+    config = model_entry("teso").preset_config(recipe.preset)
     fields = {f.name for f in dataclasses.fields(TeSOConfig)}
     unknown = sorted(set(recipe.model_config) - fields)
     if unknown:
@@ -71,7 +70,6 @@ class TeSOSystem:
         provides them here, so on other data the InfoNCE term is off.
         """
         from avseg.cues.pipeline import load_cues, oracle_cues
-        from avseg.models.registry import build_audio_encoder, build_text_encoder
 
         audio_encoder = build_audio_encoder(recipe.encoders)
         text_encoder = build_text_encoder(recipe.encoders)
