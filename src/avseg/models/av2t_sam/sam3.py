@@ -65,7 +65,8 @@ from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backw
 from avseg.errors import AvsegError
 from avseg.models.av2t_sam.model import listed_problems, load_strict, read_model_folder, save_model_folder
 from avseg.models.av2t_sam.projector import AudioVisualProjector
-from avseg.models.zero_shot import _load, sam3_pixel_values, tiny_sam3_config
+from avseg.loading import loading
+from avseg.models.zero_shot import sam3_pixel_values, tiny_sam3_config
 
 
 def sam3_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -277,8 +278,9 @@ def read_sam3(name_or_folder: str) -> tuple[Sam3Config, dict[str, torch.Tensor]]
     ``config.json`` names (:data:`SAM3_LAYOUTS`), of its shapes, named as transformers saves them or
     as the model's own state dict (transformers loads both), or one error names every extra, missing
     and misshapen key. The text tower and the video tracker are then left out (not used)."""
-    folder = _load(_snapshot, name_or_folder, "SAM 3")
-    config = _load(lambda name: AutoConfig.from_pretrained(name), str(folder), "SAM 3")
+    with loading(name_or_folder, "SAM 3"):
+        folder = _snapshot(name_or_folder)
+        config = AutoConfig.from_pretrained(str(folder))
     if config.model_type not in SAM3_LAYOUTS:
         raise AvsegError(f"{name_or_folder}: holds a {config.model_type} model, not SAM 3 ({' or '.join(SAM3_LAYOUTS)})")
     model_class, prefix = SAM3_LAYOUTS[config.model_type]

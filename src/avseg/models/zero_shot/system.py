@@ -11,6 +11,7 @@ from torch import nn
 
 from avseg.config import Recipe
 from avseg.errors import AvsegError, ConfigError
+from avseg.loading import load_pretrained, loading
 from avseg.models.zero_shot.clap_scorer import ClapScorer
 from avseg.models.zero_shot.config import ZeroShotConfig, zero_shot_config
 from avseg.models.zero_shot.sam3_prompter import Sam3Prompter
@@ -104,18 +105,12 @@ class ZeroShotSystem:
 
 
 def _load(load: Callable[[str], Any], name: str, what: str) -> Any:
-    """``load(name)``, with a one-line error when it cannot be found or read."""
-    try:
+    """``load(name)`` quietly, with a one-line error when it cannot be found or read."""
+    with loading(name, what):
         return load(name)
-    except (OSError, ValueError) as exc:
-        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise AvsegError(f"{name}: cannot load {what} ({reason})") from None
 
 
 def _load_model(model_class: Any, name: str, what: str) -> nn.Module:
     """A transformers model, refusing weights that leave any of its parameters uninitialised."""
-    model, info = _load(lambda n: model_class.from_pretrained(n, output_loading_info=True), name, what)
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
-        raise AvsegError(f"{name}: the {what} weights lack {len(missing)} parameters, e.g. {missing[0]}")
-    return model.eval()
+    with loading(name, what):
+        return load_pretrained(model_class, name, what).eval()
