@@ -138,7 +138,9 @@ def load_system(model: str | Path, cues, settings: dict[str, Any] | None = None)
     zero-shot model name (``zeroshot-sam3``) with ``settings``, its config fields. The info holds the
     model name, the audio sample rate it expects and its ``source`` (the folder, or the weights' names)."""
     from avseg.config import DataConfig
+    from avseg.hub.resolve import resolve_model
 
+    model = resolve_model(model)
     if str(model) in ZERO_SHOT_MODELS:
         from avseg.models.zero_shot import ZeroShotSystem, zero_shot_config
 
@@ -154,8 +156,11 @@ def load_system(model: str | Path, cues, settings: dict[str, Any] | None = None)
 
 
 def load_model(path: str | Path) -> torch.nn.Module:
-    """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly."""
-    folder = Path(path)
+    """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly; a name of
+    ``avseg models`` or a hub repo id (``org/name[@revision]``) is downloaded (and converted) first."""
+    from avseg.hub.resolve import resolve_model
+
+    folder = Path(resolve_model(path))
     config = folder / "config.json"
     if not config.is_file():
         raise AvsegError(f"{config}: missing file (not a model folder)")
