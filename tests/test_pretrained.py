@@ -12,6 +12,7 @@ import pytest
 import torch
 from hub_stand_in import publish, use_hub_cache
 from test_av2t_sam import inputs, official_av2t_state, randomised, tiny_config_patch
+from test_zero_shot import model_dirs  # noqa: F401 (tiny CLAP and SAM 3 folders)
 
 import avseg
 from avseg.cli import main
@@ -197,3 +198,21 @@ def test_vggish_weights_download_once_and_check_the_published_hash(tmp_path, mon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(AvsegError, match="downloads are off"):
         url_file("https://example.invalid/vggish-10086976.pth", tmp_path / "cache3", "10086976")
+
+
+
+def test_zero_shot_name_loads_its_models_from_the_hub_cache(tmp_path, monkeypatch, model_dirs):
+    """``zeroshot-sam3`` is not converted: its system loads laion/larger_clap_general and facebook/sam3
+    through transformers, here from a hub cache pre-filled with tiny models of the same classes."""
+    import huggingface_hub.constants as constants
+    from hub_stand_in import publish_folder
+
+    from avseg.models.registry import load_system
+
+    cache = use_hub_cache(monkeypatch, tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # transformers takes the cache folder from here
+    publish_folder(cache, "laion/larger_clap_general", model_dirs / "clap")
+    publish_folder(cache, "facebook/sam3", model_dirs / "sam3")
+    system, info = load_system("zeroshot-sam3", cues=None)
+    assert info["model"] == "zeroshot-sam3" and "facebook/sam3" in info["source"]
+    assert system.segmenter("cpu") is not None
