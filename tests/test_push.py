@@ -17,6 +17,7 @@ import avseg
 from avseg.cli import main
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
+from avseg.hub.resolve import resolve_model
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
 from avseg.models.registry import save_system_info
 
@@ -69,7 +70,7 @@ def test_pushed_folder_loads_strictly_by_repo_id_with_a_parsable_card(stand_in, 
     assert loaded.state_dict().keys() == expected.keys()
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
 
-    folder = avseg.hub.resolve_model("org/tiny-av2t")
+    folder = resolve_model("org/tiny-av2t")
     metadata = card_metadata((folder / "README.md").read_text())
     assert metadata["library_name"] == "avseg" and "av2t-sam" in metadata["tags"]
     assert metadata["datasets"] == ["AVSBench MS3"] and set(metadata["metrics"]) == {"J", "F"}
