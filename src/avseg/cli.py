@@ -113,9 +113,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.engine.segment import fixed_cues, segment_video
     from avseg.engine.train import resolve_device
     from avseg.errors import ConfigError
-    from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
-
     from avseg.hub.resolve import resolve_model
+    from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
 
     args.model = str(resolve_model(args.model))  # a name of `avseg models` or a hub repo id -> its local folder
     auto_cues = (args.cues or "").strip() == "auto"
