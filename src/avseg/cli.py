@@ -114,26 +114,59 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.engine.segment import fixed_cues, segment_video
     from avseg.engine.train import resolve_device
     from avseg.errors import ConfigError
+    from avseg.hub.resolve import resolve_model
     from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
 
-    names = [n.strip() for n in (args.cues or "").split(",") if n.strip()]
+    args.model = str(resolve_model(args.model))  # a name of `avseg models` or a hub repo id -> its local folder
+    auto_cues = (args.cues or "").strip() == "auto"
+    names = [] if auto_cues else [n.strip() for n in (args.cues or "").split(",") if n.strip()]
     zero_shot = args.model in ZERO_SHOT_MODELS
-    if zero_shot and names:
+    if zero_shot and (names or auto_cues):
         raise ConfigError(f"--cues: {args.model} hears which objects sound; give it a --vocabulary instead")
     model_name = args.model if zero_shot else read_system_info(args.model)["model"]
-    if model_name == "teso" and not names:
-        raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound)")
-    if model_name != "teso" and names:
+    if model_name == "teso" and not names and not auto_cues:
+        raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound), or --cues auto")
+    if model_name != "teso" and (names or auto_cues):
         raise ConfigError(f"--cues: {model_name} takes no text cues (only TeSO does)")
     options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
     settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
     system, info = load_system(args.model, cues={}, settings=settings)
     segmenter = system.segmenter(resolve_device(args.device))
+    cue_models = _cue_models(args) if auto_cues else None
     for video in args.videos:
+        runner = segmenter
         if names:
             segmenter.cues = fixed_cues(names, Path(video).stem, args.window)
-        out = segment_video(segmenter, video, args.out, info["sample_rate"], f"{info['model']} ({info['source']})", args.window)
+        if cue_models:
+            runner = _auto_cues(segmenter, video, args.out, *cue_models)
+        out = segment_video(runner, video, args.out, info["sample_rate"], f"{info['model']} ({info['source']})", args.window)
         print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
+
+
+def _cue_models(args: argparse.Namespace):
+    """The captioner and LLM of ``avseg cues`` (``--cues auto``), on the segmenting device."""
+    from avseg.cues.captioner import DEFAULT_CAPTIONER, Captioner
+    from avseg.cues.llm import DEFAULT_LLM, CueLLM
+    from avseg.engine.train import resolve_device
+
+    device = str(resolve_device(args.device))
+    return Captioner.from_pretrained(args.captioner or DEFAULT_CAPTIONER, device=device), CueLLM.from_pretrained(args.llm or DEFAULT_LLM, device=device)
+
+
+def _auto_cues(segmenter, video: Path, out: Path, captioner, llm):
+    from avseg.cues.video import PerSecondCues, video_cues
+
+    cache = Path(out) / Path(video).stem / "cues"
+    cues, stats = video_cues(video, cache, captioner, llm)
+    print(f"{video}: cues for {stats.frames} seconds in {cache} ({stats.generated} new, {stats.cached} cached): {sorted({n for names in cues for n in names})}")
+    return PerSecondCues(segmenter, cues)
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from avseg.hub.push import push_model
+
+    url = push_model(args.folder, args.repo_id, private=args.private, revision=args.revision, licence=args.license)
+    print(f"pushed {args.folder} to {url}; load it with avseg.load_model({args.repo_id!r})")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -145,15 +178,19 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
+    from avseg.hub.catalogue import format_models_table, pretrained_models
     from avseg.models.catalog import available_models
 
     models = available_models()
     if args.json:
         print(json.dumps(models, indent=1))
         return
+    print("Pretrained models (load by name):\n")
+    print(format_models_table(pretrained_models()))
+    print("\nArchitectures (train them with a recipe; their model folders load by path):\n")
     for model in models:
-        use = "trained (a model folder)" if model["trainable"] else "used by name"
-        print(f"{model['name']}: {model['method']}; {use}\n    {model['description']}")
+        if model["kind"] == "architecture":
+            print(f"- {model['name']}: {model['method']}. {model['description']}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -246,21 +283,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="segment the sounding objects of video files")
     segment.add_argument("videos", nargs="+", type=Path)
-    by_name = [name for name, entry in MODELS.items() if entry.by_name]
-    segment.add_argument("--model", required=True, help=f"a trained model folder (runs/NAME/best), or by name: {', '.join(by_name)}")
+    segment.add_argument("--model", required=True, help="a model folder (runs/NAME/best), a name of `avseg models` (av2t-sam-s4, zeroshot-sam3), or a hub repo org/name[@revision]")
     segment.add_argument("--out", required=True, type=Path)
-    segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound")
+    segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound, or 'auto' (captioner + LLM, cached)")
     segment.add_argument("--vocabulary", help="zero-shot: s4, avss (default), a .txt file, or a comma list ('dog barking: dog, piano')")
     segment.add_argument("--clap-model", help="zero-shot: CLAP hub name or folder (default laion/larger_clap_general)")
     segment.add_argument("--sam3-model", help="zero-shot: SAM 3 hub name or folder (default facebook/sam3)")
     segment.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="zero-shot: another setting (e.g. min_probability=0.3)")
+    segment.add_argument("--captioner", help="--cues auto: image-to-text model name or folder (default Salesforce/blip2-opt-2.7b)")
+    segment.add_argument("--llm", help="--cues auto: chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
     segment.add_argument("--window", type=int, default=5, help="seconds per model call")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     segment.set_defaults(run=cmd_segment)
 
-    models = commands.add_parser("models", help="list the models: name, method, what each needs")
-    models.add_argument("--json", action="store_true", help="print the table as JSON (avseg.available_models())")
+    models = commands.add_parser("models", help="the models avseg knows: pretrained names (avseg segment --model NAME) and trainable architectures")
+    models.add_argument("--json", action="store_true", help="print the list as JSON (avseg.available_models())")
     models.set_defaults(run=cmd_models)
+
+    push = commands.add_parser("push", help="upload a model folder with a model card to the Hugging Face hub")
+    push.add_argument("folder", type=Path, help="a model folder (runs/NAME/best)")
+    push.add_argument("repo_id", help="hub repo to create or update (org/name)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to push to (default: the default branch)")
+    push.add_argument("--license", help="licence id for the model card (default: other, with the frozen encoders' licences listed)")
+    push.set_defaults(run=cmd_push)
     return parser
 
 

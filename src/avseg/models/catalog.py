@@ -162,15 +162,27 @@ def model_entry(name: Any, where: str = "model") -> ModelEntry:
 
 
 def available_models() -> list[dict[str, Any]]:
-    """Every model avseg knows, as data: ``name``, ``method``, ``description``, ``trainable``, ``by_name``
-    (used without a model folder), ``presets`` and ``converter`` (whether official weights convert)."""
-    return [entry.info() for entry in MODELS.values()]
+    """Every model avseg knows, as data (what ``avseg models`` prints), one dict per name.
+
+    ``kind: pretrained``: a name that loads as it is (``avseg.load_model(name)``, ``avseg segment --model
+    name``), with its architecture (an entry of :data:`MODELS`), training data, needs, weights and published
+    numbers (:mod:`avseg.hub.catalogue`). ``kind: architecture``: a model of the table that has no released
+    weights under its own name; recipes train it (``name``, ``method``, ``description``, ``trainable``,
+    ``by_name``, ``presets``, ``converter``)."""
+    from avseg.hub.catalogue import pretrained_models
+
+    rows = [{"kind": "pretrained", **row.info(), "architecture_info": MODELS[row.architecture].info()} for row in pretrained_models()]
+    named = {row["name"] for row in rows}
+    return rows + [{"kind": "architecture", **entry.info()} for entry in MODELS.values() if entry.name not in named]
 
 
 def load_model(path: str | Path) -> Any:
     """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly, as the class the
-    model table names for its ``config.json``'s ``model``."""
-    folder = Path(path)
+    model table names for its ``config.json``'s ``model``. A name of ``avseg models`` or a hub repo id
+    (``org/name[@revision]``) is downloaded (and converted) first."""
+    from avseg.hub.resolve import resolve_model
+
+    folder = Path(resolve_model(path))
     config = folder / "config.json"
     if not config.is_file():
         raise AvsegError(f"{config}: missing file (not a model folder)")

@@ -112,7 +112,11 @@ def read_system_info(folder: str | Path) -> dict[str, Any]:
 def load_system(model: str | Path, cues, settings: dict[str, Any] | None = None) -> tuple[System, dict[str, Any]]:
     """A trained model folder with the encoders recorded in its ``system.json``, using ``cues``; or a
     by-name model (``zeroshot-sam3``) with ``settings``, its config fields. The info holds the model
-    name, the audio sample rate it expects and its ``source`` (the folder, or the weights' names)."""
+    name, the audio sample rate it expects and its ``source`` (the folder, or the weights' names). A name
+    of ``avseg models`` or a hub repo id (``org/name[@revision]``) is downloaded (and converted) first."""
+    from avseg.hub.resolve import resolve_model
+
+    model = resolve_model(model)
     entry = MODELS.get(str(model))
     if entry is not None and entry.by_name:
         config = build_config(entry.config_class(), settings or {}, f"{entry.name} settings: ")

@@ -240,7 +240,11 @@ def read_model_folder(folder: str | Path, config_class: Any) -> tuple[Any, dict[
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise AvsegError(f"{weights}: missing file")
-    return config, load_file(str(weights)), str(weights)
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own error type for a truncated or foreign file)
+        raise AvsegError(f"{weights}: unreadable weights file ({' '.join(str(exc).split())[:200]})") from None
+    return config, state, str(weights)
 
 
 def save_model_folder(model: nn.Module, config: dict[str, Any], folder: str | Path) -> None:

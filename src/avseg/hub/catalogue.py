@@ -1,0 +1,149 @@
+"""The pretrained models avseg knows by name: where their weights come from and what they should score.
+
+Each row names an *architecture* (the model classes in :mod:`avseg.models.registry`), the hub repo and
+files its weights are published as, how those files become an avseg model folder (``converter``, with
+the projector mode passed explicitly: a checkpoint does not record it), and the published numbers a
+user should reproduce, with their source. :func:`pretrained_models` returns the rows,
+:func:`format_models_table` prints them for ``avseg models``.
+
+The file names of the AV2T-SAM release are not listed anywhere in the official repository
+(``bok-bok/AV2T-SAM``: "place all weights from huggingface.co/Kyungbok/AV2T-SAM/tree/main"); the
+names below are what its ``train_avs.py`` writes for the README's commands
+(``{model_name}_{projector}_adapter_{evf_version}_{dataset}_{audio_aug}_{visual_aug}_best.pth`` with
+an empty model name, projector ``mul``, EVF-SAM2, no augmentation), and its ``scripts/*.sbatch`` load
+files of exactly that pattern. They are fields, so a different release layout is a one-line change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+AV2T_SAM_PAPER = "Audio Visual Segmentation Through Text Embeddings (arXiv:2502.16359), Table 1"
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One named pretrained model (a row of ``avseg models``)."""
+
+    name: str
+    architecture: str
+    """the ``model`` of its config.json (av2t-sam, teso, ...), or a zero-shot model name"""
+    method: str
+    data: str
+    """what it was trained on"""
+    repo: str | None
+    """the hub repo its weights are downloaded from (None: several repos, see ``weights``)"""
+    files: tuple[str, ...] = ()
+    """files of ``repo`` to download; patterns (``*.bin``) download a snapshot of the matching files"""
+    revision: str | None = None
+    """a branch, tag or commit of ``repo``; None is the default branch"""
+    converter: str | None = None
+    """``av2t-sam`` or ``evf-sam``: the :func:`avseg.models.av2t_sam.convert.convert` kind; None: no conversion"""
+    projector: str | None = None
+    gpu_memory_gb: float = 0.0
+    """an estimate for inference at bf16: the weights (parameter count x 2 bytes) plus one 5-frame window"""
+    gated: bool = False
+    """a hub repo that asks users to accept a licence: a token of an account that accepted it is needed"""
+    licence: str = ""
+    published: dict[str, float] = field(default_factory=dict)
+    """metric -> value the released weights should reproduce (empty: none published for these weights)"""
+    published_source: str = ""
+    weights: str = ""
+    """where the weights come from, in words"""
+
+    @property
+    def needs(self) -> str:
+        gated = ", gated licence (accept it on the hub, then log in)" if self.gated else ""
+        return f"~{self.gpu_memory_gb:g} GB GPU at bf16{gated}"
+
+    def info(self) -> dict:
+        """The row as plain data, with ``needs`` (what :func:`avseg.available_models` lists)."""
+        return {**asdict(self), "files": list(self.files), "needs": self.needs}
+
+    @property
+    def numbers(self) -> str:
+        if not self.published:
+            return "none published"
+        return ", ".join(f"{metric} {value:g}" for metric, value in self.published.items())
+
+
+_AV2T_ENCODERS = "frozen CLIP ViT-B/32 (openai/clip-vit-base-patch32) and MS-CLAP 2023 (microsoft/msclap)"
+
+PRETRAINED: tuple[PretrainedModel, ...] = (
+    PretrainedModel(
+        name="av2t-sam-s4",
+        architecture="av2t-sam",
+        method="AV2T-SAM (EVF-SAM2: BEiT-3-L + SAM 2 Hiera-L; audio in text-embedding space, mul projector, adapters)",
+        data="AVSBench S4 (single source)",
+        repo="Kyungbok/AV2T-SAM",
+        files=("_mul_adapter_evf_sam2_s4_0.0_0.0_best.pth",),
+        converter="av2t-sam",
+        projector="mul",
+        gpu_memory_gb=4,
+        licence="not stated by the release (see the hub repo); SAM 2 Apache-2.0, BEiT-3 MIT",
+        published_source=f"{AV2T_SAM_PAPER}; values not yet entered here",
+        weights=f"hub Kyungbok/AV2T-SAM (official AVTSAM state dict), converted on first use; {_AV2T_ENCODERS}",
+    ),
+    PretrainedModel(
+        name="av2t-sam-ms3",
+        architecture="av2t-sam",
+        method="AV2T-SAM (EVF-SAM2: BEiT-3-L + SAM 2 Hiera-L; audio in text-embedding space, mul projector, adapters)",
+        data="AVSBench MS3 (multiple sources)",
+        repo="Kyungbok/AV2T-SAM",
+        files=("_mul_adapter_evf_sam2_ms3_0.0_0.0_best.pth",),
+        converter="av2t-sam",
+        projector="mul",
+        gpu_memory_gb=4,
+        licence="not stated by the release (see the hub repo); SAM 2 Apache-2.0, BEiT-3 MIT",
+        published_source=f"{AV2T_SAM_PAPER}; values not yet entered here",
+        weights=f"hub Kyungbok/AV2T-SAM (official AVTSAM state dict), converted on first use; {_AV2T_ENCODERS}",
+    ),
+    PretrainedModel(
+        name="evf-sam2",
+        architecture="av2t-sam",
+        method="EVF-SAM2 multitask as AV2T-SAM's training start (fresh projector and adapters)",
+        data="EVF-SAM2's referring-segmentation data (no AVS training)",
+        repo="YxZhang/evf-sam2-multitask",
+        files=("*.safetensors", "pytorch_model*.bin"),
+        converter="evf-sam",
+        projector="mul",
+        gpu_memory_gb=4,
+        licence="Apache-2.0 (EVF-SAM)",
+        published_source="a training start: no AVS numbers",
+        weights=f"hub YxZhang/evf-sam2-multitask, converted on first use; {_AV2T_ENCODERS}",
+    ),
+    PretrainedModel(
+        name="zeroshot-sam3",
+        architecture="zeroshot-sam3",
+        method="zero-shot: LAION CLAP hears the vocabulary's classes, SAM 3 segments them from text",
+        data="none (no AVS training)",
+        repo=None,
+        gpu_memory_gb=4,
+        gated=True,
+        licence="SAM licence (facebook/sam3, gated); LAION CLAP Apache-2.0",
+        published_source="avseg's own model: no published numbers",
+        weights="hub facebook/sam3 (gated) and laion/larger_clap_general, loaded directly (no conversion)",
+    ),
+)
+
+
+def pretrained_models() -> list[PretrainedModel]:
+    """Every named pretrained model avseg can load (``avseg.load_model(row.name)``)."""
+    return list(PRETRAINED)
+
+
+def find_pretrained(name: str) -> PretrainedModel | None:
+    return next((row for row in PRETRAINED if row.name == name), None)
+
+
+def format_models_table(rows: list[PretrainedModel] | None = None) -> str:
+    """The rows as a Markdown table, then how to name any other model (``avseg models``)."""
+    rows = pretrained_models() if rows is None else rows
+    header = ("name", "method", "trained on", "needs", "weights", "published (source)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = (row.name, row.method, row.data, row.needs, row.weights, f"{row.numbers} ({row.published_source})")
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    lines.append("")
+    lines.append("Also: any folder written by `avseg train` or `avseg convert`, and a hub repo of one (`org/name`, `org/name@revision`, see `avseg push`).")
+    return "\n".join(lines)
