@@ -34,11 +34,16 @@ def recipe_for(name: str, synthetic, model_dirs) -> Recipe:  # noqa: F811
 
 def test_available_models_lists_every_table_entry_as_data():
     listed = avseg.available_models()
-    assert tuple(m["name"] for m in listed) == NAMES == tuple(MODELS)
-    for model in listed:
-        assert set(model) == {"name", "method", "description", "trainable", "by_name", "presets", "converter"}
+    architectures = {m["name"]: m for m in listed if m["kind"] == "architecture"}
+    pretrained = {m["name"]: m for m in listed if m["kind"] == "pretrained"}
+    assert len(listed) == len(architectures) + len(pretrained)
+    # every table entry is listed: as itself, or as the pretrained row of the same name (zeroshot-sam3)
+    assert set(NAMES) == set(MODELS) == set(architectures) | {n for n in pretrained if n in MODELS}
+    for model in [*architectures.values(), *(m["architecture_info"] for m in pretrained.values())]:
+        assert set(model) >= {"name", "method", "description", "trainable", "by_name", "presets", "converter"}
         assert model["method"] and model["description"] and model["trainable"] != model["by_name"]
-    assert [m["name"] for m in listed if m["by_name"]] == ["zeroshot-sam3"]
+        assert model["name"] in MODELS
+    assert [m["name"] for m in architectures.values() if m["by_name"]] == []
     assert json.loads(json.dumps(listed)) == listed
 
 
@@ -79,7 +84,9 @@ def test_unknown_model_names_give_one_line_with_the_table(tmp_path):
 
 def test_segment_with_an_unknown_name_says_which_names_work(tmp_path, capsys):
     assert main(["segment", str(tmp_path / "v.mp4"), "--model", "sam9", "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err == "avseg: error: sam9: no such model folder, nor a model used by name (zeroshot-sam3)\n"
+    err = capsys.readouterr().err
+    assert err.startswith("avseg: error: sam9: ") and err.count("\n") == 1
+    assert all(row["name"] in err for row in avseg.available_models() if row["kind"] == "pretrained")
     assert not (tmp_path / "o").exists()
 
 
@@ -87,7 +94,7 @@ def test_avseg_models_prints_the_table(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     for entry in MODELS.values():
-        assert f"{entry.name}: {entry.method}" in out and entry.description in out
+        assert f"{entry.name}: {entry.method}" in out and entry.description in out or f"| {entry.name} |" in out
     assert main(["models", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == avseg.available_models()
 
@@ -132,7 +139,8 @@ def test_no_import_circle_between_the_registry_the_table_and_the_systems():
     assert not named & imported_closure(registry), "the registry imports a system or model directly"
     for module in imported_closure(registry) - {registry}:
         assert registry not in imports_of(module_file(module)), f"{module} imports the registry back"
-    assert imported_closure("avseg.models.catalog") <= {"avseg", "avseg.models", "avseg.models.catalog", "avseg.errors", "avseg.loading"}
+    light = {"avseg", "avseg.models", "avseg.models.catalog", "avseg.errors", "avseg.loading", "avseg.hub.catalogue"}
+    assert imported_closure("avseg.models.catalog") <= light
 
 
 def test_import_avseg_and_the_table_stay_light():

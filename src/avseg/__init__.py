@@ -6,8 +6,9 @@ __version__ = "0.1.0"
 
 
 def load_model(path):
-    """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly."""
-    from avseg.models.catalog import load_model as load
+    """Load a model strictly: a saved folder (``config.json`` + ``model.safetensors``), a name of
+    :func:`available_models` or a hub repo id (``org/name[@revision]``), downloaded and converted on first use."""
+    from avseg.models.registry import load_model as load
 
     return load(path)
 

@@ -178,11 +178,8 @@ def available_models() -> list[dict[str, Any]]:
 
 def load_model(path: str | Path) -> Any:
     """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly, as the class the
-    model table names for its ``config.json``'s ``model``. A name of ``avseg models`` or a hub repo id
-    (``org/name[@revision]``) is downloaded (and converted) first."""
-    from avseg.hub.resolve import resolve_model
-
-    folder = Path(resolve_model(path))
+    model table names for its ``config.json``'s ``model`` (names and hub repos: :func:`avseg.models.registry.load_model`)."""
+    folder = Path(path)
     config = folder / "config.json"
     if not config.is_file():
         raise AvsegError(f"{config}: missing file (not a model folder)")

@@ -39,7 +39,7 @@ from avseg.errors import AvsegError
 from avseg.loading import failure_reason, quiet_loading
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, listed_problems, load_strict
 from avseg.models.av2t_sam.sam3 import AV2TSAM3
-from avseg.models.registry import save_system_info
+from avseg.models.system_info import save_system_info
 
 MEMORY_FILE = "sam2_memory.safetensors"
 
