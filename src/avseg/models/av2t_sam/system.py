@@ -3,12 +3,11 @@ task, the segmenter."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import torch
 
-from avseg.config import ConfigError, Recipe
+from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.models.av2t_sam.inputs import AV2TInputs
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
@@ -39,10 +38,7 @@ def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM |
         return model
     if recipe.preset not in presets:
         raise ConfigError(f"preset: unknown preset {recipe.preset!r} (use {', '.join(presets)})")
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(f"model_config.{unknown[0]}: unknown {recipe.model} setting (known: init, {', '.join(sorted(known))})")
+    settings = config_values(config_class, settings, f"{recipe.source or 'recipe'}: model_config")
     return model_class(presets[recipe.preset](**{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
 
 
