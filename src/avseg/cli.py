@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
     from avseg.engine.train import train
 
-    out = train(load_recipe(args.config, args.set), resume=args.resume)
+    out = train(load_recipe(args.config, args.set), resume=args.resume, overwrite=args.overwrite)
     print(f"trained {out}: best model in {out / 'best'}, last in {out / 'final'}, metrics in {out / 'metrics.jsonl'}")
 
 
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", type=Path)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")

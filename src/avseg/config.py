@@ -53,25 +53,39 @@ class EncodersConfig:
     """A folder to cache frozen-encoder outputs in (safetensors, keyed by input and encoder)."""
 
 
+def checked(default: Any, **limits: Any) -> Any:
+    """A field whose value ``build_config`` checks: ``min`` / ``max`` (inclusive), ``above`` (exclusive), ``choices``."""
+    return field(default=default, metadata={"limits": limits})
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 50
-    batch_clips: int = 4
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    min_lr: float = 1e-7
+    epochs: int = checked(50, min=1)
+    batch_clips: int = checked(4, min=1)
+    lr: float = checked(1e-4, above=0)
+    weight_decay: float = checked(0.01, min=0)
+    schedule: str = checked("cosine", choices=("cosine", "constant"))
+    """``cosine`` (from ``lr`` to ``min_lr`` over the run) or ``constant`` (``lr`` throughout)."""
+    schedule_step: str = checked("iteration", choices=("iteration", "epoch"))
+    """When the cosine schedule steps: after every ``iteration`` (T_max = all steps of the run) or at the end of
+    every ``epoch`` (T_max = ``epochs``, as the AV2T-SAM release does)."""
+    min_lr: float = checked(1e-7, min=0)
     seed: int = 123
-    mute_probability: float = 0.1
-    micro_batches: int = 1
+    mute_probability: float = checked(0.1, min=0, max=1)
+    micro_batches: int = checked(1, min=1)
     """Split each batch into this many micro-batches (gradient accumulation); under torchrun each
     process takes its share of the clips, so N processes with 1 micro-batch equal 1 process with N."""
-    checkpoint_every: int = 50
+    checkpoint_every: int = checked(50, min=1)
     """Steps between checkpoints (one is also written at the end of every epoch)."""
+    validate_every: int = checked(1, min=1)
+    """Validate after epochs 1, 1 + N, 1 + 2N, ... (the AV2T-SAM release's ``epoch % N == 0`` with epochs counted
+    from 0), so the first epoch always gives a best model."""
     device: str = "auto"
+    """``auto`` (cuda when present), ``cpu``, ``cuda`` or ``cuda:N``; checked before any work starts."""
     bf16: bool = False
     activation_checkpointing: bool = False
     """Recompute the frozen visual encoder's activations in the backward pass (saves memory on GPUs)."""
-    eval_batch_clips: int = 4
+    eval_batch_clips: int = checked(4, min=1)
     tensorboard: bool = False
     """Also log to TensorBoard (``OUT/tensorboard``); needs the ``tensorboard`` package."""
 
@@ -106,7 +120,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             try:
                 return _coerce(value, option, where)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
         raise errors[0] if errors else ConfigError(f"{where}: invalid value {value!r}")
     if origin is dict:
         if not isinstance(value, dict):
@@ -119,16 +133,36 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     return value
 
 
-def build_config(cls, values: dict[str, Any], where: str):
-    """A config dataclass from a mapping; unknown keys and wrong types are errors that start with ``where``."""
+def config_values(cls, values: Any, where: str) -> dict[str, Any]:
+    """``values`` checked against the fields of dataclass ``cls``: unknown keys, wrong types and values out of a
+    field's limits (see :func:`checked`) are errors that start with ``where``; returns the coerced values."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where.rstrip(': ')}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    kwargs = {}
+    coerced = {}
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"{_join(where, key)}: unknown key (known: {', '.join(fields)})")
-        kwargs[key] = _coerce(value, hints[key], _join(where, key))
-    return cls(**kwargs)
+        coerced[key] = _coerce(value, hints[key], _join(where, key))
+        _check_limits(coerced[key], fields[key].metadata.get("limits", {}), _join(where, key))
+    return coerced
+
+
+def build_config(cls, values: dict[str, Any], where: str):
+    """A config dataclass from a mapping, checked by :func:`config_values`."""
+    return cls(**config_values(cls, values, where))
+
+
+def _check_limits(value: Any, limits: dict[str, Any], where: str) -> None:
+    if "choices" in limits and value not in limits["choices"]:
+        raise ConfigError(f"{where}: must be one of {', '.join(limits['choices'])}, got {value!r}")
+    if "min" in limits and value < limits["min"]:
+        raise ConfigError(f"{where}: must be at least {limits['min']}, got {value}")
+    if "max" in limits and value > limits["max"]:
+        raise ConfigError(f"{where}: must be at most {limits['max']}, got {value}")
+    if "above" in limits and not value > limits["above"]:
+        raise ConfigError(f"{where}: must be greater than {limits['above']}, got {value}")
 
 
 def _join(where: str, key: str) -> str:

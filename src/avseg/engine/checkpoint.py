@@ -12,7 +12,8 @@ A checkpoint is a folder ``checkpoints/step-000123/`` holding
 It is written under a temporary name and renamed into place, then the file
 ``checkpoints/latest`` (also replaced atomically) is pointed at it, so a
 crash at any moment leaves the previous checkpoint intact and ``latest``
-naming a complete one. No pickle is involved at any step.
+naming a complete one. No pickle is involved at any step. Files get the
+usual umask's mode (:mod:`avseg.files`), so others can read a shared run.
 """
 
 from __future__ import annotations
@@ -25,17 +26,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from avseg.errors import AvsegError
+from avseg.files import save_tensors, write_json
 
 LATEST = "latest"
-
-
-def _write_json(path: Path, value: Any) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(value, indent=1))
-    os.replace(temporary, path)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -75,12 +71,12 @@ def save_checkpoint(
     shutil.rmtree(temporary, ignore_errors=True)
     model.save_pretrained(temporary)
     tensors, groups = optimizer_tensors(optimizer)
-    save_file(tensors, str(temporary / "optimizer.safetensors"))
-    save_file({"torch_cpu": torch.get_rng_state()}, str(temporary / "rng.safetensors"))
-    _write_json(temporary / "trainer.json", {"progress": progress, "param_groups": groups, "scheduler": scheduler.state_dict()})
+    save_tensors(tensors, temporary / "optimizer.safetensors")
+    save_tensors({"torch_cpu": torch.get_rng_state()}, temporary / "rng.safetensors")
+    write_json(temporary / "trainer.json", {"progress": progress, "param_groups": groups, "scheduler": scheduler.state_dict()})
     final = folder / name
     os.replace(temporary, final)
-    _write_json(folder / LATEST, {"checkpoint": name})
+    write_json(folder / LATEST, {"checkpoint": name})
     for old in sorted((p for p in folder.glob("step-*") if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

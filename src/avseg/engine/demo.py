@@ -36,7 +36,7 @@ def run_demo(out: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> di
     started = time.perf_counter()
     recipe = load_recipe(DEMO_RECIPE, [f"data.root={out / 'data' / 'ms3'}", f"output={out / 'runs'}", *overrides])
     print(f"[1/4] training a tiny TeSO on a synthetic MS3 dataset ({recipe.data.synthetic_videos} videos, {recipe.train.epochs} epochs)", flush=True)
-    run = train(recipe)
+    run = train(recipe, overwrite=True)  # the demo's own folder: a second demo replaces the first
 
     print("[2/4] evaluating with normal and muted audio", flush=True)
     model = load_model(run / "final")

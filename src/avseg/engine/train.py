@@ -15,9 +15,17 @@ Under torchrun each process takes every ``world_size``-th clip of each batch
 both runs compute the same update. Randomness inside the loss (Mask2Former's
 point sampling) is seeded per step and micro-batch for the same reason.
 
-After each epoch the validation split is evaluated with the official metrics
-and the best model by J (mIoU for AVSS) is kept in ``OUT/best``. Metrics go
-to ``OUT/metrics.jsonl``, one JSON object per line.
+The learning rate follows ``train.schedule`` (cosine or constant), stepped
+after every iteration or at the end of every epoch (``train.schedule_step``).
+Every ``train.validate_every`` epochs the validation split is evaluated with
+the official metrics and the best model by J (mIoU for AVSS) is kept in
+``OUT/best``. Metrics go to ``OUT/metrics.jsonl``, one JSON object per line,
+flushed to disk before every checkpoint; ``--resume`` keeps exactly the lines
+up to its checkpoint.
+
+A recipe is checked before any work starts: the device must exist here, and an
+existing run folder is continued only with ``--resume`` or replaced only with
+``--overwrite``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -35,19 +44,33 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from avseg.config import Recipe, recipe_to_dict
+from avseg.config import Recipe, config_values, recipe_to_dict
 from avseg.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips
 from avseg.engine.memory import keep_large_buffers_mmapped
-from avseg.errors import AvsegError
+from avseg.errors import AvsegError, ConfigError
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, save_system_info
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "device") -> torch.device:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``) as a device of this machine; ``option`` names the
+    setting in the one-line error for a device that does not exist or is not here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{option}: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{option}: {name} was asked for, but this machine has no CUDA device (use cpu or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option}: {name} does not exist here ({torch.cuda.device_count()} CUDA devices)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{option}: {name} was asked for, but this machine has no MPS device (use cpu or auto)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{option}: {name} is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
 
 
 def _distributed() -> tuple[int, int]:
@@ -69,36 +92,86 @@ def _tensorboard(out: Path):
 
 
 def _truncate_log(path: Path, progress: dict[str, Any]) -> None:
-    """Drop log lines written after the checkpoint a run resumes from (they will be written again)."""
+    """Keep the log lines written up to the checkpoint a run resumes from; later ones are written again
+    (a line cut short by a kill is dropped too)."""
     if not path.is_file():
         return
     kept = []
     for line in path.read_text().splitlines():
-        entry = json.loads(line)
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
         if ("step" in entry and entry["step"] <= progress["global_step"]) or ("val" in entry and entry["epoch"] <= progress["epoch"]):
             kept.append(line)
     path.write_text("".join(f"{line}\n" for line in kept))
 
 
-def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) -> Path:
-    """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks)."""
+def _sync(log) -> None:
+    """Put every log line written so far on disk (before a checkpoint, so a resume finds them)."""
+    if log is not None:
+        log.flush()
+        os.fsync(log.fileno())
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, settings, steps_per_epoch: int):
+    if settings.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    total = settings.epochs * (steps_per_epoch if settings.schedule_step == "iteration" else 1)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=settings.min_lr)
+
+
+def check_model_config(recipe: Recipe) -> None:
+    """The recipe's ``model_config`` keys and types, checked before any work starts (the model's system
+    checks them again when it builds the model, for ``avseg evaluate`` too)."""
+    where = f"{recipe.source or 'recipe'}: model_config"
+    if recipe.model == "teso":
+        from avseg.models.teso.model import TeSOConfig
+
+        config_values(TeSOConfig, recipe.model_config, where)
+    elif recipe.model in ("av2t-sam", "av2t-sam3"):
+        from avseg.models.av2t_sam.system import MODELS
+
+        settings = dict(recipe.model_config)
+        if not isinstance(settings.pop("init", ""), str):
+            raise ConfigError(f"{where}.init: expected a model folder, got {recipe.model_config['init']!r}")
+        config_values(MODELS[recipe.model][1], settings, where)
+
+
+def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from, after refusing to mix a new run into an existing folder."""
+    checkpoints = out / "checkpoints"
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: choose one (continue the run, or replace it)")
+    if resume:
+        found = latest_checkpoint(checkpoints)
+        if found is None:
+            raise AvsegError(f"{checkpoints}: no checkpoint to resume from")
+        return found
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    return None
+
+
+def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, overwrite: bool = False) -> Path:
+    """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks);
+    ``overwrite`` clears an existing run folder first."""
     if recipe.model in ZERO_SHOT_MODELS:
         raise AvsegError(f"model: {recipe.model} is zero-shot and has nothing to train; evaluate it with avseg evaluate")
+    settings = recipe.train
+    device = resolve_device(settings.device, f"{recipe.source or 'recipe'}: train.device")
+    out = Path(recipe.output) / recipe.name
+    checkpoints = out / "checkpoints"
+    check_model_config(recipe)
+    found = _check_run_folder(out, resume, overwrite)
     keep_large_buffers_mmapped()
     rank, world = _distributed()
-    settings = recipe.train
     if settings.micro_batches > 1 and world > 1:
         raise AvsegError("train.micro_batches: use either several processes or micro-batches, not both")
     if settings.batch_clips < world * settings.micro_batches:
         raise AvsegError(f"train.batch_clips: {settings.batch_clips} clips cannot be split over {world * settings.micro_batches} processes / micro-batches")
-    device = resolve_device(settings.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    out = Path(recipe.output) / recipe.name
-    checkpoints = out / "checkpoints"
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
 
     if rank == 0:
         prepare_dataset(recipe.data)
@@ -108,6 +181,13 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
     train_clips = open_split(recipe.data, recipe.data.train_split)
     val_clips = open_split(recipe.data, recipe.data.val_split)
     system = build_system(recipe, num_classes=train_clips.num_classes)
+    if world > 1:
+        torch.distributed.barrier()  # every process has passed the checks before process 0 clears anything
+    if rank == 0:
+        if overwrite:
+            shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
     model = system.model.to(device)
     model.activation_checkpointing = settings.activation_checkpointing
     task = system.task(list(train_clips), settings.batch_clips, settings.seed)
@@ -115,13 +195,10 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
     forward = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
 
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    total_steps = settings.epochs * len(task)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=settings.min_lr)
+    scheduler = _scheduler(optimizer, settings, len(task))
+    per_iteration = settings.schedule_step == "iteration"
     progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -math.inf}
-    if resume:
-        found = latest_checkpoint(checkpoints)
-        if found is None:
-            raise AvsegError(f"{checkpoints}: no checkpoint to resume from")
+    if found is not None:
         progress = load_checkpoint(found, model, optimizer, scheduler)
         if rank == 0:
             _truncate_log(out / "metrics.jsonl", progress)
@@ -155,35 +232,31 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                     (losses["total"] / micro_batches).backward()
                     for name, value in losses.items():
                         logged[name] = logged.get(name, 0.0) + value.item() / micro_batches
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                 optimizer.step()
-                scheduler.step()
+                if per_iteration:
+                    scheduler.step()
                 progress.update(step_in_epoch=step + 1, global_step=progress["global_step"] + 1)
                 bar.set_postfix(loss=f"{logged['total']:.3f}")
                 if log is not None:
-                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": scheduler.get_last_lr()[0], **logged}) + "\n")
+                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": lr, **logged}) + "\n")
                 if board is not None:
                     for name, value in logged.items():
                         board.add_scalar(f"train/{name}", value, progress["global_step"])
                 if rank == 0 and progress["global_step"] % settings.checkpoint_every == 0:
+                    _sync(log)
                     save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
                 if max_steps is not None and progress["global_step"] >= max_steps:
                     return out
             bar.close()
+            if not per_iteration:
+                scheduler.step()
             progress.update(epoch=epoch + 1, step_in_epoch=0)
             if rank == 0:
-                started = time.perf_counter()
-                scores = evaluate_clips(system.segmenter(device), val_clips, settings.eval_batch_clips, train_clips.num_classes)
-                key = "mIoU" if "mIoU" in scores else "J"
-                if scores[key] > progress["best"]:
-                    progress["best"] = scores[key]
-                    model.save_pretrained(out / "best")
-                    save_system_info(out / "best", recipe)
-                log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}) + "\n")
-                if board is not None:
-                    board.add_scalar(f"val/{key}", scores[key], progress["global_step"])
-                log.flush()
+                if epoch % settings.validate_every == 0:
+                    _validate(system, val_clips, train_clips.num_classes, device, epoch, progress, out, recipe, log, board)
+                _sync(log)
                 save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
-                print(f"epoch {epoch + 1}/{settings.epochs}: val {key} {scores[key]:.4f} (best {progress['best']:.4f})", flush=True)
             if world > 1:
                 torch.distributed.barrier()
     finally:
@@ -195,3 +268,19 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
         model.save_pretrained(out / "final")
         save_system_info(out / "final", recipe)
     return out
+
+
+def _validate(system, val_clips, num_classes: int, device, epoch: int, progress: dict[str, Any], out: Path, recipe: Recipe, log, board) -> None:
+    """Score the validation split, keep the best model in ``out/best`` and log the scores."""
+    started = time.perf_counter()
+    settings = recipe.train
+    scores = evaluate_clips(system.segmenter(device), val_clips, settings.eval_batch_clips, num_classes)
+    key = "mIoU" if "mIoU" in scores else "J"
+    if scores[key] > progress["best"]:
+        progress["best"] = scores[key]
+        system.model.save_pretrained(out / "best")
+        save_system_info(out / "best", recipe)
+    log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}) + "\n")
+    if board is not None:
+        board.add_scalar(f"val/{key}", scores[key], progress["global_step"])
+    print(f"epoch {epoch + 1}/{settings.epochs}: val {key} {scores[key]:.4f} (best {progress['best']:.4f})", flush=True)

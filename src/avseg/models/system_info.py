@@ -9,6 +9,7 @@ from typing import Any
 
 from avseg.config import EncodersConfig, Recipe, build_config
 from avseg.errors import AvsegError
+from avseg.files import write_json
 from avseg.models.catalog import MODELS
 
 SYSTEM_FILE = "system.json"
@@ -17,7 +18,7 @@ SYSTEM_FILE = "system.json"
 def save_system_info(folder: Path, recipe: Recipe) -> None:
     """Record beside a saved model which frozen encoders it was trained with (``avseg segment`` reads it)."""
     info = {"model": recipe.model, "encoders": dataclasses.asdict(recipe.encoders), "sample_rate": recipe.data.sample_rate}
-    (Path(folder) / SYSTEM_FILE).write_text(json.dumps(info, indent=1))
+    write_json(Path(folder) / SYSTEM_FILE, info)
 
 
 def read_system_info(folder: str | Path) -> dict[str, Any]:

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import Sam2Config, SamConfig
 
+from avseg.config import build_config
 from avseg.errors import AvsegError
+from avseg.files import save_tensors, write_json
 from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backward
 from avseg.models.av2t_sam.beit3 import BEiT3Config
 from avseg.models.av2t_sam.evf import EVFPrompt
@@ -153,13 +155,8 @@ class AV2TSAMConfig:
         return {"model": AV2TSAM.name, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AV2TSAMConfig:
-        values = {k: v for k, v in values.items() if k != "model"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise AvsegError(f"config.json: unknown AV2T-SAM setting {unknown[0]!r}")
-        return cls(**values)
+    def from_dict(cls, values: dict[str, Any], where: str = "config.json: ") -> AV2TSAMConfig:
+        return build_config(cls, {k: v for k, v in values.items() if k != "model"}, where)
 
 
 class AV2TSAM(nn.Module):
@@ -236,7 +233,7 @@ class AV2TSAM(nn.Module):
 def read_model_folder(folder: str | Path, config_class: Any) -> tuple[Any, dict[str, torch.Tensor], str]:
     """The configuration and weights of a folder written by :func:`save_model_folder` (and the weights' path)."""
     folder = Path(folder)
-    config = config_class.from_dict(json.loads((folder / "config.json").read_text()))
+    config = config_class.from_dict(json.loads((folder / "config.json").read_text()), f"{folder / 'config.json'}: ")
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise AvsegError(f"{weights}: missing file")
@@ -251,13 +248,13 @@ def save_model_folder(model: nn.Module, config: dict[str, Any], folder: str | Pa
     """``config.json`` + ``model.safetensors`` in ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    write_json(folder / "config.json", config)
     tensors, seen = {}, set()
     for key, value in model.state_dict().items():
         # SAM ties its two positional matrices; safetensors stores each tensor on its own.
         tensors[key] = value.clone() if value.data_ptr() in seen else value.contiguous()
         seen.add(value.data_ptr())
-    save_file(tensors, str(folder / "model.safetensors"))
+    save_tensors(tensors, folder / "model.safetensors")
 
 
 def listed_problems(problems: dict[str, list[str]], shown: int = 8) -> str:

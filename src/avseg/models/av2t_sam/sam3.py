@@ -183,8 +183,8 @@ class AV2TSAM3Config:
         return {"model": AV2TSAM3.name, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AV2TSAM3Config:
-        return build_config(cls, {k: v for k, v in values.items() if k != "model"}, "config.json: ")
+    def from_dict(cls, values: dict[str, Any], where: str = "config.json: ") -> AV2TSAM3Config:
+        return build_config(cls, {k: v for k, v in values.items() if k != "model"}, where)
 
 
 class AV2TSAM3(nn.Module):

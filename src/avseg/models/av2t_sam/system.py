@@ -3,12 +3,11 @@ task, the segmenter."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import torch
 
-from avseg.config import ConfigError, Recipe
+from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.encoders.build import build_audio_encoder, build_image_encoder
 from avseg.models.av2t_sam.inputs import AV2TInputs
@@ -33,10 +32,7 @@ def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM |
         if not isinstance(model, model_class):
             raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an {recipe.model} model")
         return model
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(f"model_config.{unknown[0]}: unknown {recipe.model} setting (known: init, {', '.join(sorted(known))})")
+    settings = config_values(config_class, settings, f"{recipe.source or 'recipe'}: model_config")
     return model_class(entry.preset_config(recipe.preset, **{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
 
 

@@ -33,13 +33,15 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 
+from avseg.config import build_config
 from avseg.errors import AvsegError, ConfigError
+from avseg.files import save_tensors, write_json
 from avseg.loading import loading
 from avseg.models.adapters import AdapterInjection
 from avseg.models.teso.pmqs import PMQS
@@ -50,23 +52,45 @@ PRETRAINED_MASK2FORMER = "facebook/mask2former-swin-base-ade-semantic"
 
 @dataclass
 class TeSOConfig:
+    """Sizes and loss weights of :class:`TeSO`. Each field says where its value comes from: the paper,
+    the official release (GeWu-Lab/Sounding-Object-Segmentation-Preference, where the paper is silent),
+    or avseg's choice (why). The release does not implement SeDAM's layers, the dynamic mask, InfoNCE
+    or its adapters' code, so most sizes below are avseg's."""
+
     num_classes: int = 2
+    """Paper: a binary head for S4/MS3, 71 classes (background included) for AVSS."""
     text_dim: int = 1024
+    """Paper: ImageBind's text encoder (OpenCLIP ViT-H/14 text tower, 1024-d)."""
     audio_dim: int = 128
+    """Paper: VGGish, 128-d per 0.96 s."""
     sedam_layers: int = 2
+    """avseg's choice: the paper has "N" SeDAM layers without a number; the release has one cross-attention.
+    SeDAM's width is Mask2Former's ``hidden_dim`` (256; avseg's choice, so its tokens prompt the queries
+    without a projection; the release projects to 1024 and back to 256)."""
     pmqs_layers: int = 2
+    """avseg's choice: the paper has "N" PMQS layers without a number."""
     heads: int = 8
+    """avseg's choice (the release's attention modules use 8 and 4 heads)."""
     audio_window: int = 1
+    """avseg's choice: each frame attends to its own second of audio and this many on each side."""
     silence_db: float = -60.0
+    """avseg's choice: below this level a frame counts as silent and every cue is masked."""
     adapter_bottleneck: int = 32
+    """avseg's choice: the paper says "small adapters" without a width; the release's adapter code is not public."""
     image_size: int = 384
+    """avseg's choice: frames are resized to this square for Mask2Former."""
     gate_weight: float = 1.0
+    """avseg's choice: the learned gate of the dynamic mask is avseg's design (the paper names the mask only)."""
     infonce_weight: float = 0.1
+    """avseg's choice: the paper adds InfoNCE without a weight; the release has no InfoNCE. The matched
+    losses (paper: L_cls + L_mask) keep Mask2Former's own weights (class 2, mask BCE 5, dice 5)."""
     infonce_temperature: float = 0.1
+    """avseg's choice (not in the paper)."""
     mask2former: dict[str, Any] = field(default_factory=dict)
     """A ``Mask2FormerConfig`` as a dict; empty means the architecture of ``pretrained``."""
     pretrained: str | None = PRETRAINED_MASK2FORMER
-    """Hub name or folder of Mask2Former weights to start from; None builds ``mask2former`` from scratch."""
+    """Paper: Mask2Former Swin-B trained on ADE20K semantic. Hub name or folder of its weights; None builds
+    ``mask2former`` from scratch."""
     train_mask2former: bool = False
     """The paper freezes the pretrained Mask2Former. A Mask2Former built from scratch (offline tests
     and the demo, where no pretrained weights exist) has nothing worth freezing, so it trains."""
@@ -269,8 +293,8 @@ class TeSO(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         config = {"model": "teso", **asdict(self.config), "pretrained": None, "mask2former": self.mask2former.config.to_dict()}
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(folder / "model.safetensors", lambda path: save_file(state, str(path)))
-        _atomic_write(folder / "config.json", lambda path: path.write_text(json.dumps(config, indent=1)))
+        save_tensors(state, folder / "model.safetensors")
+        write_json(folder / "config.json", config)
         return folder
 
     @classmethod
@@ -280,10 +304,13 @@ class TeSO(nn.Module):
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
                 raise AvsegError(f"{folder / name}: missing file (not a saved TeSO model folder)")
-        config = json.loads((folder / "config.json").read_text())
-        if config.pop("model", None) != "teso":
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except json.JSONDecodeError:
+            raise AvsegError(f"{folder / 'config.json'}: invalid JSON") from None
+        if not isinstance(config, dict) or config.pop("model", None) != "teso":
             raise AvsegError(f"{folder / 'config.json'}: not a TeSO model")
-        model = cls(TeSOConfig(**config))
+        model = cls(build_config(TeSOConfig, config, f"{folder / 'config.json'}: "))
         weights = folder / "model.safetensors"
         try:
             state = load_file(str(weights))
@@ -302,8 +329,3 @@ def class_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tu
     masks = nn.functional.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid()
     return torch.einsum("nqc,nqhw->nchw", probabilities, masks)
 
-
-def _atomic_write(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    write(temporary)
-    os.replace(temporary, path)

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from avseg.config import ConfigError, Recipe
+from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.data.scene import CLASSES
 from avseg.data.synthetic import load_objects
@@ -21,11 +21,9 @@ from avseg.models.teso.training import TeSOTask
 
 def teso_config(recipe: Recipe, text_dim: int, audio_dim: int, num_classes: int) -> TeSOConfig:
     config = model_entry("teso").preset_config(recipe.preset)
-    fields = {f.name for f in dataclasses.fields(TeSOConfig)}
-    unknown = sorted(set(recipe.model_config) - fields)
-    if unknown:
-        raise ConfigError(f"model_config.{unknown[0]}: unknown TeSO setting (known: {', '.join(sorted(fields))})")
-    return dataclasses.replace(config, text_dim=text_dim, audio_dim=audio_dim, num_classes=num_classes, **recipe.model_config)
+    settings = config_values(TeSOConfig, recipe.model_config, f"{recipe.source or 'recipe'}: model_config")
+    settings.update(text_dim=text_dim, audio_dim=audio_dim, num_classes=num_classes)
+    return dataclasses.replace(config, **settings)
 
 
 def synthetic_sound_labels(root) -> dict[str, torch.Tensor]:

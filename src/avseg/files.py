@@ -1,0 +1,39 @@
+"""Files written atomically, readable by everyone the umask allows (model folders are often shared).
+
+A file is written under a temporary name beside its destination and renamed into place, so a
+reader never sees half a file. safetensors writes through a private temporary file (mode 0600);
+the mode is set to the usual ``0o666 & ~umask`` before the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary)``, give the file the umask's mode, then rename it to ``path``."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.partial")
+    write(temporary)
+    os.chmod(temporary, 0o666 & ~_umask())
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(value, indent=1)))
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
