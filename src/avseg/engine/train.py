@@ -124,18 +124,15 @@ def _scheduler(optimizer: torch.optim.Optimizer, settings, steps_per_epoch: int)
 def check_model_config(recipe: Recipe) -> None:
     """The recipe's ``model_config`` keys and types, checked before any work starts (the model's system
     checks them again when it builds the model, for ``avseg evaluate`` too)."""
+    from avseg.models.catalog import model_entry
+
     where = f"{recipe.source or 'recipe'}: model_config"
-    if recipe.model == "teso":
-        from avseg.models.teso.model import TeSOConfig
-
-        config_values(TeSOConfig, recipe.model_config, where)
-    elif recipe.model in ("av2t-sam", "av2t-sam3"):
-        from avseg.models.av2t_sam.system import MODELS
-
-        settings = dict(recipe.model_config)
-        if not isinstance(settings.pop("init", ""), str):
+    entry = model_entry(recipe.model)
+    settings = dict(recipe.model_config)
+    if entry.converter is not None and "init" in settings:  # a converted or trained folder to start from
+        if not isinstance(settings.pop("init"), str):
             raise ConfigError(f"{where}.init: expected a model folder, got {recipe.model_config['init']!r}")
-        config_values(MODELS[recipe.model][1], settings, where)
+    config_values(entry.config_class(), settings, where)
 
 
 def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> Path | None:

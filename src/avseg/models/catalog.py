@@ -129,7 +129,7 @@ MODELS: dict[str, ModelEntry] = {
             config="avseg.models.av2t_sam.sam3:AV2TSAM3Config",
             model="avseg.models.av2t_sam.sam3:AV2TSAM3",
             presets=("paper", "tiny"),
-            converter="avseg.models.av2t_sam.sam3:AV2TSAM3.from_sam3",
+            converter="avseg.models.av2t_sam.convert:convert",
             binary=True,
         ),
         ModelEntry(
