@@ -134,8 +134,10 @@ def iter_frames(
     """Stream RGB frames from a video, decoding one frame at a time.
 
     Args:
-        sampling: ``"avsbench"`` yields one frame per second (see module doc);
-            ``"all"`` yields every decoded frame.
+        sampling: ``"avsbench"`` yields one frame per second (see module doc),
+            and a video shorter than the first sampling instant is an error
+            (no command has anything to do with it); ``"all"`` yields every
+            decoded frame.
         size: ``(width, height)`` to resize to (bilinear); native size if None.
     """
     if sampling not in ("avsbench", "all"):
@@ -179,6 +181,8 @@ def iter_frames(
             raise MediaError(
                 path, f"video stream is truncated: decoded {last_time + 1 / fps:.2f}s of {declared:.2f}s"
             )
+        if sampling == "avsbench" and second == 0:
+            raise MediaError(path, "is shorter than its first sampling instant (15/16 of a second); nothing to sample")
 
 
 def _to_rgb(frame: av.VideoFrame, width: int | None, height: int | None) -> np.ndarray:

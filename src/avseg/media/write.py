@@ -70,28 +70,39 @@ class VideoWriter:
         self._container.mux(self._audio.encode(frame))
 
     def close(self) -> None:
+        """Finish the file and move it to its final name; if that fails, nothing is left behind."""
+        if self._closed:
+            return
+        try:
+            self._container.mux(self._video.encode(None))
+            if self._audio is not None:
+                self._container.mux(self._audio.encode(None))
+            if self._audio_source is not None:
+                for packet in self._audio_source.demux(self._audio_source.streams.audio[0]):
+                    if packet.dts is not None:
+                        packet.stream = self._copied
+                        self._container.mux(packet)
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        if self._audio_source is not None:
+            self._audio_source.close()
+
+    def abort(self) -> None:
+        """Drop the partial file (after a failure: closing errors are secondary to the one raised)."""
         if self._closed:
             return
         self._closed = True
-        self._container.mux(self._video.encode(None))
-        if self._audio is not None:
-            self._container.mux(self._audio.encode(None))
-        if self._audio_source is not None:
-            for packet in self._audio_source.demux(self._audio_source.streams.audio[0]):
-                if packet.dts is not None:
-                    packet.stream = self._copied
-                    self._container.mux(packet)
-            self._audio_source.close()
-        self._container.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._container.close()
-            if self._audio_source is not None:
-                self._audio_source.close()
-            self._tmp.unlink(missing_ok=True)
+        for resource in (self._container, self._audio_source):
+            if resource is not None:
+                try:
+                    resource.close()
+                except (OSError, av.error.FFmpegError):
+                    pass
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self
