@@ -87,6 +87,18 @@ def test_extract_on_a_full_disk_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert listing(tmp_path) == ["v.mp4"]  # no partial folder, no empty frames/, no empty new/
 
 
+def test_an_unwritable_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    """As root, permission bits do not bite: the OS refusal is injected where the output folder is made."""
+    video = make_video(tmp_path / "v.mp4", seconds=2)
+
+    def read_only(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.path.join(dir, prefix + "xyz" + suffix))
+
+    monkeypatch.setattr("avseg.outputs.tempfile.mkdtemp", read_only)
+    one_line_error(capsys, ["extract", video, "--out", tmp_path / "new" / "x"], "new: cannot write (Permission denied)")
+    assert listing(tmp_path) == ["v.mp4"]
+
+
 def test_extract_replaces_an_earlier_run_whole(tmp_path, capsys):
     out = tmp_path / "x"
     assert main(["extract", str(make_video(tmp_path / "long.mp4", seconds=4)), "--out", str(out), "--size", "32"]) == 0
@@ -144,6 +156,12 @@ def test_segment_refuses_two_videos_with_one_output_folder(tmp_path, capsys, sma
     one_line_error(capsys, ["segment", tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4", "--model", small_model, "--out", tmp_path / "o", "--cues", "x"],
                    "a/clip.mp4 and", "b/clip.mp4 would both write to OUT/clip/")
     assert not (tmp_path / "o").exists()
+    (tmp_path / "o" / "clip").mkdir(parents=True)
+    (tmp_path / "o" / "clip" / "notes.txt").write_text("mine")
+    make_video(tmp_path / "first.mp4", seconds=2)
+    one_line_error(capsys, ["segment", tmp_path / "first.mp4", tmp_path / "a/clip.mp4", "--model", small_model, "--out", tmp_path / "o", "--cues", "x"],
+                   "o/clip: already holds files avseg did not write (notes.txt)")
+    assert listing(tmp_path / "o") == ["clip", "clip/notes.txt"]  # refused before first.mp4 was segmented
 
 
 def test_segment_replaces_an_earlier_longer_run_and_a_failed_run_changes_nothing(tmp_path, capsys, monkeypatch, small_model):

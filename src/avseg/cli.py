@@ -120,6 +120,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.errors import ConfigError
     from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
 
+    check_output_folders(args.videos, args.out)
     names = [n.strip() for n in (args.cues or "").split(",") if n.strip()]
     zero_shot = args.model in ZERO_SHOT_MODELS
     if zero_shot and names:
@@ -133,7 +134,6 @@ def cmd_segment(args: argparse.Namespace) -> None:
     settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
     system, info = load_system(args.model, cues={}, settings=settings)
     segmenter = system.segmenter(resolve_device(args.device))
-    check_output_folders(args.videos)
     for video in args.videos:
         if names:
             segmenter.cues = fixed_cues(names, Path(video).stem, args.window)

@@ -42,7 +42,7 @@ def staged_folder(final: str | os.PathLike, replaceable: Collection[str] = ()) -
             one holding anything else is refused, as is an existing file.
     """
     final = Path(final)
-    _check_replaceable(final, replaceable)
+    check_writable(final, replaceable)
     created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,8 @@ def _remove_empty(created: list[Path]) -> None:
             break
 
 
-def _check_replaceable(final: Path, replaceable: Collection[str]) -> None:
+def check_writable(final: Path, replaceable: Collection[str] = ()) -> None:
+    """Refuse a ``final`` folder :func:`staged_folder` would refuse, before any work is done."""
     existing = next(p for p in (final.parent, *final.parent.parents) if p.exists())
     if not existing.is_dir():
         raise AvsegError(f"{existing}: is a file, not a folder (cannot write {final} under it)")

@@ -32,7 +32,7 @@ from avseg.data.clip import Clip
 from avseg.engine.memory import keep_large_buffers_mmapped
 from avseg.errors import ConfigError
 from avseg.media import VideoWriter, iter_audio, iter_frames, probe
-from avseg.outputs import staged_folder
+from avseg.outputs import check_writable, staged_folder
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 
@@ -102,13 +102,15 @@ def _segment_masks(
     return rows
 
 
-def check_output_folders(videos: Sequence[str | Path]) -> None:
-    """Refuse, before any work, videos whose outputs would go to the same ``OUT/<stem>/`` folder."""
+def check_output_folders(videos: Sequence[str | Path], out_root: str | Path) -> None:
+    """Refuse, before any work, videos whose outputs would go to the same ``OUT/<stem>/`` folder,
+    or to one that holds files avseg did not write."""
     seen: dict[str, Path] = {}
     for video in map(Path, videos):
         if video.stem in seen:
             raise ConfigError(f"{seen[video.stem]} and {video} would both write to OUT/{video.stem}/; segment them in separate calls or rename one")
         seen[video.stem] = video
+        check_writable(Path(out_root) / video.stem, OUTPUT_NAMES)
 
 
 def _predict(segmenter: Any, clip: Clip) -> tuple[torch.Tensor, list[dict[str, Any]]]:
