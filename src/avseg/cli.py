@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from avseg import __version__
-from avseg.engine.data import LAYOUTS, reader_class
 from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
+from avseg.engine.data import LAYOUTS, reader_class
 from avseg.errors import AvsegError
 
 MAX_FRAME_SIZE = 8192

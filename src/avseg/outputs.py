@@ -42,6 +42,8 @@ def staged_folder(final: str | os.PathLike, replaceable: Collection[str] = ()) -
             one holding anything else is refused, as is an existing file.
     """
     final = Path(final)
+    if final.name in ("", ".."):  # "." or "..": the folder needs a name to be staged beside
+        final = final.resolve()
     check_writable(final, replaceable)
     created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
     try:

@@ -1,6 +1,8 @@
 """``avseg segment``: the sounding objects of any video, streamed.
 
-For each video, into ``OUT/<video stem>/``:
+For each video, into ``OUT/<video stem>/`` (written under a temporary name
+and moved into place whole, replacing an earlier run's result; see
+:mod:`avseg.outputs`):
 
 * ``masks/00000.png, ...``: one 0/255 mask per second, at the video's own
   resolution, for the frame AVSBench would sample (``int(l*fps + 15/16*fps)``);
@@ -35,8 +37,6 @@ from avseg.media import VideoWriter, iter_audio, iter_frames, probe
 from avseg.outputs import check_writable, staged_folder
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
-
-
 OUTPUT_NAMES = ("masks", "overlay.mp4", "summary.json")
 """What :func:`segment_video` writes in a video's folder; a folder holding only these is replaced."""
 
