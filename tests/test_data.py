@@ -1,15 +1,18 @@
+import errno
 import hashlib
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from avseg.data.avsbench import AVSS, MS3, S4, read_class_names, voc_palette
-from avseg.data.files import read_binary_mask, read_color_mask, read_csv
+from avseg.data.files import read_binary_mask, read_color_mask, read_csv, resize
 from avseg.data.refavs import RefAVS
 from avseg.data.synthetic import load_objects, split_of, write_dataset
-from avseg.errors import ConfigError, DatasetError
+from avseg.errors import AvsegError, ConfigError, DatasetError
 
 
 def test_s4_layout_and_flags(synthetic):
@@ -156,7 +159,7 @@ def test_binary_mask_rules(tmp_path):
     rgb[0, 1, 2] = 128
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     np.testing.assert_array_equal(read_binary_mask(tmp_path / "rgb.png"), [[0, 1], [0, 0]])
-    np.testing.assert_array_equal(read_binary_mask(tmp_path / "L.png", size=(4, 4))[3], [1, 1, 0, 0])
+    np.testing.assert_array_equal(resize(read_binary_mask(tmp_path / "L.png"), (4, 4), Image.NEAREST)[3], [1, 1, 0, 0])
     Image.new("CMYK", (2, 2)).save(tmp_path / "cmyk.jpg")
     with pytest.raises(DatasetError, match="cmyk.jpg: unexpected mask image mode 'CMYK'"):
         read_binary_mask(tmp_path / "cmyk.jpg")
@@ -238,3 +241,63 @@ def test_synth_argument_checks(tmp_path):
         write_dataset("s5", tmp_path, 3)
     with pytest.raises(ConfigError, match="--videos"):
         write_dataset("s4", tmp_path, 0)
+    with pytest.raises(ConfigError, match="--size must be between 32 and 4096 pixels, got 100000"):
+        write_dataset("s4", tmp_path, 3, size=100000)  # not a 74 GiB allocation error
+    assert not any(tmp_path.iterdir())
+
+
+def test_synth_refuses_a_folder_with_other_files_and_leaves_none_behind(tmp_path, monkeypatch):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(AvsegError, match=r"taken: already holds files avseg did not write \(notes.txt\)"):
+        write_dataset("s4", tmp_path / "taken", 3, size=32)
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("avseg.data.synthetic.write_wav", full_disk)
+    with pytest.raises(AvsegError, match=r"new/data: cannot write \(No space left on device\)"):
+        write_dataset("s4", tmp_path / "new" / "data", 3, size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no partial dataset, no empty new/
+
+
+@pytest.fixture()
+def s4_copy(synthetic, tmp_path):
+    shutil.copytree(synthetic / "s4", tmp_path / "s4")
+    return tmp_path / "s4"
+
+
+def test_a_mask_of_another_size_than_its_frame_is_an_error(s4_copy):
+    """The official loaders never resize masks; stretching one would silently score a wrong annotation."""
+    mask = next((s4_copy / "s4_data/gt_masks/test").rglob("*_2.png"))
+    Image.open(mask).resize((48, 24)).save(mask)
+    for size in (None, (32, 32)):
+        with pytest.raises(DatasetError, match=rf"{mask.name}: mask is 48x24 but its frame {mask.name} is 48x48"):
+            S4(s4_copy, "test", size=size).check()
+
+
+def test_avss_colour_mask_of_another_aspect_is_an_error(synthetic, tmp_path):
+    shutil.copytree(synthetic / "avss", tmp_path / "avss")
+    mask = next((tmp_path / "avss").rglob("labels_rgb/3.png"))
+    Image.open(mask).resize((24, 48)).save(mask)
+    with pytest.raises(DatasetError, match=r"3.png: mask is 24x48 but its frame 3.jpg is 48x48"):
+        AVSS(tmp_path / "avss", split=None).check()
+
+
+def test_frames_of_different_sizes_in_one_clip_are_an_error(s4_copy):
+    frame = next((s4_copy / "s4_data/visual_frames/val").rglob("*_4.png"))
+    Image.open(frame).resize((40, 48)).save(frame)
+    for size in (None, (32, 32)):
+        with pytest.raises(DatasetError, match=rf"{frame.name}: frame is 40x48 but .*_1.png of the same clip is 48x48"):
+            S4(s4_copy, "val", size=size).check()
+
+
+def test_metadata_with_a_byte_order_mark(synthetic, tmp_path):
+    """Excel writes UTF-8 csvs with a BOM; it must not hide the first column."""
+    shutil.copytree(synthetic / "avss", tmp_path / "avss")
+    meta = tmp_path / "avss" / "metadata.csv"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())
+    clips = AVSS(tmp_path / "avss", split="test")
+    assert [c.meta["vid"] for c in clips] == [c.meta["vid"] for c in AVSS(synthetic / "avss", split="test")]
+    assert all(c.meta["vid"].startswith("vid") for c in clips)

@@ -148,3 +148,23 @@ def test_streamed_audio_of_a_silent_video(tmp_path):
     with pytest.raises(MediaError, match="has no audio track"):
         list(iter_audio(path, 16000, 2))
     assert [len(w) for w in iter_audio(path, 16000, 2, missing="silence")] == [32000, 16000]
+
+
+def test_a_video_with_nothing_to_sample(tmp_path):
+    path = make_video(tmp_path / "blip.mp4", seconds=0.5, fps=10)  # frames 0-4; the first sampling instant is frame 9
+    with pytest.raises(MediaError, match="blip.mp4: is shorter than its first sampling instant"):
+        read_frames(path)
+    assert len(read_frames(path, "all")[0]) == 5
+
+
+def test_a_failed_finish_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full_disk(source, target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_video(tmp_path / "v.mp4", np.zeros((3, 16, 16, 3), np.uint8), fps=10)
+    assert list(tmp_path.iterdir()) == []

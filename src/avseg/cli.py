@@ -8,10 +8,15 @@ import sys
 from pathlib import Path
 
 from avseg import __version__
+from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
+from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
 from avseg.engine.data import LAYOUTS, reader_class
 from avseg.errors import AvsegError
 from avseg.models.catalog import MODELS
 
+MAX_FRAME_SIZE = 8192
+"""Beyond this, ``extract --size`` is a typo, not a resolution (8K video is 7680 wide)."""
+MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384000
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -56,17 +61,17 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
     from avseg.data.synthetic import write_wav
     from avseg.media import iter_frames, read_audio
+    from avseg.outputs import staged_folder
 
-    out = Path(args.out)
     size = (args.size, args.size) if args.size else None
     waveform, rate = read_audio(args.video, args.rate, missing="silence" if args.allow_silent else "error")
-    frames_dir = out / "frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for count, frame in enumerate(iter_frames(args.video, args.sampling, size), start=1):
-        Image.fromarray(frame.image).save(frames_dir / f"{count - 1}.png")
-    write_wav(out / "audio.wav", waveform, rate)
-    print(f"wrote {count} frames and {len(waveform) / rate:.2f}s of {rate} Hz audio to {out}")
+    with staged_folder(args.out, replaceable=("frames", "audio.wav")) as staging:
+        (staging / "frames").mkdir()
+        count = 0
+        for count, frame in enumerate(iter_frames(args.video, args.sampling, size), start=1):
+            Image.fromarray(frame.image).save(staging / "frames" / f"{count - 1}.png")
+        write_wav(staging / "audio.wav", waveform, rate)
+    print(f"wrote {count} frames and {len(waveform) / rate:.2f}s of {rate} Hz audio to {args.out}")
 
 
 def cmd_cues(args: argparse.Namespace) -> None:
@@ -111,12 +116,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.config import apply_overrides
-    from avseg.engine.segment import fixed_cues, segment_video
+    from avseg.engine.segment import check_output_folders, fixed_cues, segment_video
     from avseg.engine.train import resolve_device
     from avseg.errors import ConfigError
     from avseg.hub.resolve import resolve_model
     from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
 
+    check_output_folders(args.videos, args.out)
     args.model = str(resolve_model(args.model))  # a name of `avseg models` or a hub repo id -> its local folder
     auto_cues = (args.cues or "").strip() == "auto"
     names = [] if auto_cues else [n.strip() for n in (args.cues or "").split(",") if n.strip()]
@@ -199,8 +205,31 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, args.set)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other avseg error (``avseg: error: ...``, exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"avseg: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def int_between(low: int, high: int | None = None):
+    """An argparse type: an integer in ``[low, high]`` (no upper bound if ``high`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avseg", description="Audio-visual segmentation toolkit.")
+    parser = OneLineParser(prog="avseg", description="Audio-visual segmentation toolkit.")
     parser.add_argument("--version", action="version", version=f"avseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -212,9 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth = commands.add_parser("synth", help="write a synthetic dataset in an official layout")
     synth.add_argument("--layout", required=True, choices=LAYOUTS)
     synth.add_argument("--out", required=True, type=Path)
-    synth.add_argument("--videos", type=int, default=40)
+    synth.add_argument("--videos", type=int_between(1), default=40)
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, default=224, help="frame width and height in pixels")
+    synth.add_argument("--size", type=int_between(MIN_SYNTHETIC_SIZE, MAX_SYNTHETIC_SIZE), default=224, help="frame width and height in pixels")
     synth.set_defaults(run=cmd_synth)
 
     check = commands.add_parser("check", help="read every clip of a dataset and count frames, masks and empty masks")
@@ -232,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("video", type=Path)
     extract.add_argument("--out", required=True, type=Path)
     extract.add_argument("--sampling", choices=["avsbench", "all"], default="avsbench")
-    extract.add_argument("--size", type=int, default=224, help="square frame size; 0 keeps the native size")
-    extract.add_argument("--rate", type=int, default=16000, help="audio sample rate in Hz")
+    extract.add_argument("--size", type=int_between(0, MAX_FRAME_SIZE), default=224, help="square frame size; 0 keeps the native size")
+    extract.add_argument("--rate", type=int_between(MIN_AUDIO_RATE, MAX_AUDIO_RATE), default=16000, help="audio sample rate in Hz")
     extract.add_argument("--allow-silent", action="store_true", help="write silence when the video has no audio track")
     extract.set_defaults(run=cmd_extract)
 
@@ -293,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="zero-shot: another setting (e.g. min_probability=0.3)")
     segment.add_argument("--captioner", help="--cues auto: image-to-text model name or folder (default Salesforce/blip2-opt-2.7b)")
     segment.add_argument("--llm", help="--cues auto: chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
-    segment.add_argument("--window", type=int, default=5, help="seconds per model call")
+    segment.add_argument("--window", type=int_between(1), default=5, help="seconds per model call")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     segment.set_defaults(run=cmd_segment)
 

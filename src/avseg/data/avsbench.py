@@ -31,7 +31,8 @@ Where the official code differs from what is done here, and why:
   mean colour) and includes padded frames in its test metric. We pad with
   black frames, flag them, and leave it to the evaluator to skip them.
 * The official loaders resize nothing at read time (frames were resized to
-  224x224 when extracted); ``size=`` here resizes on request.
+  224x224 when extracted); ``size=`` here resizes on request. A mask whose
+  size differs from its frame's is an error, never stretched.
 """
 
 from __future__ import annotations
@@ -179,8 +180,8 @@ class AVSS(ClipReader):
             meta={"subset": subset, "split": split, "vid": row.get("vid", ""), "sounding": row.get("a_obj", "")},
         )
 
-    def read_mask(self, path: Path, size: tuple[int, int]) -> np.ndarray:
-        return read_color_mask(path, self.palette, size)
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_color_mask(path, self.palette)
 
 
 def read_class_names(path: Path) -> list[str]:

@@ -42,26 +42,23 @@ def _open_image(path: Path) -> Image.Image:
     return image
 
 
-def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` RGB, optionally resized (bilinear) to ``(width, height)``."""
-    image = _open_image(path).convert("RGB")
-    if size is not None and image.size != tuple(size):
-        image = image.resize(tuple(size), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+def read_rgb(path: Path) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` RGB at the stored size."""
+    return np.asarray(_open_image(path).convert("RGB"), dtype=np.uint8)
 
 
-def _resize_nearest(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
-    if size is not None and image.size != tuple(size):
-        return image.resize(tuple(size), Image.NEAREST)
-    return image
+def resize(image: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
+    """A uint8 image or label map resized to ``(width, height)`` with a PIL ``resample`` filter."""
+    if image.shape[1::-1] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize(tuple(size), resample))
 
 
-def read_binary_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 ``(H, W)`` 0/1 mask (non-zero is foreground), resized with nearest neighbour."""
+def read_binary_mask(path: Path) -> np.ndarray:
+    """uint8 ``(H, W)`` 0/1 mask (non-zero is foreground) at the stored size."""
     image = _open_image(path)
     if image.mode not in _MASK_MODES:
         raise DatasetError(path, f"unexpected mask image mode {image.mode!r}")
-    image = _resize_nearest(image, size)
     values = np.asarray(image)
     if image.mode in ("RGBA", "LA"):
         values = values[..., :-1]
@@ -70,7 +67,7 @@ def read_binary_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndar
     return (values > 0).astype(np.uint8)
 
 
-def read_color_mask(path: Path, palette: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+def read_color_mask(path: Path, palette: np.ndarray) -> np.ndarray:
     """uint8 ``(H, W)`` class indices from an RGB colour mask and a ``(C, 3)`` palette.
 
     Unknown colours map to 0 (background).
@@ -78,7 +75,7 @@ def read_color_mask(path: Path, palette: np.ndarray, size: tuple[int, int] | Non
     image = _open_image(path)
     if image.mode not in ("RGB", "RGBA", "P"):
         raise DatasetError(path, f"unexpected colour mask image mode {image.mode!r} (expected RGB)")
-    rgb = np.asarray(_resize_nearest(image.convert("RGB"), size), dtype=np.uint32)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint32)
     keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     palette = np.asarray(palette, dtype=np.uint32)
     palette_keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
@@ -99,7 +96,8 @@ def read_csv(
     """
     require_file(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (as Excel writes) would otherwise become part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             header = [name.strip() for name in (reader.fieldnames or [])]
             for name, index in (positions or {}).items():

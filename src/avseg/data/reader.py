@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
 from avseg.data.clip import Clip
-from avseg.data.files import read_binary_mask, read_rgb
+from avseg.data.files import read_binary_mask, read_rgb, resize
 from avseg.errors import ConfigError, DatasetError, MediaError
 from avseg.media import read_audio
+
+
+def _pixels(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
 
 @dataclass(frozen=True)
 class ClipRecord:
@@ -47,7 +53,8 @@ class ClipReader(Sequence[Clip]):
         root: the dataset folder (see each subclass for what it must hold).
         split: which split to read; None reads every row.
         sample_rate: resample audio to this rate; the file's own rate if None.
-        size: resize frames (bilinear) and masks (nearest) to ``(width, height)``.
+        size: resize frames (bilinear) and masks (nearest) to ``(width, height)``
+            after checking that each mask has its frame's stored size.
     """
 
     splits: tuple[str, ...] = ("train", "val", "test")
@@ -88,16 +95,22 @@ class ClipReader(Sequence[Clip]):
             yield self.load(record)
 
     def load(self, record: ClipRecord) -> Clip:
-        frames = np.stack([read_rgb(path, self.size) for path in record.frames])
-        height, width = frames.shape[1:3]
-        masks = np.zeros((record.num_frames, height, width), dtype=np.uint8)
+        frames = self.read_frames(record)
+        masks = np.zeros((record.num_frames, *frames.shape[1:3]), dtype=np.uint8)
         for k, path in enumerate(record.masks):
             if path is not None:
-                masks[k] = self.read_mask(path, (width, height))
+                mask = self.read_mask(path)
+                if mask.shape != frames.shape[1:3]:
+                    raise DatasetError(path, f"mask is {_pixels(mask.shape)} but its frame {record.frames[k].name} is {_pixels(frames.shape[1:3])}")
+                masks[k] = mask
+        if self.size is not None:
+            frames = np.stack([resize(frame, self.size, Image.BILINEAR) for frame in frames])
+            masks = np.stack([resize(mask, self.size, Image.NEAREST) for mask in masks])
         try:
             waveform, rate = read_audio(record.audio, self.sample_rate)
         except MediaError as exc:
             raise DatasetError(record.audio, str(exc).removeprefix(f"{record.audio}: ")) from None
+        height, width = frames.shape[1:3]
         padding = record.num_frames - len(frames)
         frame_valid = np.arange(record.num_frames) < len(frames)
         if padding:
@@ -106,9 +119,19 @@ class ClipReader(Sequence[Clip]):
         mask_valid[: len(record.mask_valid)] = record.mask_valid
         return Clip(frames, waveform, rate, masks, mask_valid, frame_valid, dict(record.meta, id=record.id))
 
-    def read_mask(self, path: Path, size: tuple[int, int]) -> np.ndarray:
-        """The mask at ``path`` as uint8 ``(H, W)``, resized (nearest) to the frames' ``(width, height)``."""
-        return read_binary_mask(path, size)
+    def read_frames(self, record: ClipRecord) -> np.ndarray:
+        """The clip's frames at their stored size, which must be one size for the whole clip."""
+        frames = [read_rgb(path) for path in record.frames]
+        for path, frame in zip(record.frames[1:], frames[1:]):
+            if frame.shape != frames[0].shape:
+                raise DatasetError(path, f"frame is {_pixels(frame.shape)} but {record.frames[0].name} of the same clip is {_pixels(frames[0].shape)}")
+        return np.stack(frames)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """The mask at ``path`` as uint8 ``(H, W)``. It must have its frame's stored size: the
+        official loaders never resize masks, so any other size is a broken annotation, not
+        something to stretch."""
+        return read_binary_mask(path)
 
     def check(self) -> dict[str, int]:
         """Load every clip (raising on the first bad file) and count what was found."""

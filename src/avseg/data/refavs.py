@@ -19,7 +19,8 @@ Decisions, following the official loader where it is right:
   object ``fid``'s real mask there).
 * Masks are binarised with ``> 0`` at their stored resolution. The official
   loader first resizes them bilinearly to 256x256, which slightly dilates
-  edges; we do not.
+  edges; we do not. A mask must have its frame's size (it was drawn on that
+  frame); any other size is reported, not stretched.
 * Rows whose split is not one of the five (the release has 25 ``TODO`` rows)
   are skipped.
 """

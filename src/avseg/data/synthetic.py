@@ -42,9 +42,12 @@ from avseg.data.reader import ClipRecord
 from avseg.data.refavs import RefAVS
 from avseg.data.scene import AUDIO_RATE, CLASSES, Scene, make_scene, render_audio, render_frame
 from avseg.errors import ConfigError
+from avseg.outputs import staged_folder
 
 LAYOUTS = ("s4", "ms3", "avss", "refavs")
 OBJECTS_FILE = "synthetic_objects.json"
+MIN_SIZE, MAX_SIZE = 32, 4096
+"""Frame sizes the scenes can be drawn at (in memory: a few float64 planes of size x size)."""
 SILENT_EVERY = 7
 """Every 7th clip (index 3, 10, 17, ...) of MS3/AVSS/Ref-AVS is silent throughout."""
 
@@ -138,18 +141,21 @@ def _palette_image(indices: np.ndarray) -> Image.Image:
 
 
 def write_dataset(layout: str, out: str | Path, videos: int, seed: int = 0, size: int = 224) -> dict[str, int]:
-    """Write ``videos`` synthetic clips in ``layout``; returns the number of rows per split."""
+    """Write ``videos`` synthetic clips in ``layout``; returns the number of rows per split.
+
+    ``out`` must not exist yet or be an empty folder; it appears only once the
+    whole dataset is written (see :mod:`avseg.outputs`).
+    """
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     if videos < 1:
         raise ConfigError(f"--videos must be at least 1, got {videos}")
-    if size < 32:
-        raise ConfigError(f"--size must be at least 32 pixels, got {size}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ConfigError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
     writer = {"s4": _write_s4, "ms3": _write_ms3, "avss": _write_avss, "refavs": _write_refavs}[layout]
-    rows, objects = writer(out, videos, seed, size)
-    (out / OBJECTS_FILE).write_text(json.dumps(objects, indent=1), encoding="utf-8")
+    with staged_folder(out) as staging:
+        rows, objects = writer(staging, videos, seed, size)
+        (staging / OBJECTS_FILE).write_text(json.dumps(objects, indent=1), encoding="utf-8")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["split"]] = counts.get(row["split"], 0) + 1

@@ -1,6 +1,8 @@
 """``avseg segment``: the sounding objects of any video, streamed.
 
-For each video, into ``OUT/<video stem>/``:
+For each video, into ``OUT/<video stem>/`` (written under a temporary name
+and moved into place whole, replacing an earlier run's result; see
+:mod:`avseg.outputs`):
 
 * ``masks/00000.png, ...``: one 0/255 mask per second, at the video's own
   resolution, for the frame AVSBench would sample (``int(l*fps + 15/16*fps)``);
@@ -30,10 +32,13 @@ from tqdm import tqdm
 
 from avseg.data.clip import Clip
 from avseg.engine.memory import keep_large_buffers_mmapped
-from avseg.errors import MediaError
+from avseg.errors import ConfigError
 from avseg.media import VideoWriter, iter_audio, iter_frames, probe
+from avseg.outputs import check_writable, staged_folder
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+OUTPUT_NAMES = ("masks", "overlay.mp4", "summary.json")
+"""What :func:`segment_video` writes in a video's folder; a folder holding only these is replaced."""
 
 
 def segment_video(
@@ -46,15 +51,29 @@ def segment_video(
     threshold: float = 0.5,
     progress: bool = True,
 ) -> Path:
+    """Segment ``video`` into ``out_root/<stem>/``, written whole or not at all (see :mod:`avseg.outputs`)."""
+    if window < 1:
+        raise ConfigError(f"window must be at least 1 second, got {window}")
     keep_large_buffers_mmapped()
     video = Path(video)
     out = Path(out_root) / video.stem
-    masks_dir = out / "masks"
-    masks_dir.mkdir(parents=True, exist_ok=True)
     info = probe(video)
+    with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
+        rows = _segment_masks(segmenter, video, staging / "masks", sample_rate, window, threshold, progress, info.duration)
+        write_overlay(video, staging / "masks", staging / "overlay.mp4", info.fps, len(rows))
+        summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}
+        (staging / "summary.json").write_text(json.dumps(summary, indent=1))
+    return out
+
+
+def _segment_masks(
+    segmenter: Any, video: Path, masks_dir: Path, sample_rate: int, window: int, threshold: float, progress: bool, duration: float
+) -> list[dict[str, Any]]:
+    """Write one mask per sampled frame into ``masks_dir``; return the summary rows."""
+    masks_dir.mkdir()
     audio = iter_audio(video, sample_rate, window)
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=int(info.duration), desc=video.name, unit="s", disable=None if progress else True)  # None: only on a TTY
+    bar = tqdm(total=int(duration), desc=video.name, unit="s", disable=None if progress else True)  # None: only on a TTY
 
     def flush(samples: list) -> None:
         clip = Clip(
@@ -80,13 +99,18 @@ def segment_video(
     if buffer:
         flush(buffer)
     bar.close()
-    if not rows:
-        raise MediaError(video, "is shorter than its first sampling instant (15/16 of a second); nothing to segment")
+    return rows
 
-    write_overlay(video, masks_dir, out / "overlay.mp4", info.fps, len(rows))
-    summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return out
+
+def check_output_folders(videos: Sequence[str | Path], out_root: str | Path) -> None:
+    """Refuse, before any work, videos whose outputs would go to the same ``OUT/<stem>/`` folder,
+    or to one that holds files avseg did not write."""
+    seen: dict[str, Path] = {}
+    for video in map(Path, videos):
+        if video.stem in seen:
+            raise ConfigError(f"{seen[video.stem]} and {video} would both write to OUT/{video.stem}/; segment them in separate calls or rename one")
+        seen[video.stem] = video
+        check_writable(Path(out_root) / video.stem, OUTPUT_NAMES)
 
 
 def _predict(segmenter: Any, clip: Clip) -> tuple[torch.Tensor, list[dict[str, Any]]]:

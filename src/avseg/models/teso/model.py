@@ -148,10 +148,28 @@ class TeSOOutput:
 
 def _build_mask2former(config: TeSOConfig) -> Mask2FormerForUniversalSegmentation:
     if config.pretrained is None:
-        m2f_config = Mask2FormerConfig(**config.mask2former)
-        return Mask2FormerForUniversalSegmentation(m2f_config)
-    with loading(config.pretrained, "Mask2Former", ConfigError):
-        return Mask2FormerForUniversalSegmentation.from_pretrained(config.pretrained, **config.mask2former)
+        model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(**config.mask2former))
+    else:
+        with loading(config.pretrained, "Mask2Former", ConfigError):
+            model = Mask2FormerForUniversalSegmentation.from_pretrained(config.pretrained, **config.mask2former)
+    for module in model.modules():
+        if type(module) is nn.GroupNorm:
+            module.__class__ = PerImageGroupNorm
+    return model
+
+
+class PerImageGroupNorm(nn.GroupNorm):
+    """GroupNorm that also accepts a lone image whose groups hold one value each.
+
+    Below 64 pixels, Mask2Former's deepest (stride 32) map is 1x1, and its
+    GroupNorm(32, 32) then sees one value per group in each image: normalised,
+    that is 0, the same whether the image comes alone or in a batch.
+    ``F.group_norm`` refuses it only for a batch of one (a guard meant for
+    training), so a single frame crashed where two frames did not.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return torch.group_norm(input, self.num_groups, self.weight, self.bias, self.eps, torch.backends.cudnn.enabled)
 
 
 class TeSO(nn.Module):

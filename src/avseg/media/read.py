@@ -1,4 +1,4 @@
-"""Decode and encode video and audio files with PyAV (which bundles FFmpeg).
+"""Decode video and audio files with PyAV (which bundles FFmpeg).
 
 Everything that reads a user's media goes through this module, so every
 failure becomes one :class:`~avseg.errors.MediaError` naming the file.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from math import gcd
 from pathlib import Path
 from typing import Iterator, Literal
@@ -135,8 +134,10 @@ def iter_frames(
     """Stream RGB frames from a video, decoding one frame at a time.
 
     Args:
-        sampling: ``"avsbench"`` yields one frame per second (see module doc);
-            ``"all"`` yields every decoded frame.
+        sampling: ``"avsbench"`` yields one frame per second (see module doc),
+            and a video shorter than the first sampling instant is an error
+            (no command has anything to do with it); ``"all"`` yields every
+            decoded frame.
         size: ``(width, height)`` to resize to (bilinear); native size if None.
     """
     if sampling not in ("avsbench", "all"):
@@ -180,6 +181,8 @@ def iter_frames(
             raise MediaError(
                 path, f"video stream is truncated: decoded {last_time + 1 / fps:.2f}s of {declared:.2f}s"
             )
+        if sampling == "avsbench" and second == 0:
+            raise MediaError(path, "is shorter than its first sampling instant (15/16 of a second); nothing to sample")
 
 
 def _to_rgb(frame: av.VideoFrame, width: int | None, height: int | None) -> np.ndarray:
@@ -320,112 +323,3 @@ def _decode_mono(container, path) -> Iterator[np.ndarray]:
     seconds = decoded / stream.codec_context.sample_rate
     if declared and seconds < declared - _TRUNCATION_TOLERANCE_S:
         raise MediaError(path, f"audio stream is truncated: decoded {seconds:.2f}s of {declared:.2f}s")
-
-
-class VideoWriter:
-    """Write an H.264 (yuv420p) mp4, optionally with an AAC mono audio track.
-
-    The file appears at ``path`` only when :meth:`close` succeeds; until then it
-    is written to a temporary name beside it, so a crash never leaves a
-    half-written video under the final name. Odd frame sizes are rounded down to
-    even, which yuv420p requires.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        fps: float,
-        width: int,
-        height: int,
-        sample_rate: int | None = None,
-        crf: int = 20,
-        audio_from: str | os.PathLike | None = None,
-    ):
-        self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
-        self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        self._video.width = max(2, width - width % 2)
-        self._video.height = max(2, height - height % 2)
-        self._video.pix_fmt = "yuv420p"
-        self._video.options = {"crf": str(crf), "preset": "veryfast"}
-        self._audio = None
-        self._audio_samples = 0
-        self._audio_source = None
-        if sample_rate is not None:
-            self._audio = self._container.add_stream("aac", rate=sample_rate, layout="mono")
-        elif audio_from is not None:
-            # The original audio track, copied packet by packet (no re-encoding).
-            self._audio_source = _open(audio_from)
-            if not self._audio_source.streams.audio:
-                raise MediaError(audio_from, "has no audio track to copy")
-            self._copied = self._container.add_stream_from_template(self._audio_source.streams.audio[0])
-        self._closed = False
-
-    def write_frame(self, image: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24")
-        frame = frame.reformat(width=self._video.width, height=self._video.height, format="yuv420p")
-        self._container.mux(self._video.encode(frame))
-
-    def write_audio(self, samples: np.ndarray) -> None:
-        if self._audio is None:
-            raise ValueError("this writer was created without an audio track")
-        samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-        frame = av.AudioFrame.from_ndarray(samples[None, :], format="fltp", layout="mono")
-        frame.sample_rate = self._audio.codec_context.sample_rate
-        frame.pts = self._audio_samples
-        self._audio_samples += len(samples)
-        self._container.mux(self._audio.encode(frame))
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._container.mux(self._video.encode(None))
-        if self._audio is not None:
-            self._container.mux(self._audio.encode(None))
-        if self._audio_source is not None:
-            for packet in self._audio_source.demux(self._audio_source.streams.audio[0]):
-                if packet.dts is not None:
-                    packet.stream = self._copied
-                    self._container.mux(packet)
-            self._audio_source.close()
-        self._container.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._container.close()
-            if self._audio_source is not None:
-                self._audio_source.close()
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_video(
-    path: str | os.PathLike,
-    frames: np.ndarray,
-    fps: float,
-    audio: np.ndarray | None = None,
-    sample_rate: int | None = None,
-) -> Path:
-    """Write ``frames`` (T,H,W,3 uint8) and optional mono ``audio`` as an H.264/AAC mp4."""
-    if audio is not None and sample_rate is None:
-        raise ValueError("sample_rate is required with audio")
-    height, width = frames.shape[1:3]
-    with VideoWriter(path, fps, width, height, sample_rate if audio is not None else None) as writer:
-        for image in frames:
-            writer.write_frame(image)
-        if audio is not None:
-            writer.write_audio(audio)
-    return Path(path)
