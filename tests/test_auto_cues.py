@@ -26,7 +26,8 @@ def entries(folder):
     return [json.loads(line) for line in (folder / "frames.jsonl").read_text().splitlines()]
 
 
-def test_segment_with_auto_cues_runs_end_to_end_and_caches_the_cues(tmp_path, model_dirs, capsys):  # noqa: F811
+def test_segment_with_auto_cues_runs_end_to_end_and_caches_the_cues(tmp_path, model_dirs, capsys, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
     model = teso_folder(tmp_path / "teso")
     video = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(48, 40))
     args = [
@@ -36,7 +37,7 @@ def test_segment_with_auto_cues_runs_end_to_end_and_caches_the_cues(tmp_path, mo
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "cues for 3 seconds" in out and "3 new" in out
-    cache = tmp_path / "out" / "clip" / "cues"
+    (cache,) = (tmp_path / "cache" / "cues").iterdir()  # one cache per captioner and LLM, outside the replaced outputs
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["captioner"]["model"] == str(model_dirs / "captioner") and manifest["dataset"] == "VideoFrames"
     assert [entry["frame"] for entry in entries(cache)] == [0, 1, 2]

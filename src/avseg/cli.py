@@ -144,7 +144,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
         if names:
             segmenter.cues = fixed_cues(names, Path(video).stem, args.window)
         if cue_models:
-            runner = _auto_cues(segmenter, video, args.out, *cue_models)
+            runner = _auto_cues(segmenter, video, *cue_models)
         out = segment_video(runner, video, args.out, info["sample_rate"], f"{info['model']} ({info['source']})", args.window)
         print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
 
@@ -159,10 +159,10 @@ def _cue_models(args: argparse.Namespace):
     return Captioner.from_pretrained(args.captioner or DEFAULT_CAPTIONER, device=device), CueLLM.from_pretrained(args.llm or DEFAULT_LLM, device=device)
 
 
-def _auto_cues(segmenter, video: Path, out: Path, captioner, llm):
-    from avseg.cues.video import PerSecondCues, video_cues
+def _auto_cues(segmenter, video: Path, captioner, llm):
+    from avseg.cues.video import PerSecondCues, cue_cache_folder, video_cues
 
-    cache = Path(out) / Path(video).stem / "cues"
+    cache = cue_cache_folder(captioner, llm)
     cues, stats = video_cues(video, cache, captioner, llm)
     print(f"{video}: cues for {stats.frames} seconds in {cache} ({stats.generated} new, {stats.cached} cached): {sorted({n for names in cues for n in names})}")
     return PerSecondCues(segmenter, cues)
