@@ -152,3 +152,19 @@ def test_cue_embeddings_do_not_depend_on_which_names_are_new_together():
     assert calls == [["dog"], ["emergency siren wailing"], ["man"]]
     alone, _ = TeSOInputs(LogMelEncoder(), text, text.dim, 48).cue_embeddings([["man"]])
     assert torch.equal(together[1, 0], alone[0, 0])  # one name per call: the same input, shapes and ops
+
+
+def strict_json(text):
+    """json.loads that rejects NaN and Infinity, as most JSON parsers outside Python do."""
+    return json.loads(text, parse_constant=lambda constant: (_ for _ in ()).throw(ValueError(constant)))
+
+
+def test_checkpoint_before_the_first_validation_and_the_log_are_strict_json(tmp_path):
+    settings = recipe(tmp_path, "strict", "train.epochs=1", "train.checkpoint_every=1")
+    train(settings, max_steps=1)  # a checkpoint before any validation: no best score yet
+    first = tmp_path / "runs" / "strict" / "checkpoints" / "step-00000001" / "trainer.json"
+    assert strict_json(first.read_text())["progress"]["best"] is None
+    train(settings, resume=True)
+    run = tmp_path / "runs" / "strict"
+    assert strict_json((latest_checkpoint(run / "checkpoints") / "trainer.json").read_text())["progress"]["best"] >= 0
+    assert [strict_json(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]["val"]["J"] >= 0

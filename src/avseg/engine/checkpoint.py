@@ -34,7 +34,7 @@ LATEST = "latest"
 
 def _write_json(path: Path, value: Any) -> None:
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(value, indent=1))
+    temporary.write_text(json.dumps(value, indent=1, allow_nan=False))
     os.replace(temporary, path)
 
 

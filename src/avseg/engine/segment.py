@@ -85,7 +85,7 @@ def segment_video(
 
     write_overlay(video, masks_dir, out / "overlay.mp4", info.fps, len(rows))
     summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     return out
 
 

@@ -23,7 +23,6 @@ to ``OUT/metrics.jsonl``, one JSON object per line.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -117,7 +116,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     total_steps = settings.epochs * len(task)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=settings.min_lr)
-    progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -math.inf}
+    progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None}  # None: no validation yet (JSON has no -inf)
     if resume:
         found = latest_checkpoint(checkpoints)
         if found is None:
@@ -160,7 +159,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                 progress.update(step_in_epoch=step + 1, global_step=progress["global_step"] + 1)
                 bar.set_postfix(loss=f"{logged['total']:.3f}")
                 if log is not None:
-                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": scheduler.get_last_lr()[0], **logged}) + "\n")
+                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": scheduler.get_last_lr()[0], **logged}, allow_nan=False) + "\n")
                 if board is not None:
                     for name, value in logged.items():
                         board.add_scalar(f"train/{name}", value, progress["global_step"])
@@ -174,11 +173,11 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None) ->
                 started = time.perf_counter()
                 scores = evaluate_clips(system.segmenter(device), val_clips, settings.eval_batch_clips, train_clips.num_classes)
                 key = "mIoU" if "mIoU" in scores else "J"
-                if scores[key] > progress["best"]:
+                if progress["best"] is None or scores[key] > progress["best"]:
                     progress["best"] = scores[key]
                     model.save_pretrained(out / "best")
                     save_system_info(out / "best", recipe)
-                log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}) + "\n")
+                log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}, allow_nan=False) + "\n")
                 if board is not None:
                     board.add_scalar(f"val/{key}", scores[key], progress["global_step"])
                 log.flush()
