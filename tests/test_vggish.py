@@ -161,14 +161,26 @@ def test_embed_gives_one_row_per_second_repeat_padded():
     noise = np.random.default_rng(0).standard_normal(t.size)
     waveform = (0.3 * np.sin(2 * np.pi * 440 * t) * (t < 1) + 0.1 * noise * (t > 1.5)).astype(np.float32)
     encoder = VGGishEncoder(seeded_tiny())
+    batches = []
+    encoder.network.register_forward_hook(lambda module, inputs, output: batches.append(len(inputs[0])))
     out = encoder.embed(waveform, rate, num_seconds=5)
     assert encoder.dim == 16 and out.shape == (5, 16) and out.dtype == torch.float32
     assert not out.requires_grad and not any(p.requires_grad for p in encoder.parameters())
-    # 3.3 s give three 0.96-s examples; seconds 3 and 4 repeat the last one.
+    # 3.3 s give three 0.96-s examples; seconds 3 and 4 repeat the last one. Each distinct example is
+    # embedded once and its embedding repeated, so the copies are exact on any CPU.
+    assert batches == [3]
     assert torch.equal(out[3], out[2]) and torch.equal(out[4], out[2])
     assert (out[0] - out[1]).abs().max() > 1e-3 and (out[1] - out[2]).abs().max() > 1e-3
     direct = encoder.network(torch.from_numpy(vggish_examples(waveform, rate)))
     assert direct.shape == (3, 16)
-    torch.testing.assert_close(out[:3], direct, rtol=0, atol=0)
+    torch.testing.assert_close(out[:3], direct, rtol=0, atol=0)  # the same (3, 96, 64) batch, the same ops
+    torch.testing.assert_close(encoder.embed(waveform, rate, num_seconds=2), direct[:2], rtol=1e-5, atol=1e-6)  # batch of 2
     with pytest.raises(ValueError, match="num_seconds"):
         encoder.embed(waveform, rate, num_seconds=0)
+
+
+def test_embed_of_audio_shorter_than_one_example_repeats_silence():
+    encoder = VGGishEncoder(seeded_tiny())
+    out = encoder.embed(np.zeros(8000, dtype=np.float32), 16000, num_seconds=3)
+    silence = encoder.network(torch.from_numpy(vggish_examples(np.zeros(0, dtype=np.float32), 16000, num_examples=1)))
+    assert out.shape == (3, 16) and torch.equal(out[0], silence[0]) and torch.equal(out[2], silence[0])

@@ -32,7 +32,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(value, indent=1)))
+    """Strict JSON (a NaN or infinity is an error before anything is written), atomically."""
+    text = json.dumps(value, indent=1, allow_nan=False)
+    atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

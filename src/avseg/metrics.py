@@ -253,13 +253,15 @@ def preference_drop(
     results: Mapping[str, Mapping[str, float]],
     baseline: str = "normal",
     metrics: Sequence[str] | None = None,
-) -> list[dict[str, float | str]]:
+) -> list[dict[str, float | str | None]]:
     """Rows of metric values per audio condition with the relative drop from ``baseline``.
 
     ``drop = (baseline - value) / baseline`` for metrics where higher is
     better, so a model that follows the sound shows a *large* drop when the
     audio is muted or swapped. For lower-is-better metrics (null S) the sign
     is flipped, so a positive drop still means "worse than with real audio".
+    Where the baseline value is 0 the drop is undefined: it is ``None`` (JSON
+    ``null``, never NaN) and ``<metric>_drop_reason`` says why.
     """
     if baseline not in results:
         raise ValueError(f"the baseline condition {baseline!r} is missing from the results")
@@ -267,27 +269,36 @@ def preference_drop(
     names = list(metrics) if metrics is not None else [k for k in reference if k in HIGHER_IS_BETTER]
     rows = []
     for condition, values in results.items():
-        row: dict[str, float | str] = {"condition": condition}
+        row: dict[str, float | str | None] = {"condition": condition}
         for name in names:
             value, base = float(values[name]), float(reference[name])
             row[name] = value
             sign = 1.0 if HIGHER_IS_BETTER.get(name, True) else -1.0
-            row[f"{name}_drop"] = sign * (base - value) / base if base != 0 else float("nan")
+            if base != 0:
+                row[f"{name}_drop"] = sign * (base - value) / base
+            else:
+                row[f"{name}_drop"] = None
+                row[f"{name}_drop_reason"] = f"{name} under {baseline} audio is 0; relative drop undefined"
         rows.append(row)
     return rows
 
 
-def format_table(rows: Sequence[Mapping[str, float | str]]) -> str:
-    """A Markdown table of dict rows (floats to 4 decimals, drops as percentages)."""
+def format_table(rows: Sequence[Mapping[str, float | str | None]]) -> str:
+    """A Markdown table of dict rows (floats to 4 decimals, drops as percentages, ``None`` as n/a).
+
+    ``*_reason`` columns (why a value is undefined) stay in the JSON report, out of the table.
+    """
     if not rows:
         return ""
-    columns = list(rows[0].keys())
+    columns = [column for column in rows[0] if not column.endswith("_reason")]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
         for column in columns:
             value = row.get(column, "")
-            if isinstance(value, float):
+            if value is None:
+                cells.append("n/a")
+            elif isinstance(value, float):
                 cells.append(f"{100 * value:+.1f}%" if column.endswith("_drop") else f"{value:.4f}")
             else:
                 cells.append(str(value))

@@ -145,7 +145,8 @@ class VGGishEncoder(nn.Module):
     ``k``. The drift is 40 ms per second (0.36 s by the 10th second); we keep
     it so features match the ones AVSBench models were trained on. Clips too
     short for ``num_seconds`` examples repeat their last example, as AVSBench's
-    S4/MS3 preprocessing does (see :func:`avseg.audio.vggish_examples`).
+    S4/MS3 preprocessing does (see :func:`avseg.audio.vggish_examples`); the
+    repeated example is embedded once and its embedding repeated.
 
     The network is put in eval mode with gradients off; it has no dropout or
     normalisation, so a parent's ``.train()`` does not change its output.
@@ -164,6 +165,12 @@ class VGGishEncoder(nn.Module):
         """``(num_seconds, dim)`` float embeddings of a mono waveform in [-1, 1], on the network's device."""
         if num_seconds < 1:
             raise ValueError(f"num_seconds must be at least 1, got {num_seconds}")
-        examples = vggish_examples(waveform, sample_rate, num_examples=num_seconds)
+        # Each distinct example goes through the network once and padding repeats its embedding, so the
+        # padded seconds equal the last real one exactly (kernels may round a row differently by its
+        # position in the batch).
+        examples = vggish_examples(waveform, sample_rate)[:num_seconds]
+        if len(examples) == 0:  # shorter than one example: one example of silence
+            examples = vggish_examples(waveform, sample_rate, num_examples=1)
         weight = self.network.features[0].weight
-        return self.network(torch.from_numpy(examples).to(weight.device, weight.dtype))
+        embeddings = self.network(torch.from_numpy(examples).to(weight.device, weight.dtype))
+        return torch.cat([embeddings, embeddings[-1:].expand(num_seconds - len(embeddings), -1)])

@@ -46,14 +46,28 @@ def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, 
     else:
         results, drops = {"normal": evaluate_clips(segmenter, list(clips), **options)}, []
     out = out or (Path(checkpoint) if checkpoint else Path(recipe.output) / recipe.name) / f"eval-{split}"
-    out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
     markdown = _markdown(recipe, split, batch, results, drops)
-    (out / "report.md").write_text(markdown + "\n")
-    if drops:
-        plot_drops(drops, out / "drops.png")
+    write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
+
+
+def write_report(out: Path, report: dict, markdown: str) -> None:
+    """``report.json``, ``report.md`` and, with drops, ``drops.png`` in ``out``.
+
+    ``report.json`` is strict JSON: an undefined value is ``null`` with a reason beside it (see
+    :func:`avseg.metrics.preference_drop`), and a NaN or infinity that slips through is an error
+    here, before anything is written, instead of a file other JSON parsers reject.
+    """
+    try:
+        text = json.dumps(report, indent=1, allow_nan=False)
+    except ValueError as error:
+        raise ValueError(f"{out / 'report.json'}: {error} in {report['results']} / {report['drops']}") from error
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(text + "\n")
+    (out / "report.md").write_text(markdown + "\n")
+    if report["drops"]:
+        plot_drops(report["drops"], out / "drops.png")
 
 
 def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list) -> str:
@@ -63,7 +77,8 @@ def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list
 
 
 def plot_drops(drops: list[dict], path: Path, width: int = 640, height: int = 360) -> None:
-    """A bar chart of the relative drop of each metric under each perturbation (PIL, no matplotlib)."""
+    """A bar chart of the relative drop of each metric under each perturbation (PIL, no matplotlib);
+    an undefined drop is labelled n/a."""
     metrics = [k[: -len("_drop")] for k in drops[0] if k.endswith("_drop")]
     conditions = [row for row in drops if row["condition"] != "normal"]
     image = Image.new("RGB", (width, height), "white")
@@ -77,6 +92,9 @@ def plot_drops(drops: list[dict], path: Path, width: int = 640, height: int = 36
     for g, row in enumerate(conditions):
         x0 = left + g * group + group * 0.1
         for m, metric in enumerate(metrics):
+            if row[f"{metric}_drop"] is None:  # undefined (the metric is 0 with normal audio)
+                draw.text((x0 + m * bar, bottom - 12), "n/a", fill="black")
+                continue
             value = max(-1.0, min(1.0, float(row[f"{metric}_drop"])))
             y = bottom - value * (bottom - top)
             draw.rectangle((x0 + m * bar, min(y, bottom), x0 + (m + 1) * bar - 2, max(y, bottom)), fill=palette[m % 4])

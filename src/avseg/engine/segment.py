@@ -62,7 +62,7 @@ def segment_video(
         rows = _segment_masks(segmenter, video, staging / "masks", sample_rate, window, threshold, progress, info.duration)
         write_overlay(video, staging / "masks", staging / "overlay.mp4", info.fps, len(rows))
         summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}
-        (staging / "summary.json").write_text(json.dumps(summary, indent=1))
+        (staging / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     return out
 
 

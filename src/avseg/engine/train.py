@@ -31,7 +31,6 @@ existing run folder is continued only with ``--resume`` or replaced only with
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -194,7 +193,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = _scheduler(optimizer, settings, len(task))
     per_iteration = settings.schedule_step == "iteration"
-    progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -math.inf}
+    progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None}  # None: no validation yet (JSON has no -inf)
     if found is not None:
         progress = load_checkpoint(found, model, optimizer, scheduler)
         if rank == 0:
@@ -236,7 +235,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
                 progress.update(step_in_epoch=step + 1, global_step=progress["global_step"] + 1)
                 bar.set_postfix(loss=f"{logged['total']:.3f}")
                 if log is not None:
-                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": lr, **logged}) + "\n")
+                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": lr, **logged}, allow_nan=False) + "\n")
                 if board is not None:
                     for name, value in logged.items():
                         board.add_scalar(f"train/{name}", value, progress["global_step"])
@@ -273,11 +272,11 @@ def _validate(system, val_clips, num_classes: int, device, epoch: int, progress:
     settings = recipe.train
     scores = evaluate_clips(system.segmenter(device), val_clips, settings.eval_batch_clips, num_classes)
     key = "mIoU" if "mIoU" in scores else "J"
-    if scores[key] > progress["best"]:
+    if progress["best"] is None or scores[key] > progress["best"]:
         progress["best"] = scores[key]
         system.model.save_pretrained(out / "best")
         save_system_info(out / "best", recipe)
-    log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}) + "\n")
+    log.write(json.dumps({"epoch": epoch + 1, "val": scores, "eval_seconds": time.perf_counter() - started}, allow_nan=False) + "\n")
     if board is not None:
         board.add_scalar(f"val/{key}", scores[key], progress["global_step"])
     print(f"epoch {epoch + 1}/{settings.epochs}: val {key} {scores[key]:.4f} (best {progress['best']:.4f})", flush=True)

@@ -3,7 +3,7 @@
 A clip of T frames becomes T rows. Frozen encoders run here, once per clip:
 the audio encoder embeds each second (``embed(waveform, rate, T) -> (T, D)``)
 and the text encoder embeds cue names (``encode(names) -> (n, D)``, each
-distinct name once).
+distinct name once, on its own so its embedding does not depend on the batch).
 
 Per frame ``t``:
 
@@ -116,10 +116,11 @@ class TeSOInputs:
     def cue_embeddings(self, frame_cues: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame cue names -> ``(T, K, D)`` embeddings and ``(T, K)`` validity."""
         names = sorted({n for cues in frame_cues for n in cues[: self.max_cues] if n.strip()} - self._cue_cache.keys())
-        if names:
-            with torch.no_grad():
-                encoded = self.text_encoder.encode(names)
-            self._cue_cache.update(zip(names, encoded))
+        # One name per call: batched with whichever names happen to be new at the same time (padding,
+        # batch position), a name would round differently in a resumed run or in another process.
+        with torch.no_grad():
+            for name in names:
+                self._cue_cache[name] = self.text_encoder.encode([name])[0]
         embeddings = torch.zeros(len(frame_cues), self.max_cues, self.text_dim)
         valid = torch.zeros(len(frame_cues), self.max_cues, dtype=torch.bool)
         for t, cues in enumerate(frame_cues):
