@@ -69,35 +69,27 @@ class PretrainedModel:
 
 _AV2T_ENCODERS = "frozen CLIP ViT-B/32 (openai/clip-vit-base-patch32) and MS-CLAP 2023 (microsoft/msclap)"
 
+def _av2t_sam_release(subset: str, data: str) -> PretrainedModel:
+    """A released AV2T-SAM checkpoint (EVF-SAM2, ``mul`` projector, adapters) trained on one AVSBench subset."""
+    return PretrainedModel(
+        name=f"av2t-sam-{subset}",
+        architecture="av2t-sam",
+        method="AV2T-SAM (EVF-SAM2: BEiT-3-L + SAM 2 Hiera-L; audio in text-embedding space, mul projector, adapters)",
+        data=data,
+        repo="Kyungbok/AV2T-SAM",
+        files=(f"_mul_adapter_evf_sam2_{subset}_0.0_0.0_best.pth",),
+        converter="av2t-sam",
+        projector="mul",
+        gpu_memory_gb=4,
+        licence="not stated by the release (see the hub repo); SAM 2 Apache-2.0, BEiT-3 MIT",
+        published_source=f"{AV2T_SAM_PAPER}; values not yet entered here",
+        weights=f"hub Kyungbok/AV2T-SAM (official AVTSAM state dict), converted on first use; {_AV2T_ENCODERS}",
+    )
+
+
 PRETRAINED: tuple[PretrainedModel, ...] = (
-    PretrainedModel(
-        name="av2t-sam-s4",
-        architecture="av2t-sam",
-        method="AV2T-SAM (EVF-SAM2: BEiT-3-L + SAM 2 Hiera-L; audio in text-embedding space, mul projector, adapters)",
-        data="AVSBench S4 (single source)",
-        repo="Kyungbok/AV2T-SAM",
-        files=("_mul_adapter_evf_sam2_s4_0.0_0.0_best.pth",),
-        converter="av2t-sam",
-        projector="mul",
-        gpu_memory_gb=4,
-        licence="not stated by the release (see the hub repo); SAM 2 Apache-2.0, BEiT-3 MIT",
-        published_source=f"{AV2T_SAM_PAPER}; values not yet entered here",
-        weights=f"hub Kyungbok/AV2T-SAM (official AVTSAM state dict), converted on first use; {_AV2T_ENCODERS}",
-    ),
-    PretrainedModel(
-        name="av2t-sam-ms3",
-        architecture="av2t-sam",
-        method="AV2T-SAM (EVF-SAM2: BEiT-3-L + SAM 2 Hiera-L; audio in text-embedding space, mul projector, adapters)",
-        data="AVSBench MS3 (multiple sources)",
-        repo="Kyungbok/AV2T-SAM",
-        files=("_mul_adapter_evf_sam2_ms3_0.0_0.0_best.pth",),
-        converter="av2t-sam",
-        projector="mul",
-        gpu_memory_gb=4,
-        licence="not stated by the release (see the hub repo); SAM 2 Apache-2.0, BEiT-3 MIT",
-        published_source=f"{AV2T_SAM_PAPER}; values not yet entered here",
-        weights=f"hub Kyungbok/AV2T-SAM (official AVTSAM state dict), converted on first use; {_AV2T_ENCODERS}",
-    ),
+    _av2t_sam_release("s4", "AVSBench S4 (single source)"),
+    _av2t_sam_release("ms3", "AVSBench MS3 (multiple sources)"),
     PretrainedModel(
         name="evf-sam2",
         architecture="av2t-sam",
