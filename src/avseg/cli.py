@@ -149,6 +149,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, args.set)
 
 
+def cmd_app(args: argparse.Namespace) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise AvsegError("avseg app needs the app extra: pip install 'avseg[app]'") from None
+    from avseg.app.server import serve
+
+    if args.max_seconds <= 0:
+        raise AvsegError(f"--max-seconds must be positive, got {args.max_seconds:g}")
+    serve(args.model, host=args.host, port=args.port, max_seconds=args.max_seconds, device=args.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avseg", description="Audio-visual segmentation toolkit.")
     parser.add_argument("--version", action="version", version=f"avseg {__version__}")
@@ -243,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--window", type=int, default=5, help="seconds per model call")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     segment.set_defaults(run=cmd_segment)
+
+    app = commands.add_parser("app", help="a local web page: segment a video, compare with muted or swapped audio (pip install 'avseg[app]')")
+    app.add_argument("--model", nargs="+", default=[], metavar="NAME_OR_FOLDER", help="models offered in the page (folders or names)")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--max-seconds", type=float, default=600, help="refuse longer uploads")
+    app.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
+    app.set_defaults(run=cmd_app)
     return parser
 
 

@@ -21,7 +21,7 @@ import gradio as gr
 import pandas as pd
 
 from avseg.app.inputs import check_upload, write_examples
-from avseg.app.session import LoadedSegmenter, load_segmenter, mask_agreement, parse_cues
+from avseg.app.session import LoadedSegmenter, check_cues, load_segmenter, mask_agreement, parse_cues
 from avseg.errors import AvsegError, ConfigError
 
 COMPARISONS = ("none", "muted audio", "swapped audio")
@@ -102,21 +102,13 @@ class SegmentApp:
         return str(other)
 
     def _segmenter(self, model: str, cues: tuple[str, ...], vocabulary: str | None) -> LoadedSegmenter:
+        check_cues(model, cues, option="cues")
         settings = {"vocabulary": vocabulary.strip()} if vocabulary and vocabulary.strip() else {}
         key = (model, tuple(sorted(settings.items())))
         if key not in self._loaded:
             self._loaded[key] = load_segmenter(model, cues, settings, self.device)
-        segmenter = self._loaded[key]
-        return LoadedSegmenter(segmenter.segmenter, segmenter.info, _checked_cues(segmenter, cues))
-
-
-def _checked_cues(loaded: LoadedSegmenter, cues: tuple[str, ...]) -> tuple[str, ...]:
-    """The cache holds one model for all cue lists; these are the checks load_segmenter made on the first."""
-    if loaded.info["model"] == "teso" and not cues:
-        raise ConfigError("TeSO segments with text cues: fill in the cues ('guitar, man', the objects that could sound)")
-    if loaded.info["model"] != "teso" and cues:
-        raise ConfigError(f"cues: {loaded.info['model']} takes no text cues (only TeSO does); leave them empty")
-    return cues
+        loaded = self._loaded[key]
+        return LoadedSegmenter(loaded.segmenter, loaded.info, cues)
 
 
 def _named_models() -> list[str]:
@@ -144,7 +136,7 @@ def _agreement_text(per_frame: list[float], comparison: str) -> str:
 
 
 def build_page(app: SegmentApp) -> gr.Blocks:
-    with gr.Blocks(title="avseg: audio-visual segmentation") as page:
+    with gr.Blocks(title="avseg: audio-visual segmentation", analytics_enabled=False) as page:
         gr.Markdown("# avseg: audio-visual segmentation\nSegment the objects that make the sound, then mute or swap the audio and see what changes.")
         with gr.Row():
             with gr.Column(scale=2):

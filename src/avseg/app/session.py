@@ -67,6 +67,23 @@ def parse_cues(text: str | None) -> tuple[str, ...]:
     return tuple(name.strip() for name in (text or "").split(",") if name.strip())
 
 
+def check_cues(model: str | Path, cues: Sequence[str], option: str = "--cues") -> str:
+    """The model's kind, once the cues fit it: TeSO needs them, the others take none (``option`` names
+    the field in the messages)."""
+    from avseg.models.registry import ZERO_SHOT_MODELS, read_system_info
+
+    zero_shot = str(model) in ZERO_SHOT_MODELS
+    if zero_shot and cues:
+        vocabulary = "--vocabulary" if option.startswith("--") else "vocabulary"
+        raise ConfigError(f"{option}: {model} hears which objects sound; give it a {vocabulary} instead")
+    model_name = str(model) if zero_shot else read_system_info(model)["model"]
+    if model_name == "teso" and not cues:
+        raise ConfigError(f"TeSO segments with text cues: pass {option} 'guitar,man' (the objects that could sound)")
+    if model_name != "teso" and cues:
+        raise ConfigError(f"{option}: {model_name} takes no text cues (only TeSO does)")
+    return model_name
+
+
 def load_segmenter(
     model: str | Path,
     cues: Sequence[str] = (),
@@ -76,19 +93,11 @@ def load_segmenter(
     """The checks and loading of ``avseg segment``: a trained model folder (TeSO needs ``cues``, the
     others take none) or a zero-shot model name (``settings``: its config fields, e.g. ``vocabulary``)."""
     from avseg.engine.train import resolve_device
-    from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
+    from avseg.models.registry import load_system
 
-    names = tuple(cues)
-    zero_shot = str(model) in ZERO_SHOT_MODELS
-    if zero_shot and names:
-        raise ConfigError(f"--cues: {model} hears which objects sound; give it a --vocabulary instead")
-    model_name = str(model) if zero_shot else read_system_info(model)["model"]
-    if model_name == "teso" and not names:
-        raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound)")
-    if model_name != "teso" and names:
-        raise ConfigError(f"--cues: {model_name} takes no text cues (only TeSO does)")
+    check_cues(model, cues)
     system, info = load_system(model, cues={}, settings=settings or {})
-    return LoadedSegmenter(system.segmenter(resolve_device(device)), info, names)
+    return LoadedSegmenter(system.segmenter(resolve_device(device)), info, tuple(cues))
 
 
 def run_segment(
