@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +155,30 @@ def test_app_without_gradio_is_one_line():
     code = "import sys; sys.modules['gradio'] = None; from avseg.cli import main; sys.exit(main(['app']))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr == "avseg: error: avseg app needs the app extra: pip install 'avseg[app]'\n"
+
+
+def test_app_command_serves_until_sigterm_and_cleans_up(tmp_path, tiny_model):
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    port = _free_port()
+    environment = {**os.environ, "TMPDIR": str(tmp_path)}  # the app's temporary folder goes here, where we can look
+    command = [sys.executable, "-m", "avseg.cli", "app", "--model", str(tiny_model), "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, page = time.monotonic() + 240, ""
+        while not page and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode()
+            except OSError:
+                time.sleep(1)
+        assert "avseg" in page, server.stderr.read() if server.poll() is not None else "no page within 240s"
+        assert len(list(tmp_path.glob("avseg-app-*"))) == 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        stdout, _ = server.communicate(timeout=60)
+    assert server.returncode == 0 and "avseg app: stopped" in stdout.splitlines()
+    assert not list(tmp_path.glob("avseg-app-*"))

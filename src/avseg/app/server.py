@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import gradio as gr
 import pandas as pd
@@ -164,8 +166,18 @@ def build_page(app: SegmentApp) -> gr.Blocks:
 
 
 def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, max_seconds: float = 600, device: str = "auto") -> None:
-    """``avseg app``: serve until interrupted; the temporary folder goes with the server."""
+    """``avseg app``: serve until Ctrl-C or SIGTERM; the temporary folder goes with the server either way."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"avseg app: listening on {host}: anyone who can reach this address can upload videos and run models")
+    signal.signal(signal.SIGTERM, _interrupt)
     with SegmentApp(models, max_seconds, device) as app:
-        app.launch(host, port, block=True)
+        print(f"avseg app: {app.launch(host, port, block=False)} (Ctrl-C stops it)", flush=True)
+        try:
+            while app.blocks.is_running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print("avseg app: stopped")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
