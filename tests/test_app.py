@@ -111,7 +111,7 @@ def test_page_segments_an_example_and_compares_with_muted_audio(page):
     status, overlay, compared, agreement, timeline, summary, masks = _segment(page, example.video, example.cues)
     assert status.startswith("Segmented **synthetic-0.mp4** with teso") and "6 masks" in status
     info = probe(overlay)
-    assert (info.width, info.height, info.sample_rate) == (128, 128, 16000) and probe(compared).has_video
+    assert (info.width, info.height, info.sample_rate) == (64, 64, 16000) and probe(compared).has_video
     assert agreement.startswith("**Agreement with muted audio: J = ")
     summary = json.loads(summary)
     assert len(summary["frames"]) == 6 and summary["video"].startswith(str(app.root / "uploads"))

@@ -6,7 +6,7 @@ Starts the app on 127.0.0.1 (a free port), starts Debian's ``chromium`` headless
 (installed with apt-get when missing) and drives the page over the DevTools
 protocol (a minimal WebSocket client, standard library only): click the first
 synthetic example, keep "muted audio" as the comparison, click Segment, wait
-for the agreement line, seek both overlay videos to the middle, and save a
+for the agreement line, seek the videos to ``--seek`` seconds, and save a
 full-page screenshot. Without ``--model`` it uses an untrained tiny TeSO (the
 page works, the masks are noise). Everything stops by itself, bounded by
 ``--timeout``.
@@ -121,9 +121,9 @@ RESULT_READY = """(() => {
   const agreement = document.querySelector('#agreement')?.innerText || '';
   return status.includes('Error') ? 'error: ' + status : (agreement.includes('Agreement') ? agreement : '');
 })()"""
-SEEK_OVERLAYS = """Promise.all([...document.querySelectorAll('video')].map(v => new Promise(done => {
+SEEK_OVERLAYS = """(seconds) => Promise.all([...document.querySelectorAll('video')].map(v => new Promise(done => {
   if (!v.duration) { done(false); return; }
-  v.pause(); v.addEventListener('seeked', () => done(true), {once: true}); v.currentTime = v.duration / 2;
+  v.pause(); v.addEventListener('seeked', () => done(true), {once: true}); v.currentTime = Math.min(seconds, v.duration);
   setTimeout(() => done(false), 5000);
 }))).then(r => r.filter(x => x).length)"""
 
@@ -172,7 +172,7 @@ def page_target(port: int, seconds: float) -> str:
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-def drive(devtools: DevTools, url: str, out: Path, width: int, timeout: float) -> str:
+def drive(devtools: DevTools, url: str, out: Path, width: int, timeout: float, seek: float) -> str:
     devtools.call("Page.enable")
     devtools.call("Page.navigate", url=url)
     devtools.wait_for("!!document.querySelector('#segment')", 60, "the page to load")
@@ -183,7 +183,7 @@ def drive(devtools: DevTools, url: str, out: Path, width: int, timeout: float) -
     if result.startswith("error: "):
         raise RuntimeError(f"the page reported {result}")
     time.sleep(2)  # let the result videos load their first frames
-    devtools.evaluate(SEEK_OVERLAYS)
+    devtools.evaluate(f"({SEEK_OVERLAYS})({seek})")
     height = devtools.evaluate("Math.ceil(document.documentElement.scrollHeight)")
     devtools.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
     time.sleep(1)
@@ -192,7 +192,7 @@ def drive(devtools: DevTools, url: str, out: Path, width: int, timeout: float) -
     return result
 
 
-def save_png(data: bytes, out: Path, limit: int = 500_000) -> None:
+def save_png(data: bytes, out: Path, limit: int = 300_000) -> None:
     """Save the screenshot; a page of flat colours fits in a 256-colour palette when the full one is too big."""
     from PIL import Image
 
@@ -209,6 +209,7 @@ def main() -> None:
     parser.add_argument("--model", help="model folder for the page (default: an untrained tiny TeSO)")
     parser.add_argument("--out", type=Path, default=Path("docs/app.png"))
     parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--seek", type=float, default=0.5, help="the moment of the videos shown (seconds)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed for the segmentation")
     args = parser.parse_args()
     from avseg.app.server import SegmentApp
@@ -226,7 +227,7 @@ def main() -> None:
             )
             try:
                 devtools = DevTools(page_target(port, 60), timeout=args.timeout)
-                result = drive(devtools, url, args.out, args.width, args.timeout)
+                result = drive(devtools, url, args.out, args.width, args.timeout, args.seek)
             finally:
                 browser.terminate()
                 browser.wait(timeout=30)

@@ -67,7 +67,7 @@ class Example:
     """The names of the objects in the video, as TeSO's cues ("bell, drum")."""
 
 
-def write_examples(folder: str | Path, count: int = 2, seconds: int = 6, size: int = 128, fps: int = 8) -> list[Example]:
+def write_examples(folder: str | Path, count: int = 2, seconds: int = 6, size: int = 64, fps: int = 8) -> list[Example]:
     """Synthetic videos like the demo's (moving shapes, some of them sounding), drawn from fixed seeds,
     so the app works offline with the demo model. Each second's frame is held for ``fps`` frames."""
     from avseg.data.scene import AUDIO_RATE
