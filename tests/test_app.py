@@ -99,10 +99,10 @@ def page(tiny_model, tmp_path_factory):
     assert not app.root.exists()  # uploads, examples and results go with the app
 
 
-def _segment(page, video, cues, comparison="muted audio", model=None):
+def _segment(page, video, cues, comparison="muted audio", swap=None):
     app, client = page
-    model = model or app.models[0]
-    return client.predict(handle_file(str(video)), model, cues, "", comparison, None, api_name="/segment")
+    swap = handle_file(str(swap)) if swap else None
+    return client.predict(handle_file(str(video)), app.models[0], cues, "", comparison, swap, api_name="/segment")
 
 
 def test_page_segments_an_example_and_compares_with_muted_audio(page):
@@ -131,16 +131,19 @@ def test_page_swaps_in_another_examples_audio(page):
     assert np.sqrt(np.mean(heard**2)) == pytest.approx(np.sqrt(np.mean(other[: len(heard)] ** 2)), rel=0.1)
 
 
-@pytest.mark.parametrize("kind", ["text", "audio only", "too long"])
+@pytest.mark.parametrize("kind", ["text", "audio only", "too long", "silent swap source"])
 def test_page_refuses_bad_uploads_in_one_line(page, tmp_path, kind):
-    if kind == "text":
+    swap = None
+    if kind == "silent swap source":
+        upload, swap, fragment = page[0].examples[0].video, make_video(tmp_path / "mime.mp4", audio_rate=None), "mime.mp4: has no audio stream to swap in"
+    elif kind == "text":
         upload, fragment = tmp_path / "holiday.mp4", "holiday.mp4: not a readable media file"
         upload.write_text("this is a text file\n")
     elif kind == "audio only":
         upload, fragment = make_audio_file(tmp_path / "holiday.mka", seconds=1, rate=16000), "holiday.mka: has no video stream"
     else:
         upload, fragment = make_video(tmp_path / "holiday.mp4", seconds=9, fps=5), "holiday.mp4: is 9s long; this app segments videos up to 8s"
-    status, *outputs = _segment(page, upload, "bell")
+    status, *outputs = _segment(page, upload, "bell", comparison="swapped audio", swap=swap)
     assert status.startswith("**Error:** ") and fragment in status and "\n" not in status and "Traceback" not in status
     assert outputs == [None] * 6
 

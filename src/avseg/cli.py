@@ -150,14 +150,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_app(args: argparse.Namespace) -> None:
+    from avseg.errors import ConfigError
+
+    if args.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds must be positive, got {args.max_seconds:g}")
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise AvsegError("avseg app needs the app extra: pip install 'avseg[app]'") from None
+        raise ConfigError("avseg app needs the app extra: pip install 'avseg[app]'") from None
     from avseg.app.server import serve
 
-    if args.max_seconds <= 0:
-        raise AvsegError(f"--max-seconds must be positive, got {args.max_seconds:g}")
     serve(args.model, host=args.host, port=args.port, max_seconds=args.max_seconds, device=args.device)
 
 

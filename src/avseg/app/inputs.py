@@ -16,15 +16,26 @@ def check_upload(path: str | Path, max_seconds: float, name: str | None = None) 
     """The upload's media info, or a :class:`MediaError` naming the file by ``name`` (the user's file
     name, not the server's temporary path): not a video, no video stream, or longer than ``max_seconds``."""
     name = name or Path(path).name
-    try:
-        info = probe(path)
-    except MediaError as error:
-        raise MediaError(name, str(error).removeprefix(f"{path}: ")) from None
+    info = _probe_as(path, name)
     if not info.has_video:
         raise MediaError(name, "has no video stream (an audio file?); upload a video")
     if info.duration > max_seconds:
         raise MediaError(name, f"is {info.duration:.0f}s long; this app segments videos up to {max_seconds:g}s (--max-seconds)")
     return info
+
+
+def check_audio_source(path: str | Path, name: str | None = None) -> None:
+    """A :class:`MediaError` naming the file by ``name`` unless it has an audio stream to swap in."""
+    name = name or Path(path).name
+    if not _probe_as(path, name).has_audio:
+        raise MediaError(name, "has no audio stream to swap in")
+
+
+def _probe_as(path: str | Path, name: str) -> MediaInfo:
+    try:
+        return probe(path)
+    except MediaError as error:
+        raise MediaError(name, str(error).removeprefix(f"{path}: ")) from None
 
 
 def audio_condition_copy(video: Path, dest: Path, audio: str | Path, sample_rate: int) -> Path:

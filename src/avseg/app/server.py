@@ -22,7 +22,7 @@ from typing import Sequence
 import gradio as gr
 import pandas as pd
 
-from avseg.app.inputs import check_upload, write_examples
+from avseg.app.inputs import check_audio_source, check_upload, write_examples
 from avseg.app.session import LoadedSegmenter, check_cues, load_segmenter, mask_agreement, parse_cues
 from avseg.errors import AvsegError, ConfigError
 
@@ -99,6 +99,7 @@ class SegmentApp:
         if comparison != "swapped audio":
             return None
         if swap_audio:
+            check_audio_source(swap_audio, Path(swap_audio).name)
             return swap_audio
         other = next((e.video for e in self.examples if e.video.name != Path(video).name), None)
         return str(other)
