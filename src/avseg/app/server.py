@@ -172,8 +172,8 @@ def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, max_
         print(f"avseg app: listening on {host}: anyone who can reach this address can upload videos and run models")
     signal.signal(signal.SIGTERM, _interrupt)
     with SegmentApp(models, max_seconds, device) as app:
-        print(f"avseg app: {app.launch(host, port, block=False)} (Ctrl-C stops it)", flush=True)
-        try:
+        try:  # a stop request may come while Gradio still starts up (its server already answers then)
+            print(f"avseg app: {app.launch(host, port, block=False)} (Ctrl-C stops it)", flush=True)
             while app.blocks.is_running:
                 time.sleep(0.2)
         except KeyboardInterrupt:
