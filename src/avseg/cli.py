@@ -228,6 +228,20 @@ def int_between(low: int, high: int | None = None):
     return parse
 
 
+def cmd_app(args: argparse.Namespace) -> None:
+    from avseg.errors import ConfigError
+
+    if args.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds must be positive, got {args.max_seconds:g}")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ConfigError("avseg app needs the app extra: pip install 'avseg[app]'") from None
+    from avseg.app.server import serve
+
+    serve(args.model, host=args.host, port=args.port, max_seconds=args.max_seconds, device=args.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="avseg", description="Audio-visual segmentation toolkit.")
     parser.add_argument("--version", action="version", version=f"avseg {__version__}")
@@ -337,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--revision", help="branch to push to (default: the default branch)")
     push.add_argument("--license", help="licence id for the model card (default: other, with the frozen encoders' licences listed)")
     push.set_defaults(run=cmd_push)
+
+
+    app = commands.add_parser("app", help="a local web page: segment a video, compare with muted or swapped audio (pip install 'avseg[app]')")
+    app.add_argument("--model", nargs="+", default=[], metavar="NAME_OR_FOLDER", help="models offered in the page (folders or names)")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--max-seconds", type=float, default=600, help="refuse longer uploads")
+    app.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
+    app.set_defaults(run=cmd_app)
     return parser
 
 

@@ -1,0 +1,184 @@
+"""The Gradio page of ``avseg app``: upload a video, segment it, compare it with muted or swapped audio.
+
+:class:`SegmentApp` owns a temporary folder for the whole life of the app:
+Gradio's uploads (``GRADIO_TEMP_DIR`` points into it while the app runs), the
+synthetic examples and every result; leaving the ``with`` block stops the
+server and removes the folder. Loaded models are kept, one per model and
+settings, so a comparison or a second video does not load the model again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import gradio as gr
+import pandas as pd
+
+from avseg.app.inputs import check_audio_source, check_upload, write_examples
+from avseg.app.session import LoadedSegmenter, check_cues, load_segmenter, mask_agreement, parse_cues
+from avseg.errors import AvsegError, ConfigError
+
+COMPARISONS = ("none", "muted audio", "swapped audio")
+OUTPUTS = ("status", "overlay", "compared", "agreement", "timeline", "summary", "masks")
+
+
+class SegmentApp:
+    def __init__(self, models: Sequence[str] = (), max_seconds: float = 600, device: str = "auto", window: int = 5):
+        self.models = list(dict.fromkeys([*map(str, models), *_named_models()]))
+        self.max_seconds, self.device, self.window = max_seconds, device, window
+        self._loaded: dict[tuple, LoadedSegmenter] = {}
+
+    def __enter__(self) -> SegmentApp:
+        self._folder = tempfile.TemporaryDirectory(prefix="avseg-app-")
+        self.root = Path(self._folder.name)
+        self._previous_upload_dir = os.environ.get("GRADIO_TEMP_DIR")
+        os.environ["GRADIO_TEMP_DIR"] = str(self.root / "uploads")
+        self.examples = write_examples(self.root / "examples")
+        self.blocks = build_page(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.blocks.close()
+        if self._previous_upload_dir is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = self._previous_upload_dir
+        self._folder.cleanup()
+
+    def launch(self, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True) -> str:
+        """Serve the page; ``block=False`` returns at once (tests), the URL either way."""
+        self.blocks.queue(default_concurrency_limit=1)
+        self.blocks.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block, show_error=False)
+        return self.blocks.local_url
+
+    def segment(self, video, model, cues, vocabulary, comparison, swap_audio, progress=gr.Progress()) -> tuple:
+        """The page's one action; a bad upload or setting comes back as a one-line status, not a traceback."""
+        try:
+            return self._segment(video, model, cues, vocabulary, comparison, swap_audio, progress)
+        except AvsegError as error:
+            return (f"**Error:** {error}", *[None] * (len(OUTPUTS) - 1))
+
+    def _segment(self, video, model, cues, vocabulary, comparison, swap_audio, progress) -> tuple:
+        if not video:
+            raise ConfigError("upload a video or pick an example first")
+        if not model:
+            raise ConfigError("pick a model (or start the app with --model FOLDER)")
+        check_upload(video, self.max_seconds, name=Path(video).name)
+        audio = self._comparison_audio(comparison, swap_audio, video)
+        progress(0.05, desc=f"loading {model}")
+        segmenter = self._segmenter(model, parse_cues(cues), vocabulary)
+        run = self.root / "runs" / uuid.uuid4().hex[:12]
+        progress(0.2, desc="segmenting with the video's own audio")
+        result = segmenter.segment(video, run / "original", self.window, progress=False)
+        timeline = _timeline(result, "original")
+        compared, agreement = None, ""
+        if audio is not None:
+            progress(0.6, desc=f"segmenting with {comparison}")
+            other = segmenter.segment(video, run / "compared", self.window, audio=audio, progress=False)
+            compared = str(other / "overlay.mp4")
+            timeline = pd.concat([timeline, _timeline(other, comparison)])
+            agreement = _agreement_text(mask_agreement(result, other), comparison)
+        progress(0.95, desc="packing the masks")
+        masks = shutil.make_archive(str(run / f"{result.name}-masks"), "zip", result, "masks")
+        summary = (result / "summary.json").read_text()
+        frames = len(list((result / "masks").glob("*.png")))
+        status = f"Segmented **{Path(video).name}** with {segmenter.label}: {frames} masks (one per second)."
+        return status, str(result / "overlay.mp4"), compared, agreement, timeline, summary, masks
+
+    def _comparison_audio(self, comparison: str, swap_audio: str | None, video: str) -> str | None:
+        if comparison == "muted audio":
+            return "mute"
+        if comparison != "swapped audio":
+            return None
+        if swap_audio:
+            check_audio_source(swap_audio, Path(swap_audio).name)
+            return swap_audio
+        other = next((e.video for e in self.examples if e.video.name != Path(video).name), None)
+        return str(other)
+
+    def _segmenter(self, model: str, cues: tuple[str, ...], vocabulary: str | None) -> LoadedSegmenter:
+        check_cues(model, cues, option="cues")
+        settings = {"vocabulary": vocabulary.strip()} if vocabulary and vocabulary.strip() else {}
+        key = (model, tuple(sorted(settings.items())))
+        if key not in self._loaded:
+            self._loaded[key] = load_segmenter(model, cues, settings, self.device)
+        loaded = self._loaded[key]
+        return LoadedSegmenter(loaded.segmenter, loaded.info, cues)
+
+
+def _named_models() -> list[str]:
+    """Models usable by name: the zero-shot ones, and the hub table where this avseg has one."""
+    import avseg
+    from avseg.models.registry import ZERO_SHOT_MODELS
+
+    listed = getattr(avseg, "available_models", None)
+    names = [getattr(m, "name", m) for m in listed()] if callable(listed) else []
+    return [*map(str, names), *ZERO_SHOT_MODELS]
+
+
+def _timeline(result: Path, condition: str) -> pd.DataFrame:
+    frames = json.loads((result / "summary.json").read_text())["frames"]
+    rows = [{"time (s)": f["time"], "value": f[key], "series": f"{label} ({condition})"}
+            for f in frames for key, label in (("sounding_score", "sounding score"), ("mask_area", "mask area"))]
+    return pd.DataFrame(rows)
+
+
+def _agreement_text(per_frame: list[float], comparison: str) -> str:
+    mean = sum(per_frame) / len(per_frame)
+    frames = ", ".join(f"{j:.2f}" for j in per_frame)
+    verdict = "the masks barely change: the model is not using the audio here" if mean >= 0.9 else "the audio changes what the model segments"
+    return f"**Agreement with {comparison}: J = {mean:.3f}** (mean IoU over {len(per_frame)} frames; per frame {frames}): {verdict}."
+
+
+def build_page(app: SegmentApp) -> gr.Blocks:
+    with gr.Blocks(title="avseg: audio-visual segmentation", analytics_enabled=False) as page:
+        gr.Markdown("# avseg: audio-visual segmentation\nSegment the objects that make the sound, then mute or swap the audio and see what changes.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                video = gr.Video(label="Video", sources=["upload"], elem_id="video")
+                model = gr.Dropdown(app.models, value=app.models[0] if app.models else None, label="Model (name or folder)", allow_custom_value=True)
+                cues = gr.Textbox(label="Cues (TeSO): the objects that could sound", placeholder="guitar, man", elem_id="cues")
+                vocabulary = gr.Textbox(label="Vocabulary (zero-shot): s4, avss or a comma list", placeholder="avss")
+                comparison = gr.Radio(list(COMPARISONS), value="muted audio", label="Compare with")
+                swap_audio = gr.File(label="Swap in the audio of (default: another example)", file_types=["audio", "video"], type="filepath")
+                button = gr.Button("Segment", variant="primary", elem_id="segment")
+                gr.Examples([[str(e.video), e.cues] for e in app.examples], inputs=[video, cues], label="Synthetic examples")
+            with gr.Column(scale=3):
+                status = gr.Markdown(elem_id="status")
+                with gr.Row():
+                    overlay = gr.Video(label="Mask with the video's own audio", interactive=False, elem_id="overlay")
+                    compared = gr.Video(label="Mask with the compared audio", interactive=False)
+                agreement = gr.Markdown(elem_id="agreement")
+                timeline = gr.LinePlot(x="time (s)", y="value", color="series", title="Per frame: sounding score and mask area", height=260)
+                masks = gr.File(label="Masks (zip of PNGs)")
+                with gr.Accordion("summary.json", open=False):
+                    summary = gr.Code(language="json")
+        button.click(app.segment, [video, model, cues, vocabulary, comparison, swap_audio],
+                     [status, overlay, compared, agreement, timeline, summary, masks], api_name="segment")
+    return page
+
+
+def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, max_seconds: float = 600, device: str = "auto") -> None:
+    """``avseg app``: serve until Ctrl-C or SIGTERM; the temporary folder goes with the server either way."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"avseg app: listening on {host}: anyone who can reach this address can upload videos and run models")
+    signal.signal(signal.SIGTERM, _interrupt)
+    with SegmentApp(models, max_seconds, device) as app:
+        try:  # a stop request may come while Gradio still starts up (its server already answers then)
+            print(f"avseg app: {app.launch(host, port, block=False)} (Ctrl-C stops it)", flush=True)
+            while app.blocks.is_running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print("avseg app: stopped")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,187 @@
+"""avseg app: the session functions, and the page end to end through gradio_client on 127.0.0.1."""
+
+import json
+import socket
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from conftest import make_audio_file, make_video
+from PIL import Image
+
+from avseg.app.inputs import audio_condition_copy, check_upload, write_examples
+from avseg.app.session import mask_agreement, run_segment
+from avseg.config import load_recipe
+from avseg.engine.demo import DEMO_RECIPE
+from avseg.errors import MediaError
+from avseg.media import probe, read_audio, read_frames
+from avseg.models.registry import save_system_info
+from avseg.models.teso import TeSO, TeSOConfig
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained tiny TeSO saved as avseg train saves it (the page's plumbing does not need a good model)."""
+    folder = tmp_path_factory.mktemp("model") / "teso"
+    torch.manual_seed(0)
+    TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(folder)
+    save_system_info(folder, load_recipe(DEMO_RECIPE))
+    return folder
+
+
+def test_audio_condition_copy_keeps_the_frames(tmp_path):
+    video = make_video(tmp_path / "clip.mp4", seconds=3, fps=10, tone_hz=440)
+    other = make_audio_file(tmp_path / "other.mka", seconds=1.3, rate=16000, tone_hz=1000)
+    muted = audio_condition_copy(video, tmp_path / "muted" / "clip.mp4", "mute", 16000)
+    swapped = audio_condition_copy(video, tmp_path / "swapped" / "clip.mp4", other, 16000)
+    frames, times = read_frames(video, "all")
+    for copy in (muted, swapped):
+        copied, copied_times = read_frames(copy, "all")
+        np.testing.assert_array_equal(frames, copied)  # packets copied, not re-encoded
+        np.testing.assert_array_equal(times, copied_times)
+    silence, _ = read_audio(muted, 16000)
+    assert len(silence) >= 3 * 16000 and np.abs(silence).max() == 0
+    swapped_audio, _ = read_audio(swapped, 16000)
+    tone, _ = read_audio(other, 16000)
+    # AAC is lossy and adds a priming delay: compare loudness and pitch, not samples.
+    spectrum = np.abs(np.fft.rfft(swapped_audio[8000:24000]))  # one second: bin k is k Hz
+    assert np.argmax(spectrum) == pytest.approx(1000, abs=2)
+    assert np.sqrt(np.mean(swapped_audio**2)) == pytest.approx(np.sqrt(np.mean(tone**2)), rel=0.1)
+
+
+def test_mask_agreement_is_per_frame_iou(tmp_path):
+    shapes = {"a": [np.zeros((4, 4)), np.eye(4)], "b": [np.zeros((4, 4)), np.triu(np.ones((4, 4)))]}
+    for name, masks in shapes.items():
+        (tmp_path / name / "masks").mkdir(parents=True)
+        for k, mask in enumerate(masks):
+            Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / name / "masks" / f"{k:05d}.png")
+    assert mask_agreement(tmp_path / "a", tmp_path / "b") == [1.0, 4 / 10]  # empty vs empty agrees; eye is 4 of triu's 10
+
+
+def test_bad_uploads_are_refused_by_name(tmp_path):
+    text = tmp_path / "server-side.mp4"
+    text.write_text("not a video\n")
+    audio_only = make_audio_file(tmp_path / "tone.mka", seconds=1, rate=16000)
+    long_video = make_video(tmp_path / "long.mp4", seconds=4, fps=5)
+    for path, fragment in ((text, "notes.mp4: not a readable media file"), (audio_only, "notes.mp4: has no video stream"),
+                           (long_video, "notes.mp4: is 4s long; this app segments videos up to 3s")):
+        with pytest.raises(MediaError, match=fragment):
+            check_upload(path, max_seconds=3, name="notes.mp4")
+    assert check_upload(long_video, max_seconds=5).width == 64
+
+
+def test_run_segment_with_muted_audio(tmp_path, tiny_model):
+    [example, _] = write_examples(tmp_path / "examples")
+    out = run_segment(tiny_model, example.video, tmp_path / "out", cues=example.cues.split(", "), audio="mute", device="cpu", progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["audio"] == "muted" and summary["video"] == str(example.video) and len(summary["frames"]) == 6
+    overlay_audio, _ = read_audio(out / "overlay.mp4", 16000)
+    assert np.abs(overlay_audio).max() == 0  # the overlay plays the audio the model heard
+
+
+def _free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return probe_socket.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page(tiny_model, tmp_path_factory):
+    from avseg.app.server import SegmentApp
+
+    with SegmentApp([str(tiny_model)], max_seconds=8, device="cpu") as app:
+        url = app.launch("127.0.0.1", _free_port(), block=False)
+        client = Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")), analytics_enabled=False)
+        yield app, client
+    assert not app.root.exists()  # uploads, examples and results go with the app
+
+
+def _segment(page, video, cues, comparison="muted audio", swap=None):
+    app, client = page
+    swap = handle_file(str(swap)) if swap else None
+    return client.predict(handle_file(str(video)), app.models[0], cues, "", comparison, swap, api_name="/segment")
+
+
+def test_page_segments_an_example_and_compares_with_muted_audio(page):
+    app, _ = page
+    example = app.examples[0]
+    status, overlay, compared, agreement, timeline, summary, masks = _segment(page, example.video, example.cues)
+    assert status.startswith("Segmented **synthetic-0.mp4** with teso") and "6 masks" in status
+    info = probe(overlay)
+    assert (info.width, info.height, info.sample_rate) == (64, 64, 16000) and probe(compared).has_video
+    assert agreement.startswith("**Agreement with muted audio: J = ")
+    summary = json.loads(summary)
+    assert len(summary["frames"]) == 6 and summary["video"].startswith(str(app.root / "uploads"))
+    assert {row[2] for row in timeline["data"]} == {f"{s} ({c})" for s in ("sounding score", "mask area") for c in ("original", "muted audio")}
+    with zipfile.ZipFile(masks) as archive:
+        assert sorted(n for n in archive.namelist() if not n.endswith("/")) == [f"masks/{k:05d}.png" for k in range(6)]
+
+
+def test_page_swaps_in_another_examples_audio(page):
+    app, _ = page
+    example = app.examples[0]
+    status, _, compared, agreement, *_ = _segment(page, example.video, example.cues, comparison="swapped audio")
+    assert status.startswith("Segmented") and agreement.startswith("**Agreement with swapped audio: J = ")
+    heard, _ = read_audio(compared, 16000)
+    other, _ = read_audio(app.examples[1].video, 16000)
+    # the compared overlay carries the other example's audio (AAC twice: loudness within 10%)
+    assert np.sqrt(np.mean(heard**2)) == pytest.approx(np.sqrt(np.mean(other[: len(heard)] ** 2)), rel=0.1)
+
+
+@pytest.mark.parametrize("kind", ["text", "audio only", "too long", "silent swap source"])
+def test_page_refuses_bad_uploads_in_one_line(page, tmp_path, kind):
+    swap = None
+    if kind == "silent swap source":
+        upload, swap, fragment = page[0].examples[0].video, make_video(tmp_path / "mime.mp4", audio_rate=None), "mime.mp4: has no audio stream to swap in"
+    elif kind == "text":
+        upload, fragment = tmp_path / "holiday.mp4", "holiday.mp4: not a readable media file"
+        upload.write_text("this is a text file\n")
+    elif kind == "audio only":
+        upload, fragment = make_audio_file(tmp_path / "holiday.mka", seconds=1, rate=16000), "holiday.mka: has no video stream"
+    else:
+        upload, fragment = make_video(tmp_path / "holiday.mp4", seconds=9, fps=5), "holiday.mp4: is 9s long; this app segments videos up to 8s"
+    status, *outputs = _segment(page, upload, "bell", comparison="swapped audio", swap=swap)
+    assert status.startswith("**Error:** ") and fragment in status and "\n" not in status and "Traceback" not in status
+    assert outputs == [None] * 6
+
+
+def test_page_reports_a_missing_cue_list(page):
+    app, _ = page
+    status, *_ = _segment(page, app.examples[0].video, "")
+    assert status == "**Error:** TeSO segments with text cues: pass cues 'guitar,man' (the objects that could sound)"
+
+
+def test_app_without_gradio_is_one_line():
+    code = "import sys; sys.modules['gradio'] = None; from avseg.cli import main; sys.exit(main(['app']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr == "avseg: error: avseg app needs the app extra: pip install 'avseg[app]'\n"
+
+
+def test_app_command_serves_until_sigterm_and_cleans_up(tmp_path, tiny_model):
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    port = _free_port()
+    environment = {**os.environ, "TMPDIR": str(tmp_path)}  # the app's temporary folder goes here, where we can look
+    command = [sys.executable, "-m", "avseg.cli", "app", "--model", str(tiny_model), "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, page = time.monotonic() + 240, ""
+        while not page and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode()
+            except OSError:
+                time.sleep(1)
+        assert "avseg" in page, server.stderr.read() if server.poll() is not None else "no page within 240s"
+        assert len(list(tmp_path.glob("avseg-app-*"))) == 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        stdout, _ = server.communicate(timeout=60)
+    assert server.returncode == 0 and "avseg app: stopped" in stdout.splitlines()
+    assert not list(tmp_path.glob("avseg-app-*"))
