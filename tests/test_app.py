@@ -13,8 +13,9 @@ from gradio_client import Client, handle_file
 from conftest import make_audio_file, make_video
 from PIL import Image
 
-from avseg.app.inputs import audio_condition_copy, check_upload, write_examples
-from avseg.app.session import mask_agreement, run_segment
+from avseg.app.inputs import check_upload, write_examples
+from avseg.media import audio_condition_copy
+from avseg.engine.session import mask_agreement, run_segment
 from avseg.config import load_recipe
 from avseg.engine.demo import DEMO_RECIPE
 from avseg.errors import MediaError
@@ -151,7 +152,7 @@ def test_page_refuses_bad_uploads_in_one_line(page, tmp_path, kind):
 def test_page_reports_a_missing_cue_list(page):
     app, _ = page
     status, *_ = _segment(page, app.examples[0].video, "")
-    assert status == "**Error:** TeSO segments with text cues: pass cues 'guitar,man' (the objects that could sound)"
+    assert status == "**Error:** TeSO segments with text cues: pass cues 'guitar,man' (the objects that could sound), or cues auto"
 
 
 def test_app_without_gradio_is_one_line():

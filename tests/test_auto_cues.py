@@ -81,3 +81,20 @@ def test_each_streamed_window_gets_its_own_seconds_cues():
         clip = Clip(frames=torch.zeros(seconds, 4, 4, 3, dtype=torch.uint8).numpy(), waveform=torch.zeros(0).numpy(), sample_rate=16000, meta={"id": "v"})
         runner.predict([clip])
     assert inner.seen == [per_second[0:2], per_second[2:4], per_second[4:5]]
+
+
+def test_the_app_makes_auto_cues_through_the_shared_session(tmp_path, model_dirs, monkeypatch):  # noqa: F811
+    """``avseg app`` with cues "auto": the page's model loading (``SegmentApp._segmenter``) hands the
+    captioner and LLM to the same session ``avseg segment`` uses, and the cues land in the shared cache."""
+    from avseg.app.server import SegmentApp
+
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    model = teso_folder(tmp_path / "teso")
+    video = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(48, 40))
+    app = SegmentApp([str(model)], device="cpu", captioner=str(model_dirs / "captioner"), llm=str(model_dirs / "llm"))
+    loaded = app._segmenter(str(model), " auto ", None)
+    out = loaded.segment(video, tmp_path / "out", window=2, progress=False)
+    assert len(json.loads((out / "summary.json").read_text())["frames"]) == 2
+    (cache,) = (tmp_path / "cache" / "cues").iterdir()
+    assert [entry["frame"] for entry in entries(cache)] == [0, 1]
+    assert app._segmenter(str(model), "guitar", None).cue_models is None  # typed cues again: no captioner

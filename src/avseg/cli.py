@@ -116,56 +116,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.config import apply_overrides
-    from avseg.engine.segment import check_output_folders, fixed_cues, segment_video
-    from avseg.engine.train import resolve_device
-    from avseg.errors import ConfigError
-    from avseg.hub.resolve import resolve_model
-    from avseg.models.registry import ZERO_SHOT_MODELS, load_system, read_system_info
+    from avseg.engine.segment import check_output_folders
+    from avseg.engine.session import load_cue_models, load_segmenter, parse_cues
 
     check_output_folders(args.videos, args.out)
-    args.model = str(resolve_model(args.model))  # a name of `avseg models` or a hub repo id -> its local folder
     auto_cues = (args.cues or "").strip() == "auto"
-    names = [] if auto_cues else [n.strip() for n in (args.cues or "").split(",") if n.strip()]
-    zero_shot = args.model in ZERO_SHOT_MODELS
-    if zero_shot and (names or auto_cues):
-        raise ConfigError(f"--cues: {args.model} hears which objects sound; give it a --vocabulary instead")
-    model_name = args.model if zero_shot else read_system_info(args.model)["model"]
-    if model_name == "teso" and not names and not auto_cues:
-        raise ConfigError("TeSO segments with text cues: pass --cues 'guitar,man' (the objects that could sound), or --cues auto")
-    if model_name != "teso" and (names or auto_cues):
-        raise ConfigError(f"--cues: {model_name} takes no text cues (only TeSO does)")
     options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
     settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
-    system, info = load_system(args.model, cues={}, settings=settings)
-    segmenter = system.segmenter(resolve_device(args.device))
-    cue_models = _cue_models(args) if auto_cues else None
+    cue_models = (lambda: load_cue_models(args.captioner, args.llm, args.device)) if auto_cues else None
+    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models)
     for video in args.videos:
-        runner = segmenter
-        if names:
-            segmenter.cues = fixed_cues(names, Path(video).stem, args.window)
-        if cue_models:
-            runner = _auto_cues(segmenter, video, *cue_models)
-        out = segment_video(runner, video, args.out, info["sample_rate"], f"{info['model']} ({info['source']})", args.window)
+        out = loaded.segment(video, args.out, args.window)
         print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
-
-
-def _cue_models(args: argparse.Namespace):
-    """The captioner and LLM of ``avseg cues`` (``--cues auto``), on the segmenting device."""
-    from avseg.cues.captioner import DEFAULT_CAPTIONER, Captioner
-    from avseg.cues.llm import DEFAULT_LLM, CueLLM
-    from avseg.engine.train import resolve_device
-
-    device = str(resolve_device(args.device))
-    return Captioner.from_pretrained(args.captioner or DEFAULT_CAPTIONER, device=device), CueLLM.from_pretrained(args.llm or DEFAULT_LLM, device=device)
-
-
-def _auto_cues(segmenter, video: Path, captioner, llm):
-    from avseg.cues.video import PerSecondCues, cue_cache_folder, video_cues
-
-    cache = cue_cache_folder(captioner, llm)
-    cues, stats = video_cues(video, cache, captioner, llm)
-    print(f"{video}: cues for {stats.frames} seconds in {cache} ({stats.generated} new, {stats.cached} cached): {sorted({n for names in cues for n in names})}")
-    return PerSecondCues(segmenter, cues)
 
 
 def cmd_push(args: argparse.Namespace) -> None:
@@ -239,7 +201,7 @@ def cmd_app(args: argparse.Namespace) -> None:
         raise ConfigError("avseg app needs the app extra: pip install 'avseg[app]'") from None
     from avseg.app.server import serve
 
-    serve(args.model, host=args.host, port=args.port, max_seconds=args.max_seconds, device=args.device)
+    serve(args.model, host=args.host, port=args.port, max_seconds=args.max_seconds, device=args.device, captioner=args.captioner, llm=args.llm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=int, default=7860)
     app.add_argument("--max-seconds", type=float, default=600, help="refuse longer uploads")
     app.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
+    app.add_argument("--captioner", help="cues auto: image-to-text model name or folder (default Salesforce/blip2-opt-2.7b)")
+    app.add_argument("--llm", help="cues auto: chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
     app.set_defaults(run=cmd_app)
     return parser
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 from avseg.errors import MediaError
-from avseg.media import MediaInfo, probe, read_audio
+from avseg.media import MediaInfo, probe
 
 
 def check_upload(path: str | Path, max_seconds: float, name: str | None = None) -> MediaInfo:
@@ -36,39 +35,6 @@ def _probe_as(path: str | Path, name: str) -> MediaInfo:
         return probe(path)
     except MediaError as error:
         raise MediaError(name, str(error).removeprefix(f"{path}: ")) from None
-
-
-def audio_condition_copy(video: Path, dest: Path, audio: str | Path, sample_rate: int) -> Path:
-    """``video`` with its audio muted (``audio="mute"``) or replaced by another file's audio (cut, or
-    looped, to the video's duration), as a new file ``dest``. The video packets are copied unchanged."""
-    duration = probe(video).duration
-    length = max(1, round(duration * sample_rate))
-    if audio == "mute":
-        waveform = np.zeros(length, dtype=np.float32)
-    else:
-        other, _ = read_audio(audio, sample_rate)
-        if not len(other):
-            raise MediaError(audio, "has no audio samples to swap in")
-        waveform = np.resize(other, length).astype(np.float32)  # np.resize repeats a short clip
-    replace_audio(video, dest, waveform, sample_rate)
-    return dest
-
-
-def replace_audio(video: Path, dest: Path, waveform: np.ndarray, sample_rate: int) -> None:
-    """Remux: ``video``'s video stream copied packet by packet, and ``waveform`` as its mono AAC audio."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(video)) as source, av.open(str(dest), "w", format="mp4") as out:
-        stream = source.streams.video[0]
-        copied = out.add_stream_from_template(stream)
-        encoder = out.add_stream("aac", rate=sample_rate, layout="mono")
-        for packet in source.demux(stream):
-            if packet.dts is not None:
-                packet.stream = copied
-                out.mux(packet)
-        frame = av.AudioFrame.from_ndarray(np.clip(waveform, -1, 1)[None, :], format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = sample_rate, 0
-        out.mux(encoder.encode(frame))
-        out.mux(encoder.encode(None))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import gradio as gr
 import pandas as pd
 
 from avseg.app.inputs import check_audio_source, check_upload, write_examples
-from avseg.app.session import LoadedSegmenter, check_cues, load_segmenter, mask_agreement, parse_cues
+from avseg.engine.session import LoadedSegmenter, check_cues, load_cue_models, load_segmenter, mask_agreement, parse_cues
 from avseg.errors import AvsegError, ConfigError
 
 COMPARISONS = ("none", "muted audio", "swapped audio")
@@ -31,10 +31,15 @@ OUTPUTS = ("status", "overlay", "compared", "agreement", "timeline", "summary", 
 
 
 class SegmentApp:
-    def __init__(self, models: Sequence[str] = (), max_seconds: float = 600, device: str = "auto", window: int = 5):
+    def __init__(
+        self, models: Sequence[str] = (), max_seconds: float = 600, device: str = "auto", window: int = 5,
+        captioner: str | None = None, llm: str | None = None,
+    ):  # fmt: skip
         self.models = list(dict.fromkeys([*map(str, models), *_named_models()]))
         self.max_seconds, self.device, self.window = max_seconds, device, window
+        self.captioner, self.llm = captioner, llm
         self._loaded: dict[tuple, LoadedSegmenter] = {}
+        self._cue_models = None
 
     def __enter__(self) -> SegmentApp:
         self._folder = tempfile.TemporaryDirectory(prefix="avseg-app-")
@@ -74,7 +79,7 @@ class SegmentApp:
         check_upload(video, self.max_seconds, name=Path(video).name)
         audio = self._comparison_audio(comparison, swap_audio, video)
         progress(0.05, desc=f"loading {model}")
-        segmenter = self._segmenter(model, parse_cues(cues), vocabulary)
+        segmenter = self._segmenter(model, cues, vocabulary)
         run = self.root / "runs" / uuid.uuid4().hex[:12]
         progress(0.2, desc="segmenting with the video's own audio")
         result = segmenter.segment(video, run / "original", self.window, progress=False)
@@ -104,14 +109,23 @@ class SegmentApp:
         other = next((e.video for e in self.examples if e.video.name != Path(video).name), None)
         return str(other)
 
-    def _segmenter(self, model: str, cues: tuple[str, ...], vocabulary: str | None) -> LoadedSegmenter:
-        check_cues(model, cues, option="cues")
+    def _segmenter(self, model: str, cues_text: str | None, vocabulary: str | None) -> LoadedSegmenter:
+        """The loaded model (kept for later runs) with this run's cues: typed names, or "auto" (the
+        captioner and LLM of ``avseg cues``, loaded once, name what could sound in the video)."""
+        auto = (cues_text or "").strip() == "auto"
+        cues = () if auto else parse_cues(cues_text)
+        check_cues(model, cues, option="cues", auto=auto)
         settings = {"vocabulary": vocabulary.strip()} if vocabulary and vocabulary.strip() else {}
         key = (model, tuple(sorted(settings.items())))
         if key not in self._loaded:
-            self._loaded[key] = load_segmenter(model, cues, settings, self.device)
+            self._loaded[key] = load_segmenter(model, cues, settings, self.device, self._auto_cue_models if auto else None)
         loaded = self._loaded[key]
-        return LoadedSegmenter(loaded.segmenter, loaded.info, cues)
+        return LoadedSegmenter(loaded.segmenter, loaded.info, cues, self._auto_cue_models() if auto else None)
+
+    def _auto_cue_models(self) -> tuple:
+        if self._cue_models is None:
+            self._cue_models = load_cue_models(self.captioner, self.llm, self.device)
+        return self._cue_models
 
 
 def _named_models() -> list[str]:
@@ -145,7 +159,7 @@ def build_page(app: SegmentApp) -> gr.Blocks:
             with gr.Column(scale=2):
                 video = gr.Video(label="Video", sources=["upload"], elem_id="video")
                 model = gr.Dropdown(app.models, value=app.models[0] if app.models else None, label="Model (name or folder)", allow_custom_value=True)
-                cues = gr.Textbox(label="Cues (TeSO): the objects that could sound", placeholder="guitar, man", elem_id="cues")
+                cues = gr.Textbox(label="Cues (TeSO): the objects that could sound, or auto", placeholder="guitar, man (or auto)", elem_id="cues")
                 vocabulary = gr.Textbox(label="Vocabulary (zero-shot): s4, avss or a comma list", placeholder="avss")
                 comparison = gr.Radio(list(COMPARISONS), value="muted audio", label="Compare with")
                 swap_audio = gr.File(label="Swap in the audio of (default: another example)", file_types=["audio", "video"], type="filepath")
@@ -166,12 +180,15 @@ def build_page(app: SegmentApp) -> gr.Blocks:
     return page
 
 
-def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, max_seconds: float = 600, device: str = "auto") -> None:
+def serve(
+    models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, max_seconds: float = 600, device: str = "auto",
+    captioner: str | None = None, llm: str | None = None,
+) -> None:  # fmt: skip
     """``avseg app``: serve until Ctrl-C or SIGTERM; the temporary folder goes with the server either way."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"avseg app: listening on {host}: anyone who can reach this address can upload videos and run models")
     signal.signal(signal.SIGTERM, _interrupt)
-    with SegmentApp(models, max_seconds, device) as app:
+    with SegmentApp(models, max_seconds, device, captioner=captioner, llm=llm) as app:
         try:  # a stop request may come while Gradio still starts up (its server already answers then)
             print(f"avseg app: {app.launch(host, port, block=False)} (Ctrl-C stops it)", flush=True)
             while app.blocks.is_running:

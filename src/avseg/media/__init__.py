@@ -13,18 +13,20 @@ from avseg.media.read import (
     read_audio,
     read_frames,
 )
-from avseg.media.write import VideoWriter, write_video
+from avseg.media.write import VideoWriter, audio_condition_copy, replace_audio, write_video
 
 __all__ = [
     "FrameSampling",
     "MediaInfo",
     "SampledFrame",
     "VideoWriter",
+    "audio_condition_copy",
     "avsbench_frame_index",
     "iter_audio",
     "iter_frames",
     "probe",
     "read_audio",
     "read_frames",
+    "replace_audio",
     "write_video",
 ]

@@ -1,8 +1,8 @@
-"""Segment one video with one model under one audio condition, as ``avseg segment`` does.
+"""Segment videos with one model under one audio condition: what ``avseg segment`` and ``avseg app`` run.
 
-:func:`load_segmenter` holds the checks and calls of ``avseg segment`` (which
-model takes cues, which takes a vocabulary), so the web app and the command
-line cannot drift apart; :meth:`LoadedSegmenter.segment` runs
+:func:`load_segmenter` holds the checks and loading of ``avseg segment`` (a
+folder, a name of ``avseg models`` or a hub repo; which model takes cues, which
+takes a vocabulary), so the web app and the command line cannot drift apart; :meth:`LoadedSegmenter.segment` runs
 :func:`avseg.engine.segment.segment_video` on a video, or on a copy of it whose
 audio is muted or taken from another clip (the video stream is copied, not
 re-encoded, so the model sees the same frames under every condition).
@@ -14,23 +14,26 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from avseg.app.inputs import audio_condition_copy
+from avseg.media import audio_condition_copy
 from avseg.engine.segment import fixed_cues, segment_video
 from avseg.errors import ConfigError
+from avseg.files import write_json
 
 
 @dataclass
 class LoadedSegmenter:
-    """A model ready to segment videos: the system's segmenter, its info and the TeSO cue names."""
+    """A model ready to segment videos: the system's segmenter, its info, and TeSO's cues: typed names, or
+    ``cue_models`` (a captioner and an LLM) that make each video's cues (``--cues auto``)."""
 
     segmenter: Any
     info: dict[str, Any]
     cue_names: tuple[str, ...] = ()
+    cue_models: tuple[Any, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -50,16 +53,39 @@ class LoadedSegmenter:
         video = Path(video)
         if self.cue_names:
             self.segmenter.cues = fixed_cues(self.cue_names, video.stem, window)
+        runner = auto_cue_segmenter(self.segmenter, video, *self.cue_models) if self.cue_models else self.segmenter
         if audio is None:
-            return segment_video(self.segmenter, video, out_root, self.info["sample_rate"], self.label, window, progress=progress)
+            return segment_video(runner, video, out_root, self.info["sample_rate"], self.label, window, progress=progress)
         with tempfile.TemporaryDirectory(prefix="avseg-audio-") as folder:
             copy = audio_condition_copy(video, Path(folder) / video.name, audio, self.info["sample_rate"])
-            out = segment_video(self.segmenter, copy, out_root, self.info["sample_rate"], self.label, window, progress=progress)
+            out = segment_video(runner, copy, out_root, self.info["sample_rate"], self.label, window, progress=progress)
         summary_path = out / "summary.json"
         summary = json.loads(summary_path.read_text())
         summary.update(video=str(video), audio="muted" if audio == "mute" else f"swapped with {Path(audio).name}")
-        summary_path.write_text(json.dumps(summary, indent=1))
+        write_json(summary_path, summary)
         return out
+
+
+def load_cue_models(captioner: str | None = None, llm: str | None = None, device: str = "auto") -> tuple[Any, Any]:
+    """The captioner and LLM of ``avseg cues`` (defaults when None), for ``--cues auto``."""
+    from avseg.cues.captioner import DEFAULT_CAPTIONER, Captioner
+    from avseg.cues.llm import DEFAULT_LLM, CueLLM
+    from avseg.engine.train import resolve_device
+
+    device = str(resolve_device(device))
+    return Captioner.from_pretrained(captioner or DEFAULT_CAPTIONER, device=device), CueLLM.from_pretrained(llm or DEFAULT_LLM, device=device)
+
+
+def auto_cue_segmenter(segmenter: Any, video: Path, captioner: Any, llm: Any) -> Any:
+    """``segmenter`` with the cues of ``video``'s own frames (captioned, then named by the LLM; cached in
+    :func:`~avseg.cues.video.cue_cache_folder`, so a second run of the same video reuses them)."""
+    from avseg.cues.video import PerSecondCues, cue_cache_folder, video_cues
+
+    cache = cue_cache_folder(captioner, llm)
+    cues, stats = video_cues(video, cache, captioner, llm)
+    names = sorted({name for second in cues for name in second})
+    print(f"{video}: cues for {stats.frames} seconds in {cache} ({stats.generated} new, {stats.cached} cached): {names}")
+    return PerSecondCues(segmenter, cues)
 
 
 def parse_cues(text: str | None) -> tuple[str, ...]:
@@ -67,19 +93,19 @@ def parse_cues(text: str | None) -> tuple[str, ...]:
     return tuple(name.strip() for name in (text or "").split(",") if name.strip())
 
 
-def check_cues(model: str | Path, cues: Sequence[str], option: str = "--cues") -> str:
-    """The model's kind, once the cues fit it: TeSO needs them, the others take none (``option`` names
-    the field in the messages)."""
+def check_cues(model: str | Path, cues: Sequence[str], option: str = "--cues", auto: bool = False) -> str:
+    """The model's kind, once the cues fit it: TeSO needs them (typed, or ``auto``: made from the video
+    by the captioner and LLM), the others take none (``option`` names the field in the messages)."""
     from avseg.models.registry import ZERO_SHOT_MODELS, read_system_info
 
     zero_shot = str(model) in ZERO_SHOT_MODELS
-    if zero_shot and cues:
+    if zero_shot and (cues or auto):
         vocabulary = "--vocabulary" if option.startswith("--") else "vocabulary"
         raise ConfigError(f"{option}: {model} hears which objects sound; give it a {vocabulary} instead")
     model_name = str(model) if zero_shot else read_system_info(model)["model"]
-    if model_name == "teso" and not cues:
-        raise ConfigError(f"TeSO segments with text cues: pass {option} 'guitar,man' (the objects that could sound)")
-    if model_name != "teso" and cues:
+    if model_name == "teso" and not cues and not auto:
+        raise ConfigError(f"TeSO segments with text cues: pass {option} 'guitar,man' (the objects that could sound), or {option} auto")
+    if model_name != "teso" and (cues or auto):
         raise ConfigError(f"{option}: {model_name} takes no text cues (only TeSO does)")
     return model_name
 
@@ -89,15 +115,22 @@ def load_segmenter(
     cues: Sequence[str] = (),
     settings: dict[str, Any] | None = None,
     device: str = "auto",
+    cue_models: tuple[Any, Any] | Callable[[], tuple[Any, Any]] | None = None,
 ) -> LoadedSegmenter:
-    """The checks and loading of ``avseg segment``: a trained model folder (TeSO needs ``cues``, the
-    others take none) or a zero-shot model name (``settings``: its config fields, e.g. ``vocabulary``)."""
+    """The checks and loading of ``avseg segment``: a trained model folder, a name of ``avseg models`` or
+    a hub repo id (TeSO needs ``cues``, or ``cue_models`` that make them, or a function loading those once the
+    model is known to take cues; the others take none), or a zero-shot model name
+    (``settings``: its config fields, e.g. ``vocabulary``)."""
     from avseg.engine.train import resolve_device
+    from avseg.hub.resolve import resolve_model
     from avseg.models.registry import load_system
 
-    check_cues(model, cues)
+    model = resolve_model(model)
+    check_cues(model, cues, auto=cue_models is not None)
+    if callable(cue_models):
+        cue_models = cue_models()
     system, info = load_system(model, cues={}, settings=settings or {})
-    return LoadedSegmenter(system.segmenter(resolve_device(device)), info, tuple(cues))
+    return LoadedSegmenter(system.segmenter(resolve_device(device)), info, tuple(cues), cue_models)
 
 
 def run_segment(
