@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,15 @@ def test_saved_files_have_the_umask_mode(tmp_path):
     assert {p.name for p in files} >= {"model.safetensors", "config.json", "optimizer.safetensors", "rng.safetensors", "trainer.json", "latest"}
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_every_training_value_of_a_recipe_names_its_source():
+    """Issue 10 item 8: each ``train:`` value says whether it is the paper's, the release's or avseg's choice."""
+    for recipe in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        lines = recipe.read_text().splitlines()
+        start = lines.index("train:")
+        values = [line for line in lines[start + 1 :] if line.startswith("  ") and line.strip()]
+        assert values, recipe
+        for line in values:
+            comment = line.partition("#")[2].lower()
+            assert any(source in comment for source in ("paper", "release", "avseg's choice")), f"{recipe.name}: {line.strip()}"
