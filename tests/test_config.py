@@ -114,7 +114,8 @@ def test_av2t_config_dicts_are_checked():
 
 
 def test_saved_files_have_the_umask_mode(tmp_path):
-    """safetensors writes through a private (0600) temporary file; model folders are often shared."""
+    """safetensors writes through a private (0600) temporary file; model folders and caches are often shared."""
+    from avseg.encoders.cache import FeatureCache
     from avseg.engine.checkpoint import save_checkpoint
 
     previous = os.umask(0o022)
@@ -125,9 +126,12 @@ def test_saved_files_have_the_umask_mode(tmp_path):
         optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         checkpoint = save_checkpoint(tmp_path / "checkpoints", model, optimizer, scheduler, {"epoch": 0, "step_in_epoch": 1, "global_step": 1, "best": 0.0})
+        FeatureCache(tmp_path / "cache").store("encoder", b"content", torch.zeros(2))
     finally:
         os.umask(previous)
-    files = [*(tmp_path / "teso").iterdir(), *(tmp_path / "av2t").iterdir(), *checkpoint.iterdir(), tmp_path / "checkpoints" / "latest"]
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    files = [*(tmp_path / "teso").iterdir(), *(tmp_path / "av2t").iterdir(), *checkpoint.iterdir(), tmp_path / "checkpoints" / "latest", *cached]
+    assert cached, "the feature cache wrote nothing"
     assert {p.name for p in files} >= {"model.safetensors", "config.json", "optimizer.safetensors", "rng.safetensors", "trainer.json", "latest"}
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

@@ -22,12 +22,17 @@ def _umask() -> int:
     return mask
 
 
+def with_umask_mode(path: str | os.PathLike) -> None:
+    """Give a file written through a private temporary (mode 0600) the usual ``0o666 & ~umask``."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary)``, give the file the umask's mode, then rename it to ``path``."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.partial")
     write(temporary)
-    os.chmod(temporary, 0o666 & ~_umask())
+    with_umask_mode(temporary)
     os.replace(temporary, path)
 
 

@@ -43,6 +43,7 @@ from avseg.cues.prompt import PROMPT_ID, build_messages, clean_names, parse_cues
 from avseg.data.reader import ClipReader, ClipRecord
 from avseg.data.synthetic import OBJECTS_FILE, load_objects
 from avseg.errors import ConfigError, DatasetError
+from avseg.files import with_umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +287,7 @@ def _claim(folder: Path, identity: dict[str, Any]) -> None:
         file.write(json.dumps(identity, indent=1))
         file.flush()
         os.fsync(file.fileno())
+    with_umask_mode(temporary)
     os.replace(temporary, manifest)
 
 

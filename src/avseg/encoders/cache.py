@@ -24,6 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from avseg.files import with_umask_mode
+
 
 def identity_digest(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -64,6 +66,7 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
         save_file({"value": value}, str(temporary))
+        with_umask_mode(temporary)  # a shared cache: every user the umask allows reads it
         os.replace(temporary, path)
         return value
 

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from avseg.errors import AvsegError
+from avseg.files import with_umask_mode
 
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -128,6 +129,7 @@ def url_file(url: str, folder: Path, sha256_prefix: str) -> Path:
                 file.write(chunk)
         if not file_sha256(Path(temporary)).startswith(sha256_prefix):
             raise AvsegError(f"{url}: the download's SHA-256 does not start with {sha256_prefix}; not the published file")
+        with_umask_mode(temporary)
         os.replace(temporary, path)
     except OSError as error:
         raise AvsegError(f"{url}: download failed ({type(error).__name__}: {error}); download it to {path} yourself") from None
