@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:  # torch only where tensors are written: the hub catalogue imports this module, and stays light
+    import torch
 
 
 def _umask() -> int:
@@ -43,4 +43,6 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
     atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
