@@ -88,7 +88,7 @@ def test_zero_shot_name_needs_no_conversion(hub):
     assert find_pretrained("zeroshot-sam3").gated
 
 
-@pytest.mark.parametrize("damage", ["truncate", "marker", "config"])
+@pytest.mark.parametrize("damage", ["truncate", "marker", "config", "config-same-size"])
 def test_a_corrupt_cache_entry_is_converted_again(hub, damage):
     _, calls = hub
     folder = resolve_model("av2t-sam-s4")
@@ -97,12 +97,29 @@ def test_a_corrupt_cache_entry_is_converted_again(hub, damage):
         weights.write_bytes(weights.read_bytes()[:100])
     elif damage == "marker":
         (folder / MARKER).write_text("{not json")
-    else:
+    elif damage == "config":
         (folder / "config.json").write_text("{}")
+    else:  # garbage of the same length: only a hash tells
+        config = folder / "config.json"
+        config.write_text("#" * config.stat().st_size)
     assert len(calls) == 1
     model = avseg.load_model("av2t-sam-s4")
     assert len(calls) == 2 and isinstance(model, AV2TSAM)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "a temporary folder was left behind"
+
+
+def test_a_converted_entry_is_readable_by_others(hub):
+    """A shared cache: the folder and every file get the umask's mode (mkdtemp and safetensors make them private)."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        folder = resolve_model("av2t-sam-s4")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()} == {path.name: 0o644 for path in folder.iterdir()}
 
 
 def test_new_weights_under_the_same_name_are_converted_into_a_new_entry(hub, tmp_path, monkeypatch):

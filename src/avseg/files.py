@@ -23,8 +23,9 @@ def _umask() -> int:
 
 
 def with_umask_mode(path: str | os.PathLike) -> None:
-    """Give a file written through a private temporary (mode 0600) the usual ``0o666 & ~umask``."""
-    os.chmod(path, 0o666 & ~_umask())
+    """Give a file or folder made private (0600 by safetensors, 0700 by ``mkdtemp``) the usual
+    ``0o666 & ~umask`` (folders ``0o777 & ~umask``)."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -112,9 +112,11 @@ class SegmentApp:
     def _segmenter(self, model: str, cues_text: str | None, vocabulary: str | None) -> LoadedSegmenter:
         """The loaded model (kept for later runs) with this run's cues: typed names, or "auto" (the
         captioner and LLM of ``avseg cues``, loaded once, name what could sound in the video)."""
+        from avseg.hub.resolve import resolve_model
+
         auto = (cues_text or "").strip() == "auto"
         cues = () if auto else parse_cues(cues_text)
-        check_cues(model, cues, option="cues", auto=auto)
+        check_cues(resolve_model(model), cues, option="cues", auto=auto)
         settings = {"vocabulary": vocabulary.strip()} if vocabulary and vocabulary.strip() else {}
         key = (model, tuple(sorted(settings.items())))
         if key not in self._loaded:
@@ -129,13 +131,12 @@ class SegmentApp:
 
 
 def _named_models() -> list[str]:
-    """Models usable by name: the zero-shot ones, and the hub table where this avseg has one."""
+    """Models usable by name (``avseg models``): the pretrained names, the zero-shot ones among them."""
     import avseg
     from avseg.models.registry import ZERO_SHOT_MODELS
 
-    listed = getattr(avseg, "available_models", None)
-    names = [getattr(m, "name", m) for m in listed()] if callable(listed) else []
-    return [*map(str, names), *ZERO_SHOT_MODELS]
+    names = [row["name"] for row in avseg.available_models() if row["kind"] == "pretrained"]
+    return list(dict.fromkeys([*names, *ZERO_SHOT_MODELS]))
 
 
 def _timeline(result: Path, condition: str) -> pd.DataFrame:

@@ -127,7 +127,7 @@ def _upload(stage: Path, repo_id: str, private: bool, revision: str | None, toke
         api.upload_folder(repo_id=repo_id, folder_path=stage, revision=revision, commit_message="avseg push")
     except (errors.LocalTokenNotFoundError, errors.GatedRepoError) as error:
         raise AvsegError(f"{repo_id}: pushing needs a write token ({type(error).__name__}); log in with `hf auth login` or set HF_TOKEN") from None
-    except (errors.HfHubHTTPError, OSError, ValueError) as error:
+    except Exception as error:  # HTTP errors, no network (httpx's ConnectError is no OSError), refusals: one line
         first = str(error).splitlines()[0][:200] if str(error) else ""
         raise AvsegError(f"{repo_id}: upload failed ({type(error).__name__}: {first})") from None
     return str(url)

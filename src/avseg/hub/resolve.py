@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from avseg.errors import AvsegError
+from avseg.files import with_umask_mode, write_json
 from avseg.hub.catalogue import PretrainedModel, find_pretrained, pretrained_models
 from avseg.hub.download import file_sha256, hf_home, hub_file, hub_snapshot
 
@@ -124,6 +125,9 @@ def _complete(folder: Path, key: str) -> bool:
             return False
         if any((folder / name).stat().st_size != size for name, size in marker["files"].items()):
             return False
+        # the small files are hashed on every load; the weights' bytes only by size and header (hashing GBs per load is too slow)
+        if any(file_sha256(folder / name) != digest for name, digest in marker["json_sha256"].items()):
+            return False
         from safetensors import safe_open
 
         with safe_open(str(folder / "model.safetensors"), "pt"):
@@ -141,7 +145,9 @@ def _convert_into(row: PretrainedModel, source: Path, folder: Path, key: str) ->
         logger.warning("converting %s (%s) into %s; done once", row.name, source.name, folder)
         conversion.convert(source, temporary, kind=row.converter, projector=row.projector)
         sizes = {path.name: path.stat().st_size for path in sorted(temporary.iterdir()) if path.is_file()}
-        (temporary / MARKER).write_text(json.dumps({"key": key, "name": row.name, "repo": row.repo, "files": sizes}, indent=1))
+        small = {name: file_sha256(temporary / name) for name in sizes if name.endswith(".json")}
+        write_json(temporary / MARKER, {"key": key, "name": row.name, "repo": row.repo, "files": sizes, "json_sha256": small})
+        with_umask_mode(temporary)  # mkdtemp makes it 0700; a shared cache is read by others
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(temporary, folder)

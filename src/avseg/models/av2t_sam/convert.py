@@ -32,10 +32,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
+from avseg.files import save_tensors
 from avseg.loading import failure_reason, quiet_loading
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, listed_problems, load_strict
 from avseg.models.av2t_sam.sam3 import AV2TSAM3
@@ -340,7 +340,7 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
     load_strict(model, mapped, str(path), assign=kind == "av2t-sam")
     model.save_pretrained(out)
     if memory:
-        save_file({k: v.contiguous() for k, v in memory.items()}, str(Path(out) / MEMORY_FILE))
+        save_tensors({k: v.contiguous() for k, v in memory.items()}, Path(out) / MEMORY_FILE)
     save_system_info(out, paper_system(AV2TSAM.name))
     return model
 
