@@ -114,6 +114,25 @@ def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
     assert report["official_batch_clips"] == 4 and "F_batch_independent" in report["results"]["normal"]
     assert (tmp_path / "eval" / "drops.png").is_file() and "| mute |" in (tmp_path / "eval" / "report.md").read_text()
 
+    # refused before any evaluation: an --out that is a file or holds other files, a checkpoint of another model
+    from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
+
+    AV2TSAM(AV2TSAMConfig.tiny()).save_pretrained(tmp_path / "av2t")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "report.md").write_text("mine")
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    (tmp_path / "a-file").write_text("mine")
+    capsys.readouterr()
+    for checkpoint, out, expected in (
+        (run / "final", tmp_path / "a-file", "exists and is not a folder"),
+        (run / "final", tmp_path / "notes", "already holds files avseg did not write (keep.txt)"),
+        (tmp_path / "av2t", tmp_path / "e2", "holds a av2t-sam model, but the recipe evaluates teso"),
+    ):
+        assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(checkpoint), "--out", str(out), *overrides]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+    assert (tmp_path / "notes" / "report.md").read_text() == "mine" and (tmp_path / "a-file").read_text() == "mine"
+
 
 def test_report_with_an_undefined_drop_is_strict_json(tmp_path):
     # A zero-shot run can score J = 0 with normal audio (its relative drop is then 0 / 0).

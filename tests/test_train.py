@@ -215,3 +215,25 @@ def test_checkpoint_before_the_first_validation_and_the_log_are_strict_json(tmp_
     run = tmp_path / "runs" / "strict"
     assert strict_json((latest_checkpoint(run / "checkpoints") / "trainer.json").read_text())["progress"]["best"] >= 0
     assert [strict_json(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]["val"]["J"] >= 0
+
+
+def test_a_failed_resume_leaves_the_run_as_it_was(tmp_path):
+    """Resuming with an architecture the checkpoint does not hold is refused, and the run's recipe.json
+    (what the run was started with) is not rewritten by the refused attempt."""
+    settings = recipe(tmp_path, "kept", "train.checkpoint_every=1")
+    train(settings, max_steps=1)
+    saved = (tmp_path / "runs" / "kept" / "recipe.json").read_text()
+    with pytest.raises(AvsegError, match="cannot resume from this checkpoint"):
+        train(recipe(tmp_path, "kept", "train.checkpoint_every=1", "model_config.sedam_layers=2"), resume=True)
+    assert (tmp_path / "runs" / "kept" / "recipe.json").read_text() == saved
+
+
+def test_attention_heads_must_divide_the_width():
+    import dataclasses
+
+    from avseg.errors import ConfigError
+    from avseg.models.teso import TeSO, TeSOConfig
+
+    for bad in ({"heads": 7}, {"sedam_layers": 0}, {"pmqs_layers": -1}):
+        with pytest.raises(ConfigError, match="must divide SeDAM's width"):
+            TeSO(dataclasses.replace(TeSOConfig.tiny(), **bad))

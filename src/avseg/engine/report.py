@@ -23,6 +23,10 @@ from avseg.engine.train import resolve_device
 from avseg.errors import ConfigError
 from avseg.metrics import format_table
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, load_model
+from avseg.outputs import check_writable
+
+REPORT_FILES = ("report.json", "report.md", "drops.png")
+"""What ``avseg evaluate`` writes into its ``--out`` folder (replaced on a new run; anything else there is refused)."""
 
 
 def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None) -> str:
@@ -34,7 +38,11 @@ def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, 
         raise ConfigError(f"--checkpoint: {recipe.model} is zero-shot; it has no checkpoint")
     if not zero_shot and not checkpoint:
         raise ConfigError(f"--checkpoint: {recipe.model} needs a trained model folder (runs/NAME/best)")
+    out = out or (Path(checkpoint) if checkpoint else Path(recipe.output) / recipe.name) / f"eval-{split}"
+    check_writable(Path(out), REPORT_FILES)  # before the evaluation, not after it
     model = load_model(checkpoint) if checkpoint else None
+    if model is not None and model.name != recipe.model:
+        raise ConfigError(f"--checkpoint: {checkpoint} holds a {model.name} model, but the recipe evaluates {recipe.model}")
     prepare_dataset(recipe.data)
     clips = open_split(recipe.data, split)
     system = build_system(recipe, num_classes=clips.num_classes, model=model)
@@ -45,7 +53,6 @@ def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, 
         results, drops = evaluate_preference(segmenter, list(clips), perturb, seed=recipe.train.seed, **options)
     else:
         results, drops = {"normal": evaluate_clips(segmenter, list(clips), **options)}, []
-    out = out or (Path(checkpoint) if checkpoint else Path(recipe.output) / recipe.name) / f"eval-{split}"
     report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
     markdown = _markdown(recipe, split, batch, results, drops)
     write_report(out, report, markdown)

@@ -49,6 +49,7 @@ from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips
 from avseg.engine.memory import keep_large_buffers_mmapped
 from avseg.errors import AvsegError, ConfigError
+from avseg.files import write_json
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, save_system_info
 
 
@@ -183,7 +184,8 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
         if overwrite:
             shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
+        if not resume:  # a resumed run keeps the recipe it was started with
+            write_json(out / "recipe.json", recipe_to_dict(recipe))
     model = system.model.to(device)
     model.activation_checkpointing = settings.activation_checkpointing
     task = system.task(list(train_clips), settings.batch_clips, settings.seed)

@@ -173,6 +173,8 @@ class PerImageGroupNorm(nn.GroupNorm):
 
 
 class TeSO(nn.Module):
+    name = "teso"
+
     def __init__(self, config: TeSOConfig):
         super().__init__()
         self.config = config
@@ -185,6 +187,11 @@ class TeSO(nn.Module):
         self.mask2former.class_predictor = nn.Linear(dim, config.num_classes + 1)
         self.mask2former.criterion = Mask2FormerLoss(m2f, self.mask2former.weight_dict)
 
+        if config.heads < 1 or dim % config.heads or min(config.sedam_layers, config.pmqs_layers) < 1:
+            raise ConfigError(
+                f"model_config: heads {config.heads} must divide SeDAM's width {dim}, and sedam_layers "
+                f"({config.sedam_layers}) and pmqs_layers ({config.pmqs_layers}) must be at least 1"
+            )
         self.sedam = SeDAM(
             config.text_dim, config.audio_dim, dim, config.sedam_layers, config.heads, config.audio_window, config.silence_db
         )
