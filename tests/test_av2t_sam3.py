@@ -241,6 +241,9 @@ def test_convert_sam3_names_every_unexpected_and_missing_key_on_one_line(tmp_pat
     for part in ("unexpected: detr_decoder.presence_head.layer4.bias", "missing: detr_decoder.presence_head.layer3.bias", "wrong shape: dot_product_scoring.query_proj.weight"):
         assert part in error, part
     assert not (tmp_path / "out").exists()
+    for missing in (str(tmp_path / "nope"), "./nope", "nope"):  # a folder that is not there is not a hub lookup
+        assert main(["convert", "sam3", missing, "--out", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err == f"avseg: error: {missing}: no such SAM 3 folder (give a transformers folder, or a hub name such as facebook/sam3)\n"
 
 
 def test_inputs_are_sam3_frames_without_a_beit3_frame():

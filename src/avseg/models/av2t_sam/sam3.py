@@ -266,6 +266,8 @@ detector (the released ``facebook/sam3`` is a ``Sam3VideoModel``: detector, plus
 def _snapshot(name_or_folder: str) -> Path:
     if Path(name_or_folder).is_dir():
         return Path(name_or_folder)
+    if Path(name_or_folder).exists() or name_or_folder.startswith((".", "/", "~")) or name_or_folder.count("/") != 1:
+        raise AvsegError(f"{name_or_folder}: no such SAM 3 folder (give a transformers folder, or a hub name such as facebook/sam3)")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(name_or_folder, allow_patterns=["*.json", "*.safetensors"]))
