@@ -185,7 +185,7 @@ def test_released_sam3_weights_start_a_model_with_fresh_projector_and_adapters(t
         torch.testing.assert_close(value, reference[key], rtol=0, atol=0)
     assert model.config.sam3["detr_decoder_config"]["num_queries"] == 8
     assert model.projector.audio_proj.weight.abs().sum() > 0
-    with pytest.raises(AvsegError, match="cannot load SAM 3"):
+    with pytest.raises(AvsegError, match="no such SAM 3 folder"):
         AV2TSAM3.from_sam3(str(tmp_path / "nothing"))
 
 
