@@ -26,7 +26,7 @@ from avseg.data.avsbench import MS3
 from avseg.data.synthetic import write_dataset
 from avseg.encoders.cache import CachedAudioEncoder, CachedTextEncoder, FeatureCache
 from avseg.encoders.vggish import VGGish, VGGishEncoder
-from avseg.models.registry import minilm_offline_path
+from avseg.encoders.build import minilm_offline_path
 from avseg.models.teso import TeSO, TeSOConfig
 from avseg.models.teso.inputs import TeSOInputs
 from avseg.models.teso.system import TeSOSystem

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from avseg.errors import AvsegError
+from avseg.files import write_json
 
 DATASETS = {"s4": "AVSBench S4", "ms3": "AVSBench MS3", "avss": "AVSBench AVSS", "refavs": "Ref-AVS"}
 ENCODER_LICENCES = {
@@ -52,12 +53,12 @@ def push_model(folder: str | Path, repo_id: str, private: bool = False, revision
         for name in ("config.json", "model.safetensors"):
             _link_or_copy(folder / name, stage / name)
         encoders = {**system.get("encoders", {}), "audio_weights": None, "cache": None}
-        (stage / "system.json").write_text(json.dumps({**system, "encoders": encoders}, indent=1))
+        write_json(stage / "system.json", {**system, "encoders": encoders})
         if recipe:
-            (stage / "recipe.json").write_text(json.dumps(recipe, indent=1))
+            write_json(stage / "recipe.json", recipe)
         for split, report in reports.items():
             (stage / split).mkdir()
-            (stage / split / "report.json").write_text(json.dumps(report, indent=1))
+            (stage / split / "report.json").write_text(json.dumps(report, indent=1))  # as read (may predate strict JSON)
         card = model_card(repo_id, model.config, {**system, "encoders": encoders}, recipe, reports, licence)
         (stage / "README.md").write_text(card)
         return _upload(stage, repo_id, private, revision, token)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from avseg.config import DataConfig, EncodersConfig, Recipe, build_config
-from avseg.encoders.build import build_audio_encoder, build_image_encoder, build_text_encoder, minilm_offline_path
 from avseg.errors import AvsegError, ConfigError
 from avseg.loading import quiet_loading
 from avseg.models import catalog
@@ -33,13 +32,9 @@ __all__ = [
     "ZERO_SHOT_MODELS",
     "System",
     "available_models",
-    "build_audio_encoder",  # kept here for callers of the old location; they live in avseg.encoders.build
-    "build_image_encoder",
     "build_system",
-    "build_text_encoder",
     "load_model",
     "load_system",
-    "minilm_offline_path",
     "read_system_info",
     "save_system_info",
 ]
