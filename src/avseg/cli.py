@@ -110,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
     from avseg.engine.report import evaluate_recipe
 
-    report = evaluate_recipe(load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out)
+    report = evaluate_recipe(load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out, args.robust, args.noise_dir)
     print(report)
 
 
@@ -265,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("config", type=Path)
     evaluate.add_argument("--checkpoint", type=Path, help="a trained model folder (e.g. runs/NAME/best); none for zero-shot recipes")
     evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
-    evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap")
+    evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap, silence, noise, offscreen")
+    evaluate.add_argument("--robust", action="store_true", help="AVSBench-Robust: J, F, FPR under silence, noise and off-screen audio; G-mIoU, G-F")
+    evaluate.add_argument("--noise-dir", type=Path, help="with --robust: a folder of noise recordings (any audio/video file) beside the synthetic pink and brown noise")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
     evaluate.set_defaults(run=cmd_evaluate)

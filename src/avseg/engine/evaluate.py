@@ -15,8 +15,9 @@ from typing import Protocol, Sequence
 import torch
 
 from avseg.data.clip import Clip
-from avseg.data.perturb import PerturbedClips, parse_perturbations
-from avseg.metrics import BinaryAccumulator, NullAccumulator, SemanticAccumulator, preference_drop
+from avseg.errors import ConfigError
+from avseg.data.perturb import NEGATIVE_CONDITIONS, NoiseBank, PerturbedClips, offscreen_donors, parse_perturbations
+from avseg.metrics import BinaryAccumulator, NullAccumulator, SemanticAccumulator, preference_drop, robust_summary
 
 
 class Segmenter(Protocol):
@@ -70,3 +71,40 @@ def evaluate_preference(
     conditions = ["normal", *[p.name for p in parse_perturbations(perturbations) if p.name != "normal"]]
     results = {name: evaluate_clips(segmenter, PerturbedClips(clips, name, seed), **options) for name in conditions}
     return results, preference_drop(results)
+
+
+def evaluate_robust(
+    segmenter: Segmenter,
+    clips: Sequence[Clip],
+    seed: int = 0,
+    noise: NoiseBank | None = None,
+    positive: dict[str, float] | None = None,
+    **options,
+) -> dict:
+    """AVSBench-Robust: J, F, FPR with the clips' own audio and under each negative condition, and the G-metrics.
+
+    ``positive`` reuses an evaluation with normal audio already made. Off-screen audio needs
+    the clips' categories (:func:`avseg.data.perturb.offscreen_donors`); where the reader
+    gives none it is left out, and ``not_run`` says why: the G-metrics then average the
+    conditions that ran, which the report states.
+    """
+    noise = noise or NoiseBank()
+    not_run = robust_conditions_not_run(clips, seed, **options)
+    conditions = {"positive": positive or evaluate_clips(segmenter, clips, **options)}
+    for name in NEGATIVE_CONDITIONS:
+        if name not in not_run:
+            conditions[name] = evaluate_clips(segmenter, PerturbedClips(clips, name, seed, noise=noise), **options)
+    negatives = {name: values for name, values in conditions.items() if name != "positive"}
+    return {"conditions": conditions, **robust_summary(conditions["positive"], negatives), "not_run": not_run, "noise_sources": noise.names}
+
+
+def robust_conditions_not_run(clips: Sequence[Clip], seed: int = 0, num_classes: int = 2, null: bool = False, **_) -> dict[str, str]:
+    """The negative conditions that cannot run on ``clips``, with the reason; errors for what can never run.
+
+    Called before any evaluation, so that a refused ``--robust`` costs nothing.
+    """
+    if num_classes > 2 or null:
+        raise ConfigError("--robust scores binary masks (S4, MS3); AVSS and the Ref-AVS null split have no FPR defined")
+    if offscreen_donors(clips, seed) is None:
+        return {"offscreen": "the dataset's reader gives no clip category (clip.meta 'labels' or 'category')"}
+    return {}
