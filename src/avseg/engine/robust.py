@@ -36,7 +36,7 @@ def plot_robust(robust: dict, path: Path, width: int = 640, height: int = 360) -
     groups["G"] = {"G-mIoU": robust["G-mIoU"], "G-F": robust["G-F"], "G-FPR": robust["G-FPR"]}
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    top, bottom, left = 30, height - 40, 40
+    top, bottom, left = 48, height - 40, 40
     draw.text((left, 8), "AVSBench-Robust: J, F (higher is better), FPR (lower is better)", fill="black")
     draw.line((left, bottom, width - 10, bottom), fill="black")
     palette = [(66, 133, 244), (15, 157, 88), (219, 68, 55)]
@@ -49,4 +49,7 @@ def plot_robust(robust: dict, path: Path, width: int = 640, height: int = 360) -
             draw.rectangle((x0 + m * bar, y, x0 + (m + 1) * bar - 2, bottom), fill=palette[m % 3])
             draw.text((x0 + m * bar, y - 12), f"{value:.2f}", fill="black")
         draw.text((x0, bottom + 6), name, fill="black")
+    for m, label in enumerate(("J / G-mIoU", "F / G-F", "FPR / G-FPR")):
+        draw.rectangle((left + 130 * m, 24, left + 130 * m + 10, 34), fill=palette[m])
+        draw.text((left + 130 * m + 14, 23), label, fill="black")
     image.save(path)
