@@ -83,6 +83,9 @@ def evaluate_robust(
 ) -> dict:
     """AVSBench-Robust: J, F, FPR with the clips' own audio and under each negative condition, and the G-metrics.
 
+    Under negative audio, J and F are still scored against the clips' own masks, as the
+    official test does (its negative-audio configs keep ``dir_mask`` at ``gt_masks``); the
+    FPR alone treats every predicted pixel as false.
     ``positive`` reuses an evaluation with normal audio already made. Off-screen audio needs
     the clips' categories (:func:`avseg.data.perturb.offscreen_donors`); where the reader
     gives none it is left out, and ``not_run`` says why: the G-metrics then average the
