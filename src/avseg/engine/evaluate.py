@@ -69,7 +69,8 @@ def evaluate_preference(
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, float | str]]]:
     """Metrics with normal audio and under each perturbation, and the relative-drop rows."""
     conditions = ["normal", *[p.name for p in parse_perturbations(perturbations) if p.name != "normal"]]
-    results = {name: evaluate_clips(segmenter, PerturbedClips(clips, name, seed), **options) for name in conditions}
+    views = {name: PerturbedClips(clips, name, seed) for name in conditions}  # a condition that cannot be built refuses here, first
+    results = {name: evaluate_clips(segmenter, view, **options) for name, view in views.items()}
     return results, preference_drop(results)
 
 
