@@ -5,7 +5,9 @@ Outputs (in ``--out``, default ``<checkpoint>/eval-<split>``, or
 ``report.md`` (the tables) and ``drops.png`` (a bar plot of the relative
 drops per perturbation). The official J and F are labelled with the batch
 size they were computed at (they depend on it); the batch-independent F is
-reported beside them.
+reported beside them. Both reports name the model's silence gate (its level, and
+whether this evaluation had it on: ``--no-silence-gate`` turns it off and
+changes nothing else); see :mod:`avseg.engine.evaluate` for the two mute rows.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from avseg.errors import ConfigError
 from avseg.metrics import format_table
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, load_model
 from avseg.outputs import check_writable
+from avseg.silence import SilenceGated, describe_gate
 
 REPORT_FILES = ("report.json", "report.md", "drops.png")
 """What ``avseg evaluate`` writes into its ``--out`` folder (replaced on a new run; anything else there is refused)."""
 
 
-def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None) -> str:
-    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data."""
+def evaluate_recipe(
+    recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None, silence_gate: bool = True
+) -> str:
+    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data;
+    ``silence_gate=False`` evaluates the network without its silence gate."""
     keep_freed_memory()
     split = split or recipe.data.test_split
     zero_shot = recipe.model in ZERO_SHOT_MODELS
@@ -47,16 +53,34 @@ def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, 
     clips = open_split(recipe.data, split)
     system = build_system(recipe, num_classes=clips.num_classes, model=model)
     segmenter = system.segmenter(resolve_device(recipe.train.device))
+    gate = _silence_gate(segmenter, silence_gate, recipe.model)
     batch = recipe.train.eval_batch_clips
     options = {"batch_clips": batch, "num_classes": clips.num_classes, "null": split == "test_n"}
     if perturb.strip():
         results, drops = evaluate_preference(segmenter, list(clips), perturb, seed=recipe.train.seed, **options)
     else:
         results, drops = {"normal": evaluate_clips(segmenter, list(clips), **options)}, []
-    report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
-    markdown = _markdown(recipe, split, batch, results, drops)
+    report = {
+        "checkpoint": str(checkpoint) if checkpoint else recipe.model,
+        "split": split,
+        "official_batch_clips": batch,
+        "silence_gate": gate,
+        "results": results,
+        "drops": drops,
+    }
+    markdown = _markdown(recipe, split, batch, results, drops) + f"\n\n{gate['text']}"
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
+
+
+def _silence_gate(segmenter, on: bool, model: str) -> dict:
+    """Switch ``segmenter``'s silence gate; the report's description of it."""
+    level = segmenter.silence_gate_dbfs if isinstance(segmenter, SilenceGated) else None
+    if level is None and not on:
+        raise ConfigError(f"--no-silence-gate: {model} has no silence gate")
+    if level is not None:
+        segmenter.silence_gate = on
+    return {"dbfs": level, "on": level is not None and on, "text": describe_gate(level, on)}
 
 
 def write_report(out: Path, report: dict, markdown: str) -> None:
