@@ -7,7 +7,7 @@ import torch
 
 from avseg.data.avsbench import AVSS
 from avseg.data.clip import Clip
-from avseg.data.synthetic import load_objects
+from avseg.data.synthetic import load_objects, write_dataset
 from avseg.encoders.vggish import VGGish, VGGishConfig, VGGishEncoder
 from avseg.engine.evaluate import evaluate_clips
 from avseg.errors import AvsegError
@@ -260,3 +260,23 @@ def test_corrupt_weights_file_is_a_one_line_error(tmp_path, frozen_model):
     (folder / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(AvsegError, match="model.safetensors: unreadable weights file"):
         TeSO.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("layout", ["s4", "avss"])
+def test_info_nce_runs_on_real_layouts_and_reaches_sedam(tmp_path, layout):
+    from avseg.data.avsbench import S4
+
+    write_dataset(layout, tmp_path / layout, videos=6, seed=3, size=32)
+    reader = (S4 if layout == "s4" else AVSS)(tmp_path / layout, None)  # a reader, as on the real dataset
+    clips = list(reader)
+    cues = {k: v["visible"] for k, v in load_objects(tmp_path / layout).items()}
+    torch.manual_seed(0)
+    audio_encoder = VGGishEncoder(VGGish(VGGishConfig.tiny()))
+    model = TeSO(TeSOConfig.tiny(num_classes=reader.num_classes, text_dim=32, audio_dim=audio_encoder.dim)).train()
+    inputs = TeSOInputs(audio_encoder, HashingTextEncoder(), 32, 64)
+    task = TeSOTask(model, inputs, clips, cues, batch_clips=len(clips), mute_probability=0.0)
+    losses = task.loss(next(task.batches(0)))
+    assert losses["infonce"] > 0
+    sedam = dict(model.sedam.named_parameters())
+    gradients = torch.autograd.grad(losses["infonce"], [sedam["audio_proj.weight"], sedam["audio_proj.bias"]])
+    assert all(g.abs().sum() > 0 for g in gradients)
