@@ -110,9 +110,23 @@ def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
     overrides = ["--set", f"data.root={tmp_path / 'demo' / 'data' / 'ms3'}"]
     assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--perturb", "mute,wgn10,swap", "--out", str(tmp_path / "eval"), *overrides]) == 0
     report = strict_json((tmp_path / "eval" / "report.json").read_text())
-    assert set(report["results"]) == {"normal", "mute", "wgn10", "swap"}
+    assert set(report["results"]) == {"normal", "mute", "mute (gate off)", "wgn10", "swap"}
     assert report["official_batch_clips"] == 4 and "F_batch_independent" in report["results"]["normal"]
-    assert (tmp_path / "eval" / "drops.png").is_file() and "| mute |" in (tmp_path / "eval" / "report.md").read_text()
+    assert report["silence_gate"] == {"dbfs": -60.0, "on": True, "text": "silence gate: -60 dBFS, on"}
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert (tmp_path / "eval" / "drops.png").is_file() and "silence gate: -60 dBFS, on" in markdown
+    assert re.search(r"\| mute \|.*\n\| mute \(gate off\) \|", markdown)  # the muted drop with and without the gate, side by side
+    # --no-silence-gate changes the gate only: the other rows are the same numbers (same process, same inputs)
+    ungated_out = tmp_path / "eval-no-gate"
+    args = ["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--perturb", "mute,wgn10,swap", "--no-silence-gate"]
+    assert main([*args, "--out", str(ungated_out), *overrides]) == 0
+    ungated = strict_json((ungated_out / "report.json").read_text())
+    assert ungated["silence_gate"] == {"dbfs": -60.0, "on": False, "text": "silence gate: -60 dBFS, off"}
+    assert "silence gate: -60 dBFS, off" in (ungated_out / "report.md").read_text()
+    assert ungated["results"]["mute"] == report["results"]["mute (gate off)"]
+    assert ungated["results"]["mute (gate on)"] == report["results"]["mute"]
+    for condition in ("normal", "wgn10", "swap"):
+        assert ungated["results"][condition] == report["results"][condition], condition
 
     # refused before any evaluation: an --out that is a file or holds other files, a checkpoint of another model
     from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
