@@ -13,6 +13,8 @@ from avseg.data.perturb import (
     white_noise,
 )
 from avseg.data.synthetic import write_wav
+from avseg.engine.evaluate import robust_conditions_not_run
+from avseg.engine.robust import robust_markdown
 from avseg.errors import ConfigError
 
 
@@ -21,7 +23,7 @@ def make_clips(count=5, rate=8000, categories=None):
     for k in range(count):
         meta = {"id": f"c{k}"}
         if categories is not None and categories[k] is not None:
-            meta["labels" if isinstance(categories[k], list) else "category"] = categories[k]
+            meta.update({"sounding_labels": categories[k]} if isinstance(categories[k], list) else {"category": categories[k]})
         t = np.arange(rate) / rate
         waveform = (0.3 * np.sin(2 * np.pi * 200 * (k + 1) * t)).astype(np.float32)
         frames = np.full((2, 4, 4, 3), k, dtype=np.uint8)
@@ -131,20 +133,38 @@ def test_offscreen_audio_comes_from_a_clip_of_another_category():
         assert categories[donor] != categories[k]
         assert offscreen[k].meta["audio_from"] == f"c{donor}"
         np.testing.assert_array_equal(offscreen[k].waveform, clips[donor].waveform)
-    np.testing.assert_array_equal(offscreen_donors(clips, 4), offscreen.permutation)  # seeded
-    # multi-label clips (meta "labels"): no category in common
-    clips = make_clips(3, categories=[["dog", "bell"], ["bell"], ["horn"]])
-    donors = offscreen_donors(clips, 0)
-    assert list(donors[:2]) == [2, 2] and donors[2] in (0, 1)
+    donors, unmatched = offscreen_donors(clips, 4)
+    np.testing.assert_array_equal(donors, offscreen.permutation)  # seeded
+    assert unmatched == [] and offscreen.unmatched == []
+    # per-frame sounding labels (meta "sounding_labels"): no category in common over the clip's frames;
+    # a clip where nothing sounds (the last) takes any clip that sounds, and is nobody's donor
+    clips = make_clips(4, categories=[[["dog"], ["bell"]], [["bell"], []], [[], ["horn"]], [[], []]])
+    donors, unmatched = offscreen_donors(clips, 0)
+    assert list(donors[:2]) == [2, 2] and donors[2] in (0, 1) and donors[3] in (0, 1, 2) and unmatched == []
 
 
 def test_offscreen_audio_needs_two_categories():
     with pytest.raises(ConfigError, match="^off-screen audio needs two categories; these clips have only one \\(dog\\)$"):
         PerturbedClips(make_clips(4, categories=["dog"] * 4), "offscreen")
-    with pytest.raises(ConfigError, match="clip c2 has none"):
-        offscreen_donors(make_clips(3, categories=["dog", "bell", None]), 0)
-    with pytest.raises(ConfigError, match="every other clip shares a category with clip c0"):
-        offscreen_donors(make_clips(3, categories=[["dog", "bell"], ["bell"], ["dog"]]), 0)
+    # a clip that every other sounding clip shares a category with: the official MS3 fallback, a random other clip, listed
+    donors, unmatched = offscreen_donors(make_clips(3, categories=[[["dog", "bell"]], [["bell"]], [["dog"]]]), 0)
+    assert unmatched == [0] and donors[0] in (1, 2) and list(donors[1:]) == [2, 1]
     assert offscreen_donors(make_clips(3), 0) is None  # the reader gives no categories
     with pytest.raises(ConfigError, match="reader gives none"):
         PerturbedClips(make_clips(3), "offscreen")
+
+
+def test_robust_leaves_out_offscreen_where_the_reader_names_no_category():
+    assert robust_conditions_not_run(make_clips(3, categories=["dog", "bell", "dog"])) == {}
+    not_run = robust_conditions_not_run(make_clips(3))  # real MS3: no category in its files
+    assert list(not_run) == ["offscreen"] and "names no sounding category" in not_run["offscreen"]
+    with pytest.raises(ConfigError, match="--robust scores binary masks"):
+        robust_conditions_not_run(make_clips(3), num_classes=71)
+    values = {"J": 0.5, "F": 0.6, "FPR": 0.3, "F_batch_independent": 0.6, "FPR_batch_independent": 0.3}
+    robust = {
+        "conditions": {"positive": values, "silence": values, "noise": values},
+        **{"G-mIoU": 0.6, "G-F": 0.65, "G-FPR": 0.3, "G-F_batch_independent": 0.65},
+        "not_run": not_run, "noise_sources": ["pink", "brown"], "offscreen_unmatched": [],
+    }
+    markdown = robust_markdown(robust)
+    assert "| noise | 0.5000 | 0.6000 | 0.3000 |" in markdown and "Not run: offscreen" in markdown

@@ -32,11 +32,12 @@ so the right answer is an empty mask.
 * ``offscreen``: the audio of another clip of a *different* category (no
   category in common), chosen at random per clip: the official rule
   ("Find videos that don't share categories with current video"), without its
-  extra table of least suitable contrast categories. Categories are read
-  from ``clip.meta``: ``labels`` (a list of names) where a reader fills it,
-  else ``category``. A split with one category only cannot be paired and is an
-  error; a split whose reader gives no category at all cannot run the
-  condition (see :func:`offscreen_donors`).
+  extra table of least suitable contrast categories. A clip's categories are
+  what sounds in it: the names in ``clip.meta["sounding_labels"]`` (per frame,
+  filled by the readers) over all its frames, else ``meta["category"]``. A
+  split with one category only cannot be paired and is an error; a split whose
+  reader names no category at all (real MS3) cannot run the condition (see
+  :func:`offscreen_donors`).
 
 Noise, the swap permutation and the off-screen donors are deterministic given
 the seed and the clip index, so every run of an evaluation sees the same
@@ -184,21 +185,24 @@ class NoiseBank:
 
 
 def clip_categories(clip: Clip) -> frozenset[str]:
-    """What a clip's sound is of: ``meta['labels']`` where the reader fills it, else ``meta['category']``."""
-    labels = clip.meta.get("labels")
-    if labels:
-        return frozenset(map(str, labels))
+    """What sounds in a clip: the names in ``meta['sounding_labels']`` over its frames, else ``meta['category']``."""
+    per_frame = clip.meta.get("sounding_labels")
+    if per_frame is not None:
+        return frozenset(str(name) for names in per_frame for name in names)
     category = clip.meta.get("category")
     return frozenset([str(category)]) if category else frozenset()
 
 
-def offscreen_donors(clips: Sequence[Clip], seed: int) -> np.ndarray | None:
-    """For each clip, the index of a clip with no category in common (seeded random choice).
+def offscreen_donors(clips: Sequence[Clip], seed: int) -> tuple[np.ndarray, list[int]] | None:
+    """For each clip, a clip that sounds and has no category in common with it (seeded random choice).
 
-    ``None`` when no clip has a category (the reader supplies none, e.g. MS3 before it has
-    labels): the condition cannot be built, and the caller says so. An error when the
-    categories cannot pair every clip: one category only, a clip without a category, or a
-    clip whose categories every other clip shares.
+    Returns ``(donors, unmatched)``. A clip where nothing sounds (a silent MS3 clip) takes any
+    clip that sounds. A clip whose categories every other sounding clip shares is *unmatched*:
+    like the official MS3 script ("No suitable contrast found ... Falling back to random
+    misalignment"), it takes a random other sounding clip, and ``unmatched`` lists it so that
+    the report can say how many. ``None`` when no clip names a category (the reader supplies
+    none, e.g. real MS3): the condition cannot be built, and the caller says so. One category
+    only is an error: no clip could be paired.
     """
     categories = [clip_categories(clip) for clip in clips]
     if not any(categories):
@@ -206,15 +210,14 @@ def offscreen_donors(clips: Sequence[Clip], seed: int) -> np.ndarray | None:
     distinct = sorted(set().union(*categories))
     if len(distinct) < 2:
         raise ConfigError(f"off-screen audio needs two categories; these clips have only one ({distinct[0]})")
-    donors = np.zeros(len(clips), dtype=np.int64)
+    donors, unmatched = np.zeros(len(clips), dtype=np.int64), []
     for index, own in enumerate(categories):
-        if not own:
-            raise ConfigError(f"off-screen audio needs every clip's category; clip {clips[index].id or index} has none")
         candidates = [k for k, other in enumerate(categories) if other and not other & own]
         if not candidates:
-            raise ConfigError(f"off-screen audio: every other clip shares a category with clip {clips[index].id or index} ({', '.join(sorted(own))})")
+            unmatched.append(index)
+            candidates = [k for k, other in enumerate(categories) if other and k != index]
         donors[index] = candidates[int(np.random.default_rng([seed, index]).integers(len(candidates)))]
-    return donors
+    return donors, unmatched
 
 
 def borrowed_audio(donor: Clip, clip: Clip) -> np.ndarray:
@@ -225,7 +228,8 @@ class PerturbedClips(Sequence[Clip]):
     """A view of a clip sequence whose audio is perturbed on access.
 
     ``noise`` is the :class:`NoiseBank` of the ``noise`` condition (the synthetic
-    colours when not given). ``offscreen`` on clips without categories raises.
+    colours when not given). ``offscreen`` on clips without categories raises;
+    ``unmatched`` lists the clips it had to pair with a clip sharing a category.
     """
 
     def __init__(self, clips: Sequence[Clip], perturbation: Perturbation | str, seed: int = 0, noise: NoiseBank | None = None):
@@ -235,10 +239,12 @@ class PerturbedClips(Sequence[Clip]):
         self.noise = noise or NoiseBank()
         name = self.perturbation.name
         self.permutation = derangement(len(clips), seed) if name == "swap" else None
+        self.unmatched: list[int] = []
         if name == "offscreen":
-            self.permutation = offscreen_donors(clips, seed)
-            if self.permutation is None:
+            pairing = offscreen_donors(clips, seed)
+            if pairing is None:
                 raise ConfigError("off-screen audio needs clip categories; this dataset's reader gives none")
+            self.permutation, self.unmatched = pairing
 
     def __len__(self) -> int:
         return len(self.clips)

@@ -6,7 +6,9 @@ Outputs (in ``--out``, default ``<checkpoint>/eval-<split>``, or
 drops per perturbation); with ``--robust``, the AVSBench-Robust table in
 both and ``robust.png`` (see :mod:`avseg.engine.robust`). The official J and F are labelled with the batch
 size they were computed at (they depend on it); the batch-independent F is
-reported beside them.
+reported beside them. Both reports name the model's silence gate (its level, and
+whether this evaluation had it on: ``--no-silence-gate`` turns it off and
+changes nothing else); see :mod:`avseg.engine.evaluate` for the two mute rows.
 """
 
 from __future__ import annotations
@@ -27,15 +29,25 @@ from avseg.errors import ConfigError
 from avseg.metrics import format_table
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, load_model
 from avseg.outputs import check_writable
+from avseg.silence import SilenceGated, describe_gate
 
 REPORT_FILES = ("report.json", "report.md", "drops.png", "robust.png")
 """What ``avseg evaluate`` writes into its ``--out`` folder (replaced on a new run; anything else there is refused)."""
 
 
 def evaluate_recipe(
-    recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None, robust: bool = False, noise_dir: Path | None = None
+    recipe: Recipe,
+    checkpoint: Path | None,
+    split: str | None,
+    perturb: str,
+    out: Path | None,
+    silence_gate: bool = True,
+    robust: bool = False,
+    noise_dir: Path | None = None,
 ) -> str:
-    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data."""
+    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data;
+    ``silence_gate=False`` evaluates the network without its silence gate; ``robust`` adds
+    AVSBench-Robust's negative audio (``noise_dir``: noise recordings)."""
     keep_freed_memory()
     if noise_dir is not None and not robust:
         raise ConfigError("--noise-dir: the noise clips are for --robust; add --robust")
@@ -60,17 +72,35 @@ def evaluate_recipe(
         robust_conditions_not_run(clips, recipe.train.seed, **options)  # refuse before evaluating
     system = build_system(recipe, num_classes=reader.num_classes, model=model)
     segmenter = system.segmenter(resolve_device(recipe.train.device))
+    gate = _silence_gate(segmenter, silence_gate, recipe.model)
     if perturb.strip():
         results, drops = evaluate_preference(segmenter, clips, perturb, seed=recipe.train.seed, **options)
     else:
         results, drops = {"normal": evaluate_clips(segmenter, clips, **options)}, []
-    report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
-    markdown = _markdown(recipe, split, batch, results, drops)
+    report = {
+        "checkpoint": str(checkpoint) if checkpoint else recipe.model,
+        "split": split,
+        "official_batch_clips": batch,
+        "silence_gate": gate,
+        "results": results,
+        "drops": drops,
+    }
+    markdown = _markdown(recipe, split, batch, results, drops) + f"\n\n{gate['text']}"
     if robust:
         report["robust"] = evaluate_robust(segmenter, clips, recipe.train.seed, noise, positive=results["normal"], **options)
         markdown += "\n\n" + robust_markdown(report["robust"])
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
+
+
+def _silence_gate(segmenter, on: bool, model: str) -> dict:
+    """Switch ``segmenter``'s silence gate; the report's description of it."""
+    level = segmenter.silence_gate_dbfs if isinstance(segmenter, SilenceGated) else None
+    if level is None and not on:
+        raise ConfigError(f"--no-silence-gate: {model} has no silence gate")
+    if level is not None:
+        segmenter.silence_gate = on
+    return {"dbfs": level, "on": level is not None and on, "text": describe_gate(level, on)}
 
 
 def write_report(out: Path, report: dict, markdown: str) -> None:

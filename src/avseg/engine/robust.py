@@ -25,6 +25,8 @@ def robust_markdown(robust: dict) -> str:
     summary = [{key: robust[key] for key in ("G-mIoU", "G-F", "G-FPR", "G-F_batch_independent")}]
     lines = ["### AVSBench-Robust: positive and negative audio", "", format_table(rows), "", format_table(summary), "", f"Source: {SOURCE}."]
     lines.append(f"Noise sources: {', '.join(robust['noise_sources'])}.")
+    if robust["offscreen_unmatched"]:
+        lines.append(f"Off-screen: {len(robust['offscreen_unmatched'])} clip(s) had no clip of another category and took a random other sounding clip, as the official MS3 script does.")
     for name, reason in robust["not_run"].items():
         lines.append(f"Not run: {name} ({reason}); the G-metrics average the conditions above.")
     return "\n".join(lines)
