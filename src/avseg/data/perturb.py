@@ -21,8 +21,8 @@ so the right answer is an empty mask.
 
 * ``silence``: all zeros (the official ``AudioSegment.silent``: digital
   silence, the same signal as ``mute``).
-* ``noise``: ambient noise at :data:`NOISE_RMS`. The official generator plays
-  uniform white noise at full scale; avseg draws, per clip, one source from a
+* ``noise``: ambient noise at :data:`NOISE_RMS`. The official generator writes
+  full-scale white noise; avseg draws, per clip, one source from a
   :class:`NoiseBank`: synthetic *pink* (power ~ 1/f) or *brown* (power ~ 1/f^2)
   noise, shaped from seeded Gaussian noise in the frequency domain, plus the
   noise recordings in ``--noise-dir`` (any file :mod:`avseg.media` can decode,
@@ -31,8 +31,11 @@ so the right answer is an empty mask.
   level.
 * ``offscreen``: the audio of another clip of a *different* category (no
   category in common), chosen at random per clip: the official rule
-  ("Find videos that don't share categories with current video"), without its
-  extra table of least suitable contrast categories. A clip's categories are
+  ("Find videos that don't share categories with current video"). The
+  official script compares broad groups of AVSBench's class names (music,
+  human, animal, device) and also avoids one "least suitable" group per group;
+  avseg compares the categories themselves (a guitar clip may hear a violin),
+  since that table only covers AVSBench's names. A clip's categories are
   what sounds in it: the names in ``clip.meta["sounding_labels"]`` (per frame,
   filled by the readers) over all its frames, else ``meta["category"]``. A
   split with one category only cannot be paired and is an error; a split whose
