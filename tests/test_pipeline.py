@@ -195,6 +195,9 @@ def test_evaluate_robust_on_synthetic_data(tmp_path, model_dir, capsys, layout):
     markdown = (out / "report.md").read_text()
     assert "| G-mIoU | G-F | G-FPR |" in markdown and "| silence |" in markdown and "| G-mIoU | G-F | G-FPR |" in printed
     assert (out / "robust.png").is_file()
+    if layout == "s4":  # a later run without --robust into the same folder leaves no stale plot
+        assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(model_dir), "--out", str(out), *overrides]) == 0
+        assert not (out / "robust.png").exists() and "robust" not in strict_json((out / "report.json").read_text())
 
 
 def test_evaluate_robust_bad_input_is_one_line(tmp_path, model_dir, capsys):

@@ -121,6 +121,8 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
         plot_drops(report["drops"], out / "drops.png")
     if report.get("robust"):
         plot_robust(report["robust"], out / "robust.png")
+    else:
+        (out / "robust.png").unlink(missing_ok=True)  # not this run's: an earlier --robust run's plot
 
 
 def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list) -> str:
