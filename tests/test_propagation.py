@@ -138,6 +138,26 @@ def test_av2t_sam_propagates_with_every_sam2_weight_of_its_official_checkpoint(t
     assert np.isfinite(propagator.step(frame)).all()
 
 
+def test_a_model_trained_from_a_converted_folder_keeps_its_sam2_memory(tmp_path, monkeypatch):
+    from avseg.models.registry import load_model
+
+    official_checkpoint(tmp_path, monkeypatch)
+    load_model(tmp_path / "converted").save_pretrained(tmp_path / "trained")  # what avseg train does with init
+    kept = (tmp_path / "trained" / MEMORY_FILE).read_bytes()
+    assert kept == (tmp_path / "converted" / MEMORY_FILE).read_bytes()
+    assert load_propagator("auto", tmp_path / "trained", {"model": "av2t-sam"}, "cpu").memory_bound() == 7
+
+
+def test_sam2_video_names_are_read_in_both_directions():
+    from avseg.models.av2t_sam.convert import SAM2_VIDEO_NAMES
+
+    image_keys = set(Sam2Model(tiny_video_sam2_config()).state_dict())
+    for key in random_video_model().state_dict():
+        if key not in image_keys:
+            official = official_sam2_video_name(key)
+            assert SAM2_VIDEO_NAMES.to_ours(official) == key and SAM2_VIDEO_NAMES.to_official(key) == official, key
+
+
 def test_the_propagator_refuses_missing_and_extra_sam2_memory_weights_in_one_line(tmp_path, monkeypatch):
     official_checkpoint(tmp_path, monkeypatch)
     path = tmp_path / "converted" / MEMORY_FILE

@@ -3,7 +3,7 @@
 **AV2T-SAM's own SAM 2.** A converted folder holds SAM 2's image encoder, prompt encoder and mask decoder in
 ``model.safetensors`` (under ``sam.``, with transformers ``Sam2Model`` names, which ``Sam2VideoModel`` shares)
 and SAM 2's video-only parts in ``sam2_memory.safetensors`` under their official names (see
-:mod:`avseg.models.av2t_sam.convert`). :data:`SAM2_VIDEO_NAMES` maps those official names onto
+:mod:`avseg.models.av2t_sam.convert`). Its :data:`~avseg.models.av2t_sam.convert.SAM2_VIDEO_NAMES` maps those official names onto
 ``Sam2VideoModel`` (after transformers' ``convert_sam2_video_to_hf``), and the model is loaded strictly:
 every key filled, none left over, or one line naming the missing and extra keys (official names for the
 memory parts). The mask decoder is the one the folder holds (AV2T-SAM's fine-tuned one); the image
@@ -25,51 +25,11 @@ from transformers.initialization import no_init_weights
 
 from avseg.errors import AvsegError
 from avseg.loading import loading
-from avseg.models.av2t_sam.convert import MEMORY_FILE, NameTable, _mlp
+from avseg.models.av2t_sam.convert import MEMORY_FILE, SAM2_VIDEO_NAMES
 from avseg.models.av2t_sam.model import AV2TSAMConfig, listed_problems, load_strict, read_model_folder, tiny_sam2_config
 
 MEMORY_ATTENTION_LAYERS = 4
 """SAM 2's memory attention depth (``memory_attention.num_layers: 4`` in every released config)."""
-MASK_DOWNSAMPLER_LAYERS = 4
-"""SAM 2's mask downsampler: total stride 16 in strides of 2."""
-
-
-def _attention_pairs(official: str, ours: str) -> list[tuple[str, str]]:
-    return [(f"{official}.out_proj.", f"{ours}.o_proj."), (f"{official}.", f"{ours}.")]
-
-
-SAM2_VIDEO_NAMES = NameTable(
-    [
-        *_attention_pairs("memory_attention.layers.{i}.self_attn", "memory_attention.layers.{i}.self_attn"),
-        *_attention_pairs("memory_attention.layers.{i}.cross_attn_image", "memory_attention.layers.{i}.cross_attn_image"),
-        ("memory_attention.layers.{i}.norm{n}.", "memory_attention.layers.{i}.layer_norm{n}."),
-        ("memory_attention.layers.{i}.linear{n}.", "memory_attention.layers.{i}.linear{n}."),
-        ("memory_attention.norm.", "memory_attention.layer_norm."),
-        *(
-            pair
-            for k in range(MASK_DOWNSAMPLER_LAYERS)
-            for pair in (
-                (f"memory_encoder.mask_downsampler.encoder.{3 * k}.", f"memory_encoder.mask_downsampler.layers.{k}.conv."),
-                (f"memory_encoder.mask_downsampler.encoder.{3 * k + 1}.", f"memory_encoder.mask_downsampler.layers.{k}.layer_norm."),
-            )
-        ),
-        (f"memory_encoder.mask_downsampler.encoder.{3 * MASK_DOWNSAMPLER_LAYERS}.", "memory_encoder.mask_downsampler.final_conv."),
-        ("memory_encoder.pix_feat_proj.", "memory_encoder.feature_projection."),
-        ("memory_encoder.out_proj.", "memory_encoder.projection."),
-        ("memory_encoder.fuser.layers.{i}.dwconv.", "memory_encoder.memory_fuser.layers.{i}.depthwise_conv."),
-        ("memory_encoder.fuser.layers.{i}.norm.", "memory_encoder.memory_fuser.layers.{i}.layer_norm."),
-        ("memory_encoder.fuser.layers.{i}.pwconv{n}.", "memory_encoder.memory_fuser.layers.{i}.pointwise_conv{n}."),
-        ("memory_encoder.fuser.layers.{i}.gamma", "memory_encoder.memory_fuser.layers.{i}.scale"),
-        *_mlp("obj_ptr_proj", "object_pointer_proj", 3),
-        ("obj_ptr_tpos_proj.", "temporal_positional_encoding_projection_layer."),
-        ("mask_downsample.", "mask_downsample."),
-        ("maskmem_tpos_enc", "memory_temporal_positional_encoding"),
-        ("no_mem_pos_enc", "no_memory_positional_encoding"),
-        ("no_obj_ptr", "no_object_pointer"),
-        ("no_obj_embed_spatial", "occlusion_spatial_embedding_parameter"),
-    ]
-)
-"""SAM 2's video-only parts: official ``sam2`` names <-> transformers ``Sam2VideoModel`` names."""
 
 
 def tiny_video_sam2_config() -> Sam2Config:
