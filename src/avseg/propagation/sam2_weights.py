@@ -5,8 +5,8 @@
 and SAM 2's video-only parts in ``sam2_memory.safetensors`` under their official names (see
 :mod:`avseg.models.av2t_sam.convert`). Its :data:`~avseg.models.av2t_sam.convert.SAM2_VIDEO_NAMES` maps those official names onto
 ``Sam2VideoModel`` (after transformers' ``convert_sam2_video_to_hf``), and the model is loaded strictly:
-every key filled, none left over, or one line naming the missing and extra keys (official names for the
-memory parts). The mask decoder is the one the folder holds (AV2T-SAM's fine-tuned one); the image
+every key filled, none left over, or one line naming the missing keys (transformers names) and the extra
+ones (``sam2_memory.safetensors:<official name>`` for a video part with no place). The mask decoder is the one the folder holds (AV2T-SAM's fine-tuned one); the image
 encoder runs without AV2T-SAM's audio adapters (propagation is visual).
 
 The official checkpoints carry no configuration. The sizes of the memory parts are SAM 2's (4 memory
@@ -18,15 +18,18 @@ load then checks every other tensor against those sizes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from safetensors.torch import load_file
+
+import torch
+from safetensors import safe_open
 from transformers import Sam2Config, Sam2VideoConfig, Sam2VideoModel
 from transformers.initialization import no_init_weights
 
 from avseg.errors import AvsegError
 from avseg.loading import loading
 from avseg.models.av2t_sam.convert import MEMORY_FILE, SAM2_VIDEO_NAMES
-from avseg.models.av2t_sam.model import AV2TSAMConfig, listed_problems, load_strict, read_model_folder, tiny_sam2_config
+from avseg.models.av2t_sam.model import AV2TSAMConfig, listed_problems, load_strict, tiny_sam2_config
 
 MEMORY_ATTENTION_LAYERS = 4
 """SAM 2's memory attention depth (``memory_attention.num_layers: 4`` in every released config)."""
@@ -71,7 +74,11 @@ def sam2_video_from_av2t(folder: str | Path) -> Sam2VideoModel | None:
     """The ``Sam2VideoModel`` of a converted AV2T-SAM / EVF-SAM2 folder, loaded strictly; None for an
     EVF-SAM (SAM ViT-H) folder, which has no video memory."""
     folder = Path(folder)
-    config, state, source = read_model_folder(folder, AV2TSAMConfig)
+    try:
+        values = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raise AvsegError(f"{folder / 'config.json'}: missing or not JSON (not an AV2T-SAM model folder)") from None
+    config = AV2TSAMConfig.from_dict(values, f"{folder / 'config.json'}: ")
     if config.backbone != "sam2":
         return None
     path = folder / MEMORY_FILE
@@ -80,21 +87,30 @@ def sam2_video_from_av2t(folder: str | Path) -> Sam2VideoModel | None:
             f"{path}: missing file (avseg convert keeps SAM 2's memory weights there; reconvert the official checkpoint, "
             f"name a SAM 2 video model with --propagator, or use --propagator none)"
         )
-    try:
-        memory = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 (safetensors raises its own error type for a truncated or foreign file)
-        raise AvsegError(f"{path}: unreadable weights file ({' '.join(str(exc).split())[:200]})") from None
+    state = read_tensors(folder / "model.safetensors", "sam.")  # SAM 2 only: not BEiT-3, adapters or projector
+    memory = read_tensors(path)
     if "maskmem_tpos_enc" not in memory or memory["maskmem_tpos_enc"].dim() != 4:
         raise AvsegError(f"{path}: no maskmem_tpos_enc of shape (num_maskmem, 1, 1, memory_dim); not SAM 2's memory weights")
     positions = memory["maskmem_tpos_enc"]
     video_config = sam2_video_config(config.sam_config(), positions.shape[-1], positions.shape[0], "no_obj_embed_spatial" in memory)
-    weights = {key[len("sam.") :]: value for key, value in state.items() if key.startswith("sam.")}
+    weights = {key[len("sam.") :]: value for key, value in state.items()}
     for key, value in memory.items():
         weights[SAM2_VIDEO_NAMES.to_ours(key) or f"{MEMORY_FILE}:{key}"] = value
     with no_init_weights():  # not on the meta device: the memory attention's RoPE tables are computed when built
         model = Sam2VideoModel(video_config)
-    load_strict(model, weights, f"{source} + {path.name}")
+    load_strict(model, weights, f"{folder / 'model.safetensors'} + {path.name}")
     return model.eval()
+
+
+def read_tensors(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file whose names start with ``prefix`` (only those are read)."""
+    if not path.is_file():
+        raise AvsegError(f"{path}: missing file")
+    try:
+        with safe_open(str(path), "pt") as weights:
+            return {key: weights.get_tensor(key) for key in weights.keys() if key.startswith(prefix)}
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own error type for a truncated or foreign file)
+        raise AvsegError(f"{path}: unreadable weights file ({' '.join(str(exc).split())[:200]})") from None
 
 
 def load_sam2_video(name_or_folder: str) -> Sam2VideoModel:
@@ -105,7 +121,7 @@ def load_sam2_video(name_or_folder: str) -> Sam2VideoModel:
     if not local.is_dir() and (local.exists() or name_or_folder.startswith((".", "/", "~")) or name_or_folder.count("/") != 1):
         raise AvsegError(f"{name_or_folder}: no such SAM 2 video folder (give a transformers folder, or a hub name such as facebook/sam2.1-hiera-large)")
     if local.is_dir() and not (local / "config.json").is_file():
-        raise AvsegError(f"{name_or_folder}: is not a SAM 2 video model (no config.json)")
+        raise AvsegError(f"{name_or_folder} is not a SAM 2 video model (no config.json)")
     with loading(name_or_folder, "the SAM 2 video model's config"):
         config = AutoConfig.from_pretrained(name_or_folder)
     if config.model_type != Sam2VideoConfig.model_type:
