@@ -127,6 +127,7 @@ def official_checkpoint(tmp_path, monkeypatch) -> tuple[AV2TSAM, Sam2VideoModel]
 def test_av2t_sam_propagates_with_every_sam2_weight_of_its_official_checkpoint(tmp_path, monkeypatch):
     reference, video = official_checkpoint(tmp_path, monkeypatch)
     propagator = load_propagator("auto", tmp_path / "converted", {"model": "av2t-sam"}, "cpu")
+    assert propagator.source == f"Sam2VideoModel of {tmp_path / 'converted'}"
     loaded = propagator.model.state_dict()
     image_keys = set(Sam2Model(tiny_video_sam2_config()).state_dict())
     sam = reference.sam.state_dict()

@@ -52,7 +52,7 @@ def load_propagator(spec: str, model_folder: str | Path | None, system_info: dic
     if spec == NONE:
         return None
     if spec != AUTO:
-        return sam2_propagator(load_sam2_video(spec), device)
+        return sam2_propagator(load_sam2_video(spec), device, source=f"Sam2VideoModel {spec}")
     model = system_info.get("model")
     if model == "zeroshot-sam3":
         from avseg.models.zero_shot import ZeroShotConfig
@@ -63,18 +63,18 @@ def load_propagator(spec: str, model_folder: str | Path | None, system_info: dic
         if model_folder is None:
             raise ConfigError("--propagator auto: AV2T-SAM's propagator is the SAM 2 of its model folder; none was given")
         video_model = sam2_video_from_av2t(model_folder)
-        return sam2_propagator(video_model, device) if video_model is not None else None
+        return sam2_propagator(video_model, device, source=f"Sam2VideoModel of {model_folder}") if video_model is not None else None
     return None
 
 
-def sam2_propagator(model: Any, device: str = "cpu", max_keyframes: int = 1) -> Propagator:
+def sam2_propagator(model: Any, device: str = "cpu", max_keyframes: int = 1, source: str = "Sam2VideoModel") -> Propagator:
     """A :class:`~avseg.propagation.sam2_video.MemoryPropagator` on a loaded ``Sam2VideoModel`` (ImageNet mean/std)."""
     from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
     from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD
     from avseg.propagation.sam2_video import MemoryPropagator
 
-    return MemoryPropagator(model, Sam2VideoInferenceSession, IMAGENET_MEAN, IMAGENET_STD, device, max_keyframes)
+    return MemoryPropagator(model, Sam2VideoInferenceSession, IMAGENET_MEAN, IMAGENET_STD, device, max_keyframes, source)
 
 
 __all__ = ["AUTO", "NONE", "Propagator", "load_propagator", "sam2_propagator"]

@@ -52,6 +52,7 @@ class MemoryPropagator:
         std: Sequence[float],
         device: str | torch.device = "cpu",
         max_keyframes: int = 1,
+        source: str = "",
     ):
         if max_keyframes < 1:
             raise ValueError(f"max_keyframes must be at least 1, got {max_keyframes}")
@@ -60,6 +61,8 @@ class MemoryPropagator:
         self.mean, self.std = tuple(mean), tuple(std)
         self.device = torch.device(device)
         self.max_keyframes = max_keyframes
+        self.source = source or type(model).__name__
+        """What propagates, for summaries: the model class and where its weights came from."""
         config = model.config
         self.image_size = int(config.image_size)
         self.recent_memories = config.num_maskmem - 1

@@ -61,7 +61,8 @@ def sam3_propagator(name_or_folder: str, device: str = "cpu", max_keyframes: int
     from avseg.propagation.sam2_video import MemoryPropagator
 
     model = load_sam3_tracker(name_or_folder)
-    return MemoryPropagator(model, Sam3TrackerVideoInferenceSession, (SAM3_MEAN,) * 3, (SAM3_STD,) * 3, device, max_keyframes)
+    source = f"Sam3TrackerVideoModel of {name_or_folder}"
+    return MemoryPropagator(model, Sam3TrackerVideoInferenceSession, (SAM3_MEAN,) * 3, (SAM3_STD,) * 3, device, max_keyframes, source)
 
 
 def tiny_sam3_video_config() -> Any:
