@@ -150,7 +150,8 @@ def test_one_heard_class_is_the_only_sam3_prompt(model_dirs, monkeypatch):
     logits, details = segmenter.predict_with_details([sounding_clip(seconds=3)])
 
     expected = sam3.input_ids.new_tensor(tiny_tokenizer()("acoustic guitar", padding="max_length", max_length=16)["input_ids"])
-    assert len(sam3_calls) == len(vision_calls) == 3  # one vision pass per frame, shared by its prompts
+    assert len(vision_calls) == 1 and len(sam3_calls) == 3  # one vision pass for the window; the decoder per frame
+    assert vision_calls[0]["pixel_values"].shape[0] == 3
     for call in sam3_calls:
         assert call["input_ids"].tolist() == [expected.tolist()]
         assert call["vision_embeds"].fpn_hidden_states[0].shape[0] == 1
@@ -166,7 +167,7 @@ def test_prompts_and_how_masks_combine(model_dirs, monkeypatch):
     monkeypatch.setattr(base.clap, "probabilities", lambda windows: torch.tensor([[0.1, 0.3, 0.25, 0.35]] * len(windows)))
     maps = torch.full((4, 4, 4), -5.0)
     maps[1, :2], maps[2, :, :1], maps[3, 3:] = 4.0, 8.0, 2.0  # dog: top half, drum: left column, bird: bottom row
-    monkeypatch.setattr(base.sam3, "class_logits", lambda frame, classes: maps[list(classes)])
+    monkeypatch.setattr(base.sam3, "class_logits", lambda vision, row, classes: maps[list(classes)])
 
     assert base.hear(clip)[0].prompted == [3, 1, 2]  # >= 0.25, most probable first
     binary = base.predict([clip])[0]

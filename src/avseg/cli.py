@@ -110,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
     from avseg.engine.report import evaluate_recipe
 
-    report = evaluate_recipe(load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out)
+    report = evaluate_recipe(load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out, args.precision, args.compile)
     print(report)
 
 
@@ -124,7 +124,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
     options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
     settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
     cue_models = (lambda: load_cue_models(args.captioner, args.llm, args.device)) if auto_cues else None
-    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models)
+    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models, args.precision, args.compile)
     for video in args.videos:
         out = loaded.segment(video, args.out, args.window)
         print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
@@ -188,6 +188,11 @@ def int_between(low: int, high: int | None = None):
         return value
 
     return parse
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), help="autocast precision (default: bf16 on CUDA, fp32 on CPU; fp16 is CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models' repeated blocks (the first call pays the compilation; its time is printed)")
 
 
 def cmd_app(args: argparse.Namespace) -> None:
@@ -268,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
+    add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     convert = commands.add_parser("convert", help="official AV2T-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
@@ -300,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--llm", help="--cues auto: chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
     segment.add_argument("--window", type=int_between(1), default=5, help="seconds per model call")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
+    add_inference_options(segment)
     segment.set_defaults(run=cmd_segment)
 
     models = commands.add_parser("models", help="the models avseg knows: pretrained names (avseg segment --model NAME) and trainable architectures")

@@ -19,6 +19,7 @@ from avseg.config import Recipe
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference
 from avseg.engine.memory import keep_freed_memory
+from avseg.engine.precision import Inference
 from avseg.engine.train import resolve_device
 from avseg.errors import ConfigError
 from avseg.metrics import format_table
@@ -29,9 +30,13 @@ REPORT_FILES = ("report.json", "report.md", "drops.png")
 """What ``avseg evaluate`` writes into its ``--out`` folder (replaced on a new run; anything else there is refused)."""
 
 
-def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None) -> str:
-    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data."""
+def evaluate_recipe(
+    recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None, precision: str | None = None, compile: bool = False
+) -> str:
+    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data
+    (``precision``, ``compile``: see :mod:`avseg.engine.precision`)."""
     keep_freed_memory()
+    inference = Inference.resolve(resolve_device(recipe.train.device), precision, compile)
     split = split or recipe.data.test_split
     zero_shot = recipe.model in ZERO_SHOT_MODELS
     if zero_shot and checkpoint:
@@ -46,14 +51,14 @@ def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, 
     prepare_dataset(recipe.data)
     clips = open_split(recipe.data, split)
     system = build_system(recipe, num_classes=clips.num_classes, model=model)
-    segmenter = system.segmenter(resolve_device(recipe.train.device))
+    segmenter = inference.wrap(inference.prepare(system.segmenter(inference.device)))
     batch = recipe.train.eval_batch_clips
     options = {"batch_clips": batch, "num_classes": clips.num_classes, "null": split == "test_n"}
     if perturb.strip():
         results, drops = evaluate_preference(segmenter, list(clips), perturb, seed=recipe.train.seed, **options)
     else:
         results, drops = {"normal": evaluate_clips(segmenter, list(clips), **options)}, []
-    report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
+    report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops, **inference.describe()}
     markdown = _markdown(recipe, split, batch, results, drops)
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
