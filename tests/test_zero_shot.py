@@ -14,8 +14,6 @@ from avseg.models.zero_shot import (
     AVSS_CLASSES,
     EMPTY_LOGIT,
     S4_VOCABULARY,
-    SOUND_TEMPLATE,
-    VOCABULARIES,
     Category,
     ZeroShotConfig,
     ZeroShotSegmenter,
@@ -24,6 +22,7 @@ from avseg.models.zero_shot import (
     sam3_pixel_values,
     tiny_clap_config,
     tiny_sam3_config,
+    word_tokenizer,
 )
 
 RATE = 48000
@@ -31,17 +30,7 @@ RATE = 48000
 
 def tiny_tokenizer():
     """Word-level, over every word the built-in vocabularies and the template use (ids 0-3 are special)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    texts = [SOUND_TEMPLATE.format(c.sound) + " " + c.visual for v in VOCABULARIES.values() for c in v] + ["guitar dog"]
-    words = ["<pad>", "<unk>", "<s>", "</s>"] + sorted({w for t in texts for w in t.replace(".", " . ").split()})
-    tokenizer = Tokenizer(models.WordLevel({word: k for k, word in enumerate(words)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_max_length=40
-    )
+    return word_tokenizer(["guitar dog"])
 
 
 @pytest.fixture(scope="module")
