@@ -85,3 +85,16 @@ def test_compile_selects_the_repeated_blocks():
     hiera = list(tiny.sam.vision_encoder.backbone.blocks)
     assert all(any(block is b for b in blocks) for block in [*hiera, *tiny.evf.beit3.encoder.layers])
     assert not any(isinstance(block, (torch.nn.Linear, torch.nn.Sequential)) for block in blocks)  # leaves and adapter MLPs stay eager
+
+
+def test_compiled_blocks_give_the_same_masks_and_report_the_first_call(model, video, tmp_path, capsys):
+    """``eager``: dynamo traces the blocks (hooks and all) without inductor's C++ build, which takes minutes here."""
+    plain = load_segmenter(model, device="cpu").segment(video, tmp_path / "plain", progress=False)
+    loaded = load_segmenter(model, device="cpu")
+    loaded.inference = Inference(torch.device("cpu"), "fp32", compile=True, compile_backend="eager")
+    loaded.inference.prepare(loaded.segmenter)
+    compiled = loaded.segment(video, tmp_path / "compiled", progress=False)
+    assert loaded.inference.first_call_seconds is not None
+    assert "compile: first call" in capsys.readouterr().err
+    for first, second in zip(*(json.loads((out / "summary.json").read_text())["frames"] for out in (plain, compiled))):
+        assert first["sounding_score"] == pytest.approx(second["sounding_score"], abs=1e-4)  # compiled kernels may reorder sums

@@ -49,6 +49,8 @@ class Inference:
     compile: bool = False
     first_call_seconds: float | None = None
     """With ``compile``: the first call's time (compilation included), once it has run."""
+    compile_backend: str = "inductor"
+    """``torch.compile``'s backend (``eager`` traces without generating code: the tests, debugging)."""
 
     @classmethod
     def resolve(cls, device: torch.device, precision: str | None = None, compile: bool = False) -> Inference:
@@ -77,7 +79,7 @@ class Inference:
         """Compile ``segmenter``'s repeated blocks in place (with ``compile``); return it."""
         if self.compile:
             for block in repeated_blocks(segmenter):
-                block.compile()
+                block.compile(backend=self.compile_backend)
         return segmenter
 
     def wrap(self, segmenter: Any) -> PreciseSegmenter:
