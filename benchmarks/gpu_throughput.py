@@ -79,23 +79,24 @@ def one_frame_clips(clip: Clip) -> list[Clip]:
     ]
 
 
-def inference_rows(name: str, size: str, device: torch.device, window: int, repeats: int, precisions: list[str]) -> list[list]:
+def inference_rows(name: str, size: str, device: torch.device, window: int, repeats: int, compile: bool) -> list[list]:
     with torch.device(device):  # random initialisation on the device (seconds instead of minutes on a CPU)
         segmenter = build_segmenter(name, size, str(device))
     clips = {k: window_clip(window, seed=100 + k) for k in range(-1, repeats)}  # a new clip per call: no cache hits
     rows = []
-    for precision in precisions:
-        runner = Inference.resolve(device, precision).wrap(segmenter)
-        for batch in ("1", "window"):
-            reset_peak(device)
-            if batch == "1":
-                seconds = timed(device, lambda k: [runner.predict([c]) for c in one_frame_clips(clips[k])], repeats)
-            else:
-                seconds = timed(device, lambda k: runner.predict([clips[k]]), repeats)
-            rows.append([name, precision, batch, f"{window / seconds:.1f}", f"{seconds:.3f}", peak_gb(device)])
-            print(" | ".join(rows[-1]), flush=True)
-    del segmenter, runner
-    reset_peak(device)
+    settings = [("fp32", "1"), ("fp32", "window"), ("bf16", "1"), ("bf16", "window")] + [("bf16+compile", "window")] * compile
+    for precision, batch in settings:
+        inference = Inference.resolve(device, precision.split("+")[0], compile=precision.endswith("compile"))
+        runner = inference.wrap(inference.prepare(segmenter))  # compiling is in place: the last row
+        reset_peak(device)
+        if batch == "1":
+            seconds = timed(device, lambda k: [runner.predict([c]) for c in one_frame_clips(clips[k])], repeats)
+        else:
+            seconds = timed(device, lambda k: runner.predict([clips[k]]), repeats)
+        if inference.compile:
+            precision += f" (first call {inference.first_call_seconds:.1f} s)"
+        rows.append([name, precision, batch, f"{window / seconds:.1f}", f"{seconds:.3f}", peak_gb(device)])
+        print(" | ".join(rows[-1]), flush=True)
     return rows
 
 
@@ -128,6 +129,18 @@ def training_row(size: str, device: torch.device, repeats: int, batch_clips: int
     return row
 
 
+def measured(name: str, rows) -> list[list]:
+    """``rows()``, or one row saying why it failed (the other models still run: the GPU time is scarce)."""
+    try:
+        return rows()
+    except Exception as error:  # noqa: BLE001 (a benchmark reports and goes on)
+        row = [name, "FAILED", " ".join(f"{type(error).__name__}: {error}".split())[:300], "", "", ""]
+        print(" | ".join(row), flush=True)
+        return [row]
+    finally:
+        reset_peak(device=torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -136,17 +149,17 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-train", action="store_true", help="skip the training-step row")
+    parser.add_argument("--compile", action="store_true", help="add a bf16 row with --compile per model (its first call, compilation included, in the row)")
     args = parser.parse_args()
     device = torch.device(args.device)
     size = "tiny" if args.tiny else "full"
-    precisions = ["fp32", "bf16"]
     print(machine(), f"| sizes: {size} | window {args.window} frames | {args.repeats} repeats", flush=True)
     print(" | ".join(HEADER), flush=True)
     rows = []
     for name in args.models.split(","):
-        rows += inference_rows(name, size, device, args.window, args.repeats, precisions)
+        rows += measured(name, lambda: inference_rows(name, size, device, args.window, args.repeats, args.compile))
     if not args.no_train:
-        rows.append(training_row(size, device, args.repeats))
+        rows += measured("av2t-sam train step", lambda: [training_row(size, device, args.repeats)])
     print(table(HEADER, rows))
 
 
