@@ -79,7 +79,7 @@ def agreement(name: str, label: str, segmenter, clips: list, device: torch.devic
     difference = (logits[precision] - logits["fp32"]).abs()
     masks = {run: foreground(values) > 0.5 for run, values in logits.items()}
     return [
-        name, label, f"{difference.max():.4f}", f"{difference.mean():.5f}", f"{logits['fp32'].abs().max():.4f}",
+        name, label, f"{difference.max():.2e}", f"{difference.mean():.2e}", f"{logits['fp32'].abs().max():.2e}",
         f"{mask_iou(masks['fp32'], masks[precision]):.4f}", f"{float(masks['fp32'].float().mean()):.3f}",
     ]  # fmt: skip
 

@@ -183,9 +183,10 @@ def test_evaluate_avss_recipe_scores_semantic_maps(model_dirs, synthetic, tmp_pa
         f"model_config: {{clap_model: {model_dirs / 'clap'}, sam3_model: {model_dirs / 'sam3'}}}\n"
         f"output: {tmp_path / 'runs'}\n"
     )
-    assert main(["evaluate", str(recipe), "--perturb", "mute"]) == 0
+    assert main(["evaluate", str(recipe), "--perturb", "mute", "--precision", "bf16"]) == 0
     report = json.loads((tmp_path / "runs" / "zs" / "eval-test" / "report.json").read_text())
     assert report["checkpoint"] == "zeroshot-sam3" and {"mIoU", "F"} <= set(report["results"]["mute"])
+    assert (report["precision"], report["compile"], report["compile_first_call_s"]) == ("bf16", False, None)
 
 
 def test_segment_end_to_end(model_dirs, tmp_path, capsys):
