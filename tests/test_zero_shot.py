@@ -14,8 +14,6 @@ from avseg.models.zero_shot import (
     AVSS_CLASSES,
     EMPTY_LOGIT,
     S4_VOCABULARY,
-    SOUND_TEMPLATE,
-    VOCABULARIES,
     Category,
     ZeroShotConfig,
     ZeroShotSegmenter,
@@ -24,6 +22,7 @@ from avseg.models.zero_shot import (
     sam3_pixel_values,
     tiny_clap_config,
     tiny_sam3_config,
+    word_tokenizer,
     zero_shot_config,
 )
 from avseg.silence import gate_logits
@@ -33,17 +32,7 @@ RATE = 48000
 
 def tiny_tokenizer():
     """Word-level, over every word the built-in vocabularies and the template use (ids 0-3 are special)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    texts = [SOUND_TEMPLATE.format(c.sound) + " " + c.visual for v in VOCABULARIES.values() for c in v] + ["guitar dog"]
-    words = ["<pad>", "<unk>", "<s>", "</s>"] + sorted({w for t in texts for w in t.replace(".", " . ").split()})
-    tokenizer = Tokenizer(models.WordLevel({word: k for k, word in enumerate(words)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_max_length=40
-    )
+    return word_tokenizer(["guitar dog"])
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +137,7 @@ def test_silence_gate_switches_off_and_equals_a_mask_on_the_ungated_output(model
     segmenter.silence_gate = False
     assert torch.equal(segmenter.predict([clip])[0], ungated[0])
     semantic = ZeroShotSegmenter(segmenter.clap, segmenter.sam3, segmenter.vocabulary, system.config, semantic=True)
-    empty = semantic.frame_logits(clip.frames[0], [], (40, 48))
+    empty = semantic.frame_logits(None, None, [], (40, 48))
     assert torch.equal(gate_logits(torch.randn(1, *empty.shape), np.array([True]))[0], empty)
 
 
@@ -178,7 +167,8 @@ def test_one_heard_class_is_the_only_sam3_prompt(model_dirs, monkeypatch):
     logits, details = segmenter.predict_with_details([sounding_clip(seconds=3)])
 
     expected = sam3.input_ids.new_tensor(tiny_tokenizer()("acoustic guitar", padding="max_length", max_length=16)["input_ids"])
-    assert len(sam3_calls) == len(vision_calls) == 3  # one vision pass per frame, shared by its prompts
+    assert len(vision_calls) == 1 and len(sam3_calls) == 3  # one vision pass for the window; the decoder per frame
+    assert vision_calls[0]["pixel_values"].shape[0] == 3
     for call in sam3_calls:
         assert call["input_ids"].tolist() == [expected.tolist()]
         assert call["vision_embeds"].fpn_hidden_states[0].shape[0] == 1
@@ -194,7 +184,7 @@ def test_prompts_and_how_masks_combine(model_dirs, monkeypatch):
     monkeypatch.setattr(base.clap, "probabilities", lambda windows: torch.tensor([[0.1, 0.3, 0.25, 0.35]] * len(windows)))
     maps = torch.full((4, 4, 4), -5.0)
     maps[1, :2], maps[2, :, :1], maps[3, 3:] = 4.0, 8.0, 2.0  # dog: top half, drum: left column, bird: bottom row
-    monkeypatch.setattr(base.sam3, "class_logits", lambda frame, classes: maps[list(classes)])
+    monkeypatch.setattr(base.sam3, "class_logits", lambda vision, row, classes: maps[list(classes)])
 
     assert base.hear(clip)[0].prompted == [3, 1, 2]  # >= 0.25, most probable first
     binary = base.predict([clip])[0]
@@ -221,9 +211,10 @@ def test_evaluate_avss_recipe_scores_semantic_maps(model_dirs, synthetic, tmp_pa
         f"model_config: {{clap_model: {model_dirs / 'clap'}, sam3_model: {model_dirs / 'sam3'}}}\n"
         f"output: {tmp_path / 'runs'}\n"
     )
-    assert main(["evaluate", str(recipe), "--perturb", "mute"]) == 0
+    assert main(["evaluate", str(recipe), "--perturb", "mute", "--precision", "bf16"]) == 0
     report = json.loads((tmp_path / "runs" / "zs" / "eval-test" / "report.json").read_text())
     assert report["checkpoint"] == "zeroshot-sam3" and {"mIoU", "F"} <= set(report["results"]["mute"])
+    assert (report["precision"], report["compile"], report["compile_first_call_s"]) == ("bf16", False, None)
 
 
 def test_segment_end_to_end(model_dirs, tmp_path, capsys):

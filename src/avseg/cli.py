@@ -113,6 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     report = evaluate_recipe(
         load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out,
         silence_gate=not args.no_silence_gate, robust=args.robust, noise_dir=args.noise_dir,
+        precision=args.precision, compile=args.compile,
     )
     print(report)
 
@@ -127,7 +128,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
     options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
     settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
     cue_models = (lambda: load_cue_models(args.captioner, args.llm, args.device)) if auto_cues else None
-    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models)
+    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models, args.precision, args.compile)
     for video in args.videos:
         out = loaded.segment(video, args.out, args.window)
         print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
@@ -191,6 +192,11 @@ def int_between(low: int, high: int | None = None):
         return value
 
     return parse
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), help="autocast precision (default: bf16 on CUDA, fp32 on CPU; fp16 is CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models' repeated blocks (the first call pays the compilation; its time is printed)")
 
 
 def cmd_app(args: argparse.Namespace) -> None:
@@ -274,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
     evaluate.add_argument("--no-silence-gate", action="store_true", help="evaluate the network without its silence gate (TeSO, zeroshot-sam3)")
+    add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     convert = commands.add_parser("convert", help="official AV2T-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
@@ -306,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--llm", help="--cues auto: chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
     segment.add_argument("--window", type=int_between(1), default=5, help="seconds per model call")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
+    add_inference_options(segment)
     segment.set_defaults(run=cmd_segment)
 
     models = commands.add_parser("models", help="the models avseg knows: pretrained names (avseg segment --model NAME) and trainable architectures")

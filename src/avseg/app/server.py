@@ -122,7 +122,7 @@ class SegmentApp:
         if key not in self._loaded:
             self._loaded[key] = load_segmenter(model, cues, settings, self.device, self._auto_cue_models if auto else None)
         loaded = self._loaded[key]
-        return LoadedSegmenter(loaded.segmenter, loaded.info, cues, self._auto_cue_models() if auto else None)
+        return LoadedSegmenter(loaded.segmenter, loaded.info, cues, self._auto_cue_models() if auto else None, loaded.inference)
 
     def _auto_cue_models(self) -> tuple:
         if self._cue_models is None:

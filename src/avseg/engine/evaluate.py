@@ -103,7 +103,7 @@ def evaluate_preference(
     """Metrics with normal audio and under each perturbation, and the relative-drop rows (with a silence
     gate, muted audio is scored with the gate on and off: see the module docstring)."""
     conditions = ["normal", *[p.name for p in parse_perturbations(perturbations) if p.name != "normal"]]
-    gated = isinstance(segmenter, SilenceGated) and segmenter.silence_gate_dbfs is not None
+    gated = getattr(segmenter, "silence_gate_dbfs", None) is not None  # a SilenceGated segmenter, or one wrapped for precision
     results = {}
     views = {name: PerturbedClips(clips, name, seed) for name in conditions}  # a condition that cannot be built refuses here, first
     for name, perturbed in views.items():

@@ -23,6 +23,7 @@ from avseg.engine.data import open_split, prepare_dataset
 from avseg.data.perturb import NoiseBank
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference, evaluate_robust, robust_conditions_not_run
 from avseg.engine.memory import keep_freed_memory
+from avseg.engine.precision import Inference
 from avseg.engine.robust import plot_robust, robust_markdown
 from avseg.engine.train import resolve_device
 from avseg.errors import ConfigError
@@ -44,11 +45,15 @@ def evaluate_recipe(
     silence_gate: bool = True,
     robust: bool = False,
     noise_dir: Path | None = None,
+    precision: str | None = None,
+    compile: bool = False,
 ) -> str:
     """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data;
     ``silence_gate=False`` evaluates the network without its silence gate; ``robust`` adds
-    AVSBench-Robust's negative audio (``noise_dir``: noise recordings)."""
+    AVSBench-Robust's negative audio (``noise_dir``: noise recordings); ``precision``, ``compile``:
+    see :mod:`avseg.engine.precision`."""
     keep_freed_memory()
+    inference = Inference.resolve(resolve_device(recipe.train.device), precision, compile)
     if noise_dir is not None and not robust:
         raise ConfigError("--noise-dir: the noise clips are for --robust; add --robust")
     noise = NoiseBank(noise_dir) if robust else None
@@ -71,8 +76,9 @@ def evaluate_recipe(
     if robust:
         robust_conditions_not_run(clips, recipe.train.seed, **options)  # refuse before evaluating
     system = build_system(recipe, num_classes=reader.num_classes, model=model)
-    segmenter = system.segmenter(resolve_device(recipe.train.device))
+    segmenter = inference.prepare(system.segmenter(inference.device))
     gate = _silence_gate(segmenter, silence_gate, recipe.model)
+    segmenter = inference.wrap(segmenter)
     if perturb.strip():
         results, drops = evaluate_preference(segmenter, clips, perturb, seed=recipe.train.seed, **options)
     else:
@@ -89,6 +95,7 @@ def evaluate_recipe(
     if robust:
         report["robust"] = evaluate_robust(segmenter, clips, recipe.train.seed, noise, positive=results["normal"], **options)
         markdown += "\n\n" + robust_markdown(report["robust"])
+    report.update(inference.describe())
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
 

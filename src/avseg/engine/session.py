@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from avseg.media import audio_condition_copy
+from avseg.engine.precision import Inference
 from avseg.engine.segment import fixed_cues, segment_video
 from avseg.errors import ConfigError
 from avseg.files import write_json
@@ -34,6 +35,8 @@ class LoadedSegmenter:
     info: dict[str, Any]
     cue_names: tuple[str, ...] = ()
     cue_models: tuple[Any, Any] | None = None
+    inference: Inference | None = None
+    """Precision and compilation (``--precision``, ``--compile``); None runs the segmenter as it is."""
 
     @property
     def label(self) -> str:
@@ -54,6 +57,8 @@ class LoadedSegmenter:
         if self.cue_names:
             self.segmenter.cues = fixed_cues(self.cue_names, video.stem, window)
         runner = auto_cue_segmenter(self.segmenter, video, *self.cue_models) if self.cue_models else self.segmenter
+        if self.inference is not None:
+            runner = self.inference.wrap(runner)
         if audio is None:
             return segment_video(runner, video, out_root, self.info["sample_rate"], self.label, window, progress=progress)
         with tempfile.TemporaryDirectory(prefix="avseg-audio-") as folder:
@@ -116,21 +121,26 @@ def load_segmenter(
     settings: dict[str, Any] | None = None,
     device: str = "auto",
     cue_models: tuple[Any, Any] | Callable[[], tuple[Any, Any]] | None = None,
+    precision: str | None = None,
+    compile: bool = False,
 ) -> LoadedSegmenter:
     """The checks and loading of ``avseg segment``: a trained model folder, a name of ``avseg models`` or
     a hub repo id (TeSO needs ``cues``, or ``cue_models`` that make them, or a function loading those once the
     model is known to take cues; the others take none), or a zero-shot model name
-    (``settings``: its config fields, e.g. ``vocabulary``)."""
+    (``settings``: its config fields, e.g. ``vocabulary``). ``precision`` (None: the device's default) and
+    ``compile``: see :mod:`avseg.engine.precision`."""
     from avseg.engine.train import resolve_device
     from avseg.hub.resolve import resolve_model
     from avseg.models.registry import load_system
 
+    inference = Inference.resolve(resolve_device(device), precision, compile)
     model = resolve_model(model)
     check_cues(model, cues, auto=cue_models is not None)
     if callable(cue_models):
         cue_models = cue_models()
     system, info = load_system(model, cues={}, settings=settings or {})
-    return LoadedSegmenter(system.segmenter(resolve_device(device)), info, tuple(cues), cue_models)
+    segmenter = inference.prepare(system.segmenter(inference.device))
+    return LoadedSegmenter(segmenter, info, tuple(cues), cue_models, inference)
 
 
 def run_segment(

@@ -53,7 +53,7 @@ class AV2TSAMSegmenter:
             size = tuple(clip.masks.shape[1:]) if clip.masks is not None else tuple(clip.frames.shape[1:3])
             logits = torch.full((clip.num_frames, *size), -100.0)
             parts = [
-                self.model(**self.inputs.model_inputs(rows.select(torch.arange(s, min(s + self.frames_per_call, len(rows)))), self.device), size=size).cpu()
+                self.model(**self.inputs.model_inputs(rows.select(torch.arange(s, min(s + self.frames_per_call, len(rows)))), self.device), size=size).float().cpu()
                 for s in range(0, len(rows), self.frames_per_call)
             ]
             logits[torch.from_numpy(clip.frame_valid)] = torch.cat(parts)

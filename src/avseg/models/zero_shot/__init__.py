@@ -41,7 +41,7 @@ settings (:class:`ZeroShotConfig`). SAM 3's preprocessing is reimplemented
 without torchvision (:func:`sam3_pixel_values`).
 """
 
-from avseg.models.zero_shot.clap_scorer import SOUND_TEMPLATE, ClapScorer, tiny_clap_config
+from avseg.models.zero_shot.clap_scorer import SOUND_TEMPLATE, ClapScorer, tiny_clap_config, word_tokenizer
 from avseg.models.zero_shot.config import ZeroShotConfig, zero_shot_config
 from avseg.models.zero_shot.sam3_prompter import (
     EMPTY_LOGIT,
@@ -81,5 +81,6 @@ __all__ = [
     "sam3_pixel_values",
     "tiny_clap_config",
     "tiny_sam3_config",
+    "word_tokenizer",
     "zero_shot_config",
 ]

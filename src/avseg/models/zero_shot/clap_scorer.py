@@ -53,3 +53,21 @@ def tiny_clap_config() -> Any:
     audio = {"hidden_size": 32, "patch_embeds_hidden_size": 16, "depths": [1, 1], "num_attention_heads": [2, 2], "num_hidden_layers": 2}
     special = {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
     return ClapConfig(text_config={**text, **special, "max_position_embeddings": 40}, audio_config=audio, projection_dim=32)
+
+
+def word_tokenizer(texts: Sequence[str] = ()) -> Any:
+    """A word-level tokenizer over every word of the built-in vocabularies, the template and ``texts`` (ids 0-3
+    special): the tiny models' stand-in for CLAP's and SAM 3's tokenizers (tests, offline benchmarks)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from avseg.models.zero_shot.vocabulary import VOCABULARIES
+
+    texts = [SOUND_TEMPLATE.format(c.sound) + " " + c.visual for v in VOCABULARIES.values() for c in v] + list(texts)
+    words = ["<pad>", "<unk>", "<s>", "</s>"] + sorted({w for t in texts for w in t.replace(".", " . ").split()})
+    tokenizer = Tokenizer(models.WordLevel({word: k for k, word in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_max_length=40
+    )

@@ -48,18 +48,24 @@ class Sam3Prompter(nn.Module):
         self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
 
     @torch.no_grad()
-    def class_logits(self, frame: np.ndarray, classes: Sequence[int]) -> torch.Tensor:
-        """uint8 ``(H, W, 3)`` frame -> ``(len(classes), h, w)`` mask logits at SAM 3's mask resolution."""
+    def vision_features(self, frames: np.ndarray) -> Any:
+        """uint8 ``(T, H, W, 3)`` frames -> SAM 3's vision features of all of them, in one pass of its image encoder."""
+        device = self.input_ids.device
+        pixels = sam3_pixel_values(frames, self.model.config.image_size).to(device, self.model.dtype)
+        return self.model.get_vision_features(pixel_values=pixels)
+
+    @torch.no_grad()
+    def class_logits(self, vision: Any, row: int, classes: Sequence[int]) -> torch.Tensor:
+        """Frame ``row`` of :meth:`vision_features` -> ``(len(classes), h, w)`` mask logits at SAM 3's mask
+        resolution. The frame's features are shared by its prompts (views, not copies); the decoder runs per
+        frame because each frame has its own prompts."""
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-        device = self.input_ids.device
-        pixels = sam3_pixel_values(frame[None], self.model.config.image_size).to(device, self.model.dtype)
-        vision = self.model.get_vision_features(pixel_values=pixels)
         shared = Sam3VisionEncoderOutput(
-            fpn_hidden_states=tuple(h.expand(len(classes), -1, -1, -1) for h in vision.fpn_hidden_states),
-            fpn_position_encoding=tuple(p.expand(len(classes), -1, -1, -1) for p in vision.fpn_position_encoding),
+            fpn_hidden_states=tuple(h[row : row + 1].expand(len(classes), -1, -1, -1) for h in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(p[row : row + 1].expand(len(classes), -1, -1, -1) for p in vision.fpn_position_encoding),
         )
-        index = torch.as_tensor(list(classes), device=device)
+        index = torch.as_tensor(list(classes), device=self.input_ids.device)
         outputs = self.model(vision_embeds=shared, input_ids=self.input_ids[index], attention_mask=self.attention_mask[index])
         scores = outputs.pred_logits.sigmoid() * outputs.presence_logits.sigmoid()
         rejected = (scores <= self.query_threshold)[..., None, None]

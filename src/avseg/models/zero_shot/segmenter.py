@@ -81,7 +81,10 @@ class ZeroShotSegmenter(SilenceGated):
             heard = self.hear(clip, self.silence_gate if gated is None else gated)
             size = tuple(clip.masks.shape[1:] if clip.masks is not None else clip.frames.shape[1:3])
             frames = np.flatnonzero(clip.frame_valid)
-            logits.append(torch.stack([self.frame_logits(clip.frames[t], heard[t].prompted, size) for t in frames]))
+            prompted = [t for t in frames if heard[t].prompted]  # SAM 3 sees the window's prompted frames in one batch
+            vision = self.sam3.vision_features(clip.frames[prompted]) if prompted else None
+            rows = {t: row for row, t in enumerate(prompted)}
+            logits.append(torch.stack([self.frame_logits(vision, rows.get(t), heard[t].prompted, size) for t in frames]))
             details.append([self.describe(heard[t]) for t in frames])
         return logits, details
 
@@ -91,11 +94,12 @@ class ZeroShotSegmenter(SilenceGated):
     def predict_ungated(self, clips: Sequence[Clip]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
         return self.predict_with_details(clips, gated=False)[0], [self.silent_frames(clip) for clip in clips]
 
-    def frame_logits(self, frame: np.ndarray, prompted: list[int], size: tuple[int, int]) -> torch.Tensor:
-        """One frame's binary ``(H, W)`` or per-class ``(1 + V, H, W)`` logits (see the module docstring)."""
+    def frame_logits(self, vision: Any, row: int | None, prompted: list[int], size: tuple[int, int]) -> torch.Tensor:
+        """One frame's binary ``(H, W)`` or per-class ``(1 + V, H, W)`` logits (see the module docstring), from
+        row ``row`` of the window's SAM 3 vision features (None: the frame has no prompt)."""
         maps = torch.empty(0, *size)
         if prompted:
-            maps = F.interpolate(self.sam3.class_logits(frame, prompted)[None].float(), size=size, mode="bilinear", align_corners=False)
+            maps = F.interpolate(self.sam3.class_logits(vision, row, prompted)[None].float(), size=size, mode="bilinear", align_corners=False)
             maps = maps[0].cpu()
         if not self.semantic:
             return torch.cat([maps, torch.full((1, *size), EMPTY_LOGIT)]).amax(0)
