@@ -40,7 +40,7 @@ def model_dir(tmp_path_factory):
 
 def test_segment_writes_masks_overlay_and_summary(tmp_path, model_dir, capsys):
     video = make_video(tmp_path / "clip.mp4", seconds=7, fps=12, size=(80, 60), audio_rate=44100, layout="stereo")
-    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell, dog"]) == 0
+    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell, dog", "--rate", "1"]) == 0
     out = tmp_path / "out" / "clip"
     masks = sorted((out / "masks").iterdir())
     assert [m.name for m in masks] == [f"{k:05d}.png" for k in range(7)]
