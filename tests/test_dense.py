@@ -114,6 +114,16 @@ def test_the_model_gets_window_frames_with_their_own_windows(tmp_path, loaded):
     assert calls[0].meta["seconds"] == [0, 0, 0, 0] and calls[2].meta["seconds"] == [1, 1]
 
 
+def test_auto_cues_of_a_dense_clip_are_those_of_the_second_each_frame_falls_in(loaded):
+    from avseg.cues.video import PerSecondCues
+    from avseg.data.clip import Clip
+
+    per_second = PerSecondCues(loaded.segmenter, [["bell"], ["dog"], ["cat"]])
+    clip = Clip(frames=np.zeros((5, 16, 16, 3), np.uint8), waveform=np.zeros(5 * 16000, np.float32), sample_rate=16000, meta={"id": "v", "seconds": [0, 0, 1, 2, 5]})
+    assert len(per_second.predict([clip])[0]) == 5
+    assert loaded.segmenter.cues == {"v": [["bell"], ["bell"], ["dog"], ["cat"], ["cat"]]}
+
+
 def test_keyframes_anchor_the_propagator_and_the_rest_are_propagated(tmp_path, loaded):
     video = make_video(tmp_path / "clip.mp4", seconds=2, fps=6, audio_rate=16000)
     out = loaded.segment(video, tmp_path / "out", window=2, progress=False, sampling=Sampling(keyframes=2), propagator=HoldPropagator())
