@@ -29,6 +29,7 @@ memory stays bounded whatever the video's length (frames wait at most
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -104,7 +105,7 @@ class _Loop:
         self.window, self.threshold, self.propagator, self.sampling = window, threshold, propagator, sampling
         self.writer, self.bar = writer, bar
         self.outputs: list[OutputFrame] = []
-        self.shown: list[ShownFrame] = []
+        self.shown: deque[ShownFrame] = deque()
         self.masks: dict[int, np.ndarray] = {}
 
     def run(self, frames) -> None:
@@ -147,7 +148,7 @@ class _Loop:
         if last is None:
             return
         while self.shown and (final or self.shown[0].interval <= last):
-            frame = self.shown.pop(0)
+            frame = self.shown.popleft()
             self.writer.put(("overlay", frame.image, self.masks[min(frame.interval, last)]))
             for index in [k for k in self.masks if k < min(frame.interval, last)]:
                 del self.masks[index]
