@@ -81,6 +81,15 @@ def test_pushed_folder_loads_strictly_by_repo_id_with_a_parsable_card(stand_in, 
     assert json.loads((folder / "recipe.json").read_text())["name"] == "tiny"
 
 
+def test_av2t_sams_sam2_video_weights_travel_with_the_pushed_model(stand_in, run):
+    from safetensors.torch import save_file
+
+    save_file({"maskmem_tpos_enc": torch.randn(7, 1, 1, 64)}, str(run / "sam2_memory.safetensors"))
+    assert main(["push", str(run), "org/tiny-av2t"]) == 0
+    folder = resolve_model("org/tiny-av2t")
+    assert (folder / "sam2_memory.safetensors").read_bytes() == (run / "sam2_memory.safetensors").read_bytes()
+
+
 def test_a_pushed_model_segments_a_video_by_repo_id(stand_in, run, tmp_path):
     assert main(["push", str(run), "org/tiny-av2t"]) == 0
     video = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(48, 40))

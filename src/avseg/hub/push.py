@@ -1,6 +1,7 @@
 """``avseg push``: a model folder -> a Hugging Face hub repo that ``avseg.load_model("org/name")`` loads.
 
-The repo gets the folder's ``config.json``, ``model.safetensors`` and ``system.json`` (with machine-local
+The repo gets the folder's ``config.json``, ``model.safetensors`` (and AV2T-SAM's ``sam2_memory.safetensors``,
+SAM 2's video weights, when present) and ``system.json`` (with machine-local
 paths removed: the encoder weights file, which avseg downloads when unset, and the feature cache),
 the run's ``recipe.json`` and evaluation reports when present, and a model card: ``README.md`` with
 the hub's YAML metadata block (library name, tags, datasets, metrics and a ``model-index`` from the
@@ -37,6 +38,7 @@ ENCODER_LICENCES = {
 
 def push_model(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None, licence: str | None = None, token: str | None = None) -> str:
     """Upload ``folder`` with its model card to ``repo_id`` (created if missing); returns the repo's URL."""
+    from avseg.models.av2t_sam.model import MEMORY_FILE
     from avseg.models.registry import load_model, read_system_info
 
     folder = Path(folder)
@@ -50,8 +52,9 @@ def push_model(folder: str | Path, repo_id: str, private: bool = False, revision
     reports = {path.parent.name: _read_json(path) for path in sorted(folder.glob("eval-*/report.json"))}
     with tempfile.TemporaryDirectory(prefix="avseg-push-") as stage_name:
         stage = Path(stage_name)
-        for name in ("config.json", "model.safetensors"):
-            _link_or_copy(folder / name, stage / name)
+        for name in ("config.json", "model.safetensors", MEMORY_FILE):
+            if name != MEMORY_FILE or (folder / name).is_file():  # AV2T-SAM's SAM 2 video weights, for propagation
+                _link_or_copy(folder / name, stage / name)
         encoders = {**system.get("encoders", {}), "audio_weights": None, "cache": None}
         write_json(stage / "system.json", {**system, "encoders": encoders})
         if recipe:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 """Part of every conversion key: raise it when a conversion's output changes, so old entries are redone."""
 MARKER = "avseg-cache.json"
-MODEL_FILES = ["config.json", "model.safetensors", "system.json", "recipe.json", "README.md", "eval-*/report.json"]
+MODEL_FILES = ["config.json", "model.safetensors", "sam2_memory.safetensors", "system.json", "recipe.json", "README.md", "eval-*/report.json"]
 """What a hub repo of an avseg model folder holds (as ``avseg push`` uploads it)."""
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
