@@ -134,6 +134,20 @@ def test_keyframes_anchor_the_propagator_and_the_rest_are_propagated(tmp_path, l
         assert np.array_equal(masks[k], masks[k - k % 3])  # held from its keyframe
 
 
+def test_dense_segment_with_a_sam2_video_propagator_end_to_end(tmp_path, model_dir):
+    """Through ``avseg segment --propagator FOLDER``: a tiny random ``Sam2VideoModel`` (random weights cannot track;
+    only the flow and the bounded memory are checked)."""
+    from test_propagation import random_video_model
+
+    random_video_model().save_pretrained(tmp_path / "sam2")
+    video = make_video(tmp_path / "clip.mp4", seconds=2, fps=4, size=(48, 40))
+    args = ["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--propagator", str(tmp_path / "sam2")]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())["frames"]
+    assert [row["kind"] for row in rows] == (["keyframe"] + ["propagated"] * 3) * 2
+    assert len(masks_of(tmp_path / "out" / "clip")) == 8
+
+
 def test_an_empty_keyframe_ends_the_hold():
     hold = HoldPropagator()
     frame = np.zeros((4, 5, 3), np.uint8)

@@ -84,11 +84,13 @@ def test_unreadable_checkpoints_are_one_line(tmp_path, model_dir):
 def test_segment_too_short_a_video(tmp_path, model_dir):
     video = make_video(tmp_path / "blip.mp4", seconds=0.5, fps=10)
     result = subprocess.run(
-        [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x"],
+        [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x", "--rate", "1"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode != 0 and "blip.mp4: is shorter than its first sampling instant" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x"]) == 0  # every frame: 5
+    assert len(list((tmp_path / "o" / "blip" / "masks").iterdir())) == 5
 
 
 def test_bad_config_values_are_one_line(tmp_path):

@@ -131,7 +131,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
         check_sampling(video, sampling)
     loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models)
     folder = Path(loaded.info["source"]) if Path(loaded.info["source"]).is_dir() else None
-    propagator = load_propagator(args.propagator, folder, loaded.info, args.device)
+    propagator = load_propagator(args.propagator, folder, {**loaded.info, "sam3_model": args.sam3_model}, args.device)
     masks = "masks" if args.format == "png" else "masks.jsonl"
     for video in args.videos:
         out = loaded.segment(video, args.out, args.window, sampling=sampling, propagator=propagator, mask_format=args.format)
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--llm", help="--cues auto: chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
     segment.add_argument("--rate", type=rate_option, default="all", help="output frames per second: all (every decoded frame, default) or N; 1 is AVSBench's sampling")
     segment.add_argument("--keyframes", type=int_between(1), default=1, help="with a propagator: frames per second the model segments (the rest are propagated)")
-    segment.add_argument("--propagator", default="none", help="none (the model on every output frame) or hold (keyframe masks held until the next keyframe)")
+    segment.add_argument("--propagator", default="none", help="none (the model on every output frame, default), auto (the model's own: AV2T-SAM's SAM 2, zeroshot-sam3's SAM 3 tracker), hold (keyframe masks held), or a SAM 2 video folder or hub name")
     segment.add_argument("--format", default="png", choices=("png", "rle"), help="masks as PNG files (masks/) or COCO RLE lines (masks.jsonl)")
     segment.add_argument("--window", type=int_between(1), default=5, help="model frames per call (at --rate 1: seconds)")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
