@@ -118,8 +118,9 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.config import apply_overrides
     from avseg.engine.dense import Sampling, check_sampling
     from avseg.engine.segment import check_output_folders
-    from avseg.propagation import load_propagator
     from avseg.engine.session import load_cue_models, load_segmenter, parse_cues
+    from avseg.engine.train import resolve_device
+    from avseg.propagation import load_propagator
 
     check_output_folders(args.videos, args.out)
     auto_cues = (args.cues or "").strip() == "auto"
@@ -131,7 +132,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
         check_sampling(video, sampling)
     loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models)
     folder = Path(loaded.info["source"]) if Path(loaded.info["source"]).is_dir() else None
-    propagator = load_propagator(args.propagator, folder, {**loaded.info, "sam3_model": args.sam3_model}, args.device)
+    device = str(resolve_device(args.device))
+    propagator = load_propagator(args.propagator, folder, {**loaded.info, "sam3_model": args.sam3_model}, device)
     masks = "masks" if args.format == "png" else "masks.jsonl"
     for video in args.videos:
         out = loaded.segment(video, args.out, args.window, sampling=sampling, propagator=propagator, mask_format=args.format)
