@@ -1,6 +1,6 @@
 """``avseg segment`` throughput and peak memory against video length (720p, with audio).
 
-    python benchmarks/segment_memory.py [--minutes 1,3,10] [--fps 10] [--height 720]
+    python benchmarks/segment_memory.py [--minutes 1,3,10] [--fps 10] [--height 720] [--rate all|N]
 
 For each length it writes a synthetic 720p H.264/AAC video (moving shapes and
 a tone), then runs ``avseg segment`` on it with a tiny TeSO (untrained
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--minutes", default="1,3,10")
     parser.add_argument("--fps", type=int, default=10)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--rate", default="all", help="avseg segment --rate (all: a mask for every frame)")
     args = parser.parse_args()
     print(machine())
     rows = []
@@ -84,7 +85,7 @@ def main() -> None:
             video = tmp / f"video_{minutes:g}min.mp4"
             make_video(video, minutes, args.fps, args.height)
             started = time.perf_counter()
-            command = [sys.executable, "-c", RUN, "segment", str(video), "--model", str(model), "--out", str(tmp / "out"), "--cues", "ball"]
+            command = [sys.executable, "-c", RUN, "segment", str(video), "--model", str(model), "--out", str(tmp / "out"), "--cues", "ball", "--rate", args.rate]
             result = subprocess.run(command, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", **__import__("os").environ})
             seconds = time.perf_counter() - started
             if result.returncode != 0:
@@ -95,6 +96,7 @@ def main() -> None:
             masks = len(json.loads((out / "summary.json").read_text())["frames"])
             rows.append([f"{minutes:g} min", f"{args.height}p @ {args.fps} fps", masks, f"{seconds:.0f}", f"{minutes * 60 / seconds:.2f}", f"{peak / 1024:.0f}", overlay.has_audio and overlay.sample_rate == 44100])
             video.unlink()
+    print(f"--rate {args.rate}")
     print(table(["video", "format", "masks", "wall s", "video s per s", "peak RSS MiB", "overlay has the audio"], rows))
 
 

@@ -42,7 +42,7 @@ def test_segment_with_auto_cues_runs_end_to_end_and_caches_the_cues(tmp_path, mo
     assert manifest["captioner"]["model"] == str(model_dirs / "captioner") and manifest["dataset"] == "VideoFrames"
     assert [entry["frame"] for entry in entries(cache)] == [0, 1, 2]
     assert all(isinstance(entry["caption"], str) and isinstance(entry["cues"], list) for entry in entries(cache))
-    assert len(json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())["frames"]) == 3
+    assert len(json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())["frames"]) == 30  # every frame, 10 fps
 
     assert main(args) == 0
     assert "0 new, 3 cached" in capsys.readouterr().out and len(entries(cache)) == 3
@@ -94,7 +94,7 @@ def test_the_app_makes_auto_cues_through_the_shared_session(tmp_path, model_dirs
     app = SegmentApp([str(model)], device="cpu", captioner=str(model_dirs / "captioner"), llm=str(model_dirs / "llm"))
     loaded = app._segmenter(str(model), " auto ", None)
     out = loaded.segment(video, tmp_path / "out", window=2, progress=False)
-    assert len(json.loads((out / "summary.json").read_text())["frames"]) == 2
+    assert len(json.loads((out / "summary.json").read_text())["frames"]) == 20  # every frame, 10 fps
     (cache,) = (tmp_path / "cache" / "cues").iterdir()
     assert [entry["frame"] for entry in entries(cache)] == [0, 1]
     assert app._segmenter(str(model), "guitar", None).cue_models is None  # typed cues again: no captioner

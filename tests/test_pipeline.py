@@ -40,7 +40,7 @@ def model_dir(tmp_path_factory):
 
 def test_segment_writes_masks_overlay_and_summary(tmp_path, model_dir, capsys):
     video = make_video(tmp_path / "clip.mp4", seconds=7, fps=12, size=(80, 60), audio_rate=44100, layout="stereo")
-    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell, dog"]) == 0
+    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell, dog", "--rate", "1"]) == 0
     out = tmp_path / "out" / "clip"
     masks = sorted((out / "masks").iterdir())
     assert [m.name for m in masks] == [f"{k:05d}.png" for k in range(7)]
@@ -84,11 +84,13 @@ def test_unreadable_checkpoints_are_one_line(tmp_path, model_dir):
 def test_segment_too_short_a_video(tmp_path, model_dir):
     video = make_video(tmp_path / "blip.mp4", seconds=0.5, fps=10)
     result = subprocess.run(
-        [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x"],
+        [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x", "--rate", "1"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode != 0 and "blip.mp4: is shorter than its first sampling instant" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x"]) == 0  # every frame: 5
+    assert len(list((tmp_path / "o" / "blip" / "masks").iterdir())) == 5
 
 
 def test_bad_config_values_are_one_line(tmp_path):

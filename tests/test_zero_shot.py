@@ -221,10 +221,10 @@ def test_segment_end_to_end(model_dirs, tmp_path, capsys):
     video = make_video(tmp_path / "clip.mp4", seconds=3, fps=10, size=(64, 48), audio_rate=44100, layout="stereo")
     models = ["--clap-model", str(model_dirs / "clap"), "--sam3-model", str(model_dirs / "sam3")]
     command = ["segment", str(video), "--model", "zeroshot-sam3", *models, "--vocabulary", "guitar, dog", "--out", str(tmp_path / "out")]
-    assert main([*command, "--set", "query_threshold=0.0"]) == 0
+    assert main([*command, "--set", "query_threshold=0.0", "--rate", "2"]) == 0
     out = tmp_path / "out" / "clip"
     masks = [np.asarray(Image.open(path)) for path in sorted((out / "masks").iterdir())]
-    assert len(masks) == 3 and all(m.shape == (48, 64) and set(np.unique(m)) <= {0, 255} for m in masks)
+    assert len(masks) == 6 and all(m.shape == (48, 64) and set(np.unique(m)) <= {0, 255} for m in masks)
     assert (out / "overlay.mp4").is_file() and "overlay.mp4" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == f"zeroshot-sam3 ({model_dirs / 'clap'} + {model_dirs / 'sam3'})"

@@ -7,7 +7,8 @@ keyframe (nothing sounds) ends it. Propagators:
 * ``Sam2VideoModel`` (:mod:`avseg.propagation.sam2_video`): AV2T-SAM's own SAM 2 (the same weights its
   converted folder holds, :mod:`avseg.propagation.sam2_weights`) or any transformers SAM 2 video folder
   or hub name (``facebook/sam2.1-hiera-large``);
-* SAM 3's tracker (:mod:`avseg.propagation.sam3_video`) for ``zeroshot-sam3``, from its SAM 3 folder.
+* SAM 3's tracker (:mod:`avseg.propagation.sam3_video`) for ``zeroshot-sam3``, from its SAM 3 folder;
+* ``hold`` (:mod:`avseg.propagation.hold`): no tracking, the keyframe's mask held (the baseline).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from avseg.errors import ConfigError
 
-AUTO, NONE = "auto", "none"
+AUTO, NONE, HOLD = "auto", "none", "hold"
 
 
 class Propagator(Protocol):
@@ -38,7 +39,8 @@ class Propagator(Protocol):
 def load_propagator(spec: str, model_folder: str | Path | None, system_info: dict[str, Any], device: str = "cpu") -> Propagator | None:
     """The propagator ``spec`` names for a loaded model (``system_info``: the segmenter's info, with ``model``).
 
-    ``none``: None (per-frame inference only). ``auto``: the model's own: AV2T-SAM on SAM 2 (EVF-SAM2
+    ``none``: None (per-frame inference only). ``hold``: each keyframe's mask held until the next
+    (:class:`~avseg.propagation.hold.HoldPropagator`, the one-mask-per-second baseline). ``auto``: the model's own: AV2T-SAM on SAM 2 (EVF-SAM2
     weights): the SAM 2 of its folder; ``zeroshot-sam3``: SAM 3's tracker from its SAM 3 weights
     (``system_info["sam3_model"]``, else ``model_folder``, else the zero-shot default ``facebook/sam3``);
     every other model (TeSO, AV2T-SAM on SAM ViT-H, AV2T-SAM3): None. Anything else: a transformers
@@ -48,9 +50,13 @@ def load_propagator(spec: str, model_folder: str | Path | None, system_info: dic
 
     spec = str(spec).strip()
     if not spec:
-        raise ConfigError("--propagator: empty; use auto, none, a SAM 2 video folder or a hub name such as facebook/sam2.1-hiera-large")
+        raise ConfigError("--propagator: empty; use auto, none, hold, a SAM 2 video folder or a hub name such as facebook/sam2.1-hiera-large")
     if spec == NONE:
         return None
+    if spec == HOLD:
+        from avseg.propagation.hold import HoldPropagator
+
+        return HoldPropagator()
     if spec != AUTO:
         return sam2_propagator(load_sam2_video(spec), device, source=f"Sam2VideoModel {spec}")
     model = system_info.get("model")
@@ -77,4 +83,4 @@ def sam2_propagator(model: Any, device: str = "cpu", max_keyframes: int = 1, sou
     return MemoryPropagator(model, Sam2VideoInferenceSession, IMAGENET_MEAN, IMAGENET_STD, device, max_keyframes, source)
 
 
-__all__ = ["AUTO", "NONE", "Propagator", "load_propagator", "sam2_propagator"]
+__all__ = ["AUTO", "HOLD", "NONE", "Propagator", "load_propagator", "sam2_propagator"]
