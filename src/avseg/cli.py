@@ -118,7 +118,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     from avseg.config import apply_overrides
+    from avseg.engine.dense import Sampling, check_sampling
     from avseg.engine.segment import check_output_folders
+    from avseg.propagation import load_propagator
     from avseg.engine.session import load_cue_models, load_segmenter, parse_cues
 
     check_output_folders(args.videos, args.out)
@@ -126,10 +128,16 @@ def cmd_segment(args: argparse.Namespace) -> None:
     options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
     settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
     cue_models = (lambda: load_cue_models(args.captioner, args.llm, args.device)) if auto_cues else None
-    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models)
+    sampling = Sampling(None if args.rate == "all" else int(args.rate), args.keyframes)
     for video in args.videos:
-        out = loaded.segment(video, args.out, args.window)
-        print(f"{video}: masks, overlay.mp4 and summary.json in {out}")
+        check_sampling(video, sampling)
+    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models)
+    folder = Path(loaded.info["source"]) if Path(loaded.info["source"]).is_dir() else None
+    propagator = load_propagator(args.propagator, folder, loaded.info, args.device)
+    masks = "masks" if args.format == "png" else "masks.jsonl"
+    for video in args.videos:
+        out = loaded.segment(video, args.out, args.window, sampling=sampling, propagator=propagator, mask_format=args.format)
+        print(f"{video}: {masks}, overlay.mp4 and summary.json in {out}")
 
 
 def cmd_push(args: argparse.Namespace) -> None:
@@ -190,6 +198,13 @@ def int_between(low: int, high: int | None = None):
         return value
 
     return parse
+
+
+def rate_option(text: str) -> str:
+    """``--rate``: ``all`` or a whole number of frames per second, at least 1."""
+    if text == "all" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"expected all or a whole number of frames per second (at least 1), got {text!r}")
 
 
 def cmd_app(args: argparse.Namespace) -> None:
@@ -302,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="zero-shot: another setting (e.g. min_probability=0.3)")
     segment.add_argument("--captioner", help="--cues auto: image-to-text model name or folder (default Salesforce/blip2-opt-2.7b)")
     segment.add_argument("--llm", help="--cues auto: chat LLM name or folder (default Qwen/Qwen2.5-1.5B-Instruct)")
-    segment.add_argument("--window", type=int_between(1), default=5, help="seconds per model call")
+    segment.add_argument("--rate", type=rate_option, default="all", help="output frames per second: all (every decoded frame, default) or N; 1 is AVSBench's sampling")
+    segment.add_argument("--keyframes", type=int_between(1), default=1, help="with a propagator: frames per second the model segments (the rest are propagated)")
+    segment.add_argument("--propagator", default="none", help="none (the model on every output frame) or hold (keyframe masks held until the next keyframe)")
+    segment.add_argument("--format", default="png", choices=("png", "rle"), help="masks as PNG files (masks/) or COCO RLE lines (masks.jsonl)")
+    segment.add_argument("--window", type=int_between(1), default=5, help="model frames per call (at --rate 1: seconds)")
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     segment.set_defaults(run=cmd_segment)
 

@@ -22,11 +22,15 @@ from typing import Sequence
 import gradio as gr
 import pandas as pd
 
+from avseg.engine.dense import Sampling
 from avseg.app.inputs import check_audio_source, check_upload, write_examples
 from avseg.engine.session import LoadedSegmenter, check_cues, load_cue_models, load_segmenter, mask_agreement, parse_cues
 from avseg.errors import AvsegError, ConfigError
 
 COMPARISONS = ("none", "muted audio", "swapped audio")
+APP_SAMPLING = Sampling(rate=1)
+"""The page segments one frame per second (AVSBench's sampling): two runs per comparison stay quick on a CPU,
+and the timeline and mask archive stay small; ``avseg segment`` gives every frame."""
 OUTPUTS = ("status", "overlay", "compared", "agreement", "timeline", "summary", "masks")
 
 
@@ -82,12 +86,12 @@ class SegmentApp:
         segmenter = self._segmenter(model, cues, vocabulary)
         run = self.root / "runs" / uuid.uuid4().hex[:12]
         progress(0.2, desc="segmenting with the video's own audio")
-        result = segmenter.segment(video, run / "original", self.window, progress=False)
+        result = segmenter.segment(video, run / "original", self.window, progress=False, sampling=APP_SAMPLING)
         timeline = _timeline(result, "original")
         compared, agreement = None, ""
         if audio is not None:
             progress(0.6, desc=f"segmenting with {comparison}")
-            other = segmenter.segment(video, run / "compared", self.window, audio=audio, progress=False)
+            other = segmenter.segment(video, run / "compared", self.window, audio=audio, progress=False, sampling=APP_SAMPLING)
             compared = str(other / "overlay.mp4")
             timeline = pd.concat([timeline, _timeline(other, comparison)])
             agreement = _agreement_text(mask_agreement(result, other), comparison)

@@ -84,7 +84,9 @@ def video_cues(video: str | Path, cache: str | Path, captioner: Any, llm: Any, b
 
 
 class PerSecondCues:
-    """A TeSO segmenter fed each window's own cues: ``avseg segment`` streams a video's windows in order."""
+    """A TeSO segmenter fed each window's own cues: ``avseg segment`` streams a video's windows in order
+    (one frame per second), or names in ``clip.meta["seconds"]`` the second each frame falls in (dense rates;
+    a frame past the last sampled second takes that second's cues)."""
 
     def __init__(self, segmenter: Any, cues: Sequence[Sequence[str]]):
         self.segmenter = segmenter
@@ -95,7 +97,8 @@ class PerSecondCues:
     def predict(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
         logits = []
         for clip in clips:
-            window = self.cues[self.seconds_done : self.seconds_done + clip.num_frames]
+            seconds = clip.meta.get("seconds", range(self.seconds_done, self.seconds_done + clip.num_frames))
+            window = [self.cues[min(second, len(self.cues) - 1)] for second in seconds] if self.cues else []
             self.segmenter.cues = {clip.id: window}
             self.seconds_done += clip.num_frames
             logits += self.segmenter.predict([clip])

@@ -21,6 +21,7 @@ import numpy as np
 from avseg.config import load_recipe
 from avseg.data.perturb import PerturbedClips
 from avseg.engine.data import open_split
+from avseg.engine.dense import Sampling
 from avseg.engine.evaluate import evaluate_clips
 from avseg.engine.segment import fixed_cues, segment_video
 from avseg.engine.train import train
@@ -58,7 +59,8 @@ def run_demo(out: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> di
     write_video(video, clip.frames, fps=1, audio=clip.waveform, sample_rate=clip.sample_rate)
     names = sorted({name for frame in system.cues[clip.id] for name in frame})
     segmenter.cues = fixed_cues(names, video.stem, 5)
-    segmented = segment_video(segmenter, video, out / "segment", recipe.data.sample_rate, "teso (demo)", progress=False)
+    # --rate 1: the synthetic video is AVSBench-shaped (one frame per second, frame l with audio second [l, l+1))
+    segmented = segment_video(segmenter, video, out / "segment", recipe.data.sample_rate, "teso (demo)", progress=False, sampling=Sampling(rate=1))
 
     print("[4/4] done\n")
     print(format_table(rows))

@@ -1,44 +1,54 @@
-"""``avseg segment``: the sounding objects of any video, streamed.
+"""``avseg segment``: the sounding objects of any video, in every frame, streamed.
 
 For each video, into ``OUT/<video stem>/`` (written under a temporary name
 and moved into place whole, replacing an earlier run's result; see
 :mod:`avseg.outputs`):
 
-* ``masks/00000.png, ...``: one 0/255 mask per second, at the video's own
-  resolution, for the frame AVSBench would sample (``int(l*fps + 15/16*fps)``);
-* ``overlay.mp4``: every frame of the video with the mask of its second
-  tinted in, and the original audio track copied unchanged;
-* ``summary.json``: per mask, its time, mask area (fraction of the frame)
-  and sounding score (the highest foreground probability), plus the model.
-  A segmenter with ``predict_with_details`` (logits and per-frame fields)
-  adds its own fields or replaces the score (zero-shot: CLAP's top class
-  probability and the prompted classes).
+* ``masks/00000.png, ...``: one 0/255 mask per output frame (by default every
+  decoded frame; :mod:`avseg.engine.dense` says which frames and which audio), at
+  the video's own resolution; with ``mask_format="rle"`` one ``masks.jsonl``
+  instead (COCO RLE, one line per frame);
+* ``overlay.mp4``: every frame of the video with its own mask (or, at a rate
+  below the frame rate, its interval's mask) tinted in, and the original audio
+  track copied unchanged;
+* ``summary.json``: per output frame its time, mask area (fraction of the frame)
+  and sounding score (the highest foreground probability), plus the model; at a
+  dense rate also the frame's index in the video and how its mask was made
+  (``inferred`` by the model, or with a propagator ``keyframe`` / ``propagated``).
+  A segmenter with ``predict_with_details`` (logits and per-frame fields) adds
+  its own fields or replaces the score (zero-shot: CLAP's top class probability
+  and the prompted classes). ``rate=1`` writes exactly what avseg wrote before
+  dense output (AVSBench sampling, the same files byte for byte).
 
-The video is decoded as streams (sampled frames and audio together, then all
-frames again for the overlay) and the model runs on windows of ``window``
-seconds, so memory stays bounded whatever the video's length.
+The video is decoded once, in a background thread a few frames ahead of the
+model, and masks, summary rows and overlay frames are written by another
+(:mod:`avseg.engine.stream`); the model runs on ``window`` frames per call, so
+memory stays bounded whatever the video's length (frames wait at most
+``window`` model frames for their mask).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
+from avseg.engine.dense import OutputFrame, Sampling, ShownFrame, check_sampling, estimated_outputs, stream_frames
+from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
 from avseg.engine.memory import keep_large_buffers_mmapped
+from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import ConfigError
-from avseg.media import VideoWriter, iter_audio, iter_frames, probe
+from avseg.media import probe
 from avseg.outputs import check_writable, staged_folder
 
-OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
-OUTPUT_NAMES = ("masks", "overlay.mp4", "summary.json")
+OUTPUT_NAMES = ("masks", "masks.jsonl", "overlay.mp4", "summary.json")
 """What :func:`segment_video` writes in a video's folder; a folder holding only these is replaced."""
+QUEUE_FRAMES = 16
+"""Decoded frames the decoder may run ahead, and frames the writer may lag behind."""
 
 
 def segment_video(
@@ -50,56 +60,104 @@ def segment_video(
     window: int = 5,
     threshold: float = 0.5,
     progress: bool = True,
+    sampling: Sampling = Sampling(),
+    propagator: Any = None,
+    mask_format: str = "png",
 ) -> Path:
-    """Segment ``video`` into ``out_root/<stem>/``, written whole or not at all (see :mod:`avseg.outputs`)."""
+    """Segment ``video`` into ``out_root/<stem>/``, written whole or not at all (see :mod:`avseg.outputs`).
+    ``window``: frames per model call; ``propagator``: carries keyframe masks over the other frames
+    (:class:`avseg.propagation.Propagator`), or None for the model on every output frame."""
     if window < 1:
-        raise ConfigError(f"window must be at least 1 second, got {window}")
+        raise ConfigError(f"window must be at least 1 frame, got {window}")
+    if mask_format not in MASK_FORMATS:
+        raise ConfigError(f"--format {mask_format!r}: expected one of {', '.join(MASK_FORMATS)}")
     keep_large_buffers_mmapped()
     video = Path(video)
     out = Path(out_root) / video.stem
+    fps = check_sampling(video, sampling)
     info = probe(video)
+    header = {"model": model_name, "video": str(video), "sampling": sampling.describe(fps)}
     with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
-        rows = _segment_masks(segmenter, video, staging / "masks", sample_rate, window, threshold, progress, info.duration)
-        write_overlay(video, staging / "masks", staging / "overlay.mp4", info.fps, len(rows))
-        summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}
-        (staging / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
+        outputs = FrameOutputs(staging, video, info.fps, (info.width, info.height), info.has_audio, header, mask_format)
+        try:
+            frames = stream_frames(video, sampling, fps, sample_rate, window, propagator is not None)
+            bar = tqdm(total=estimated_outputs(info.duration, fps, sampling), desc=video.name, unit="frame", disable=None if progress else True)
+            with Prefetch(frames, QUEUE_FRAMES) as decoded, bar:
+                writer = Worker(outputs.handle, QUEUE_FRAMES)
+                try:
+                    _Loop(segmenter, video.stem, sample_rate, window, threshold, propagator, sampling, writer, bar).run(decoded)
+                finally:
+                    writer.close()
+        except BaseException:
+            outputs.abort()
+            raise
+        outputs.close()
     return out
 
 
-def _segment_masks(
-    segmenter: Any, video: Path, masks_dir: Path, sample_rate: int, window: int, threshold: float, progress: bool, duration: float
-) -> list[dict[str, Any]]:
-    """Write one mask per sampled frame into ``masks_dir``; return the summary rows."""
-    masks_dir.mkdir()
-    audio = iter_audio(video, sample_rate, window)
-    rows: list[dict[str, Any]] = []
-    bar = tqdm(total=int(duration), desc=video.name, unit="s", disable=None if progress else True)  # None: only on a TTY
+class _Loop:
+    """Frames in decode order -> masks: the model on ``window`` model frames at a time, the propagator
+    (if any) on the frames between keyframes, each decoded frame written once its mask is known."""
 
-    def flush(samples: list) -> None:
-        clip = Clip(
-            frames=np.stack([s.image for s in samples]),
-            waveform=next(audio, np.zeros(0, dtype=np.float32)),
-            sample_rate=sample_rate,
-            meta={"id": video.stem},
-        )
-        logits, details = _predict(segmenter, clip)
-        probabilities = _foreground_probability(logits)
-        for sample, probability, detail in zip(samples, probabilities, details):
-            mask = probability > threshold
-            Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(masks_dir / f"{len(rows):05d}.png")
-            rows.append({"time": sample.time, "mask_area": float(mask.float().mean()), "sounding_score": float(probability.max()), **detail})
-        bar.update(len(samples))
+    def __init__(self, segmenter, clip_id, sample_rate, window, threshold, propagator, sampling, writer, bar):
+        self.segmenter, self.clip_id, self.sample_rate = segmenter, clip_id, sample_rate
+        self.window, self.threshold, self.propagator, self.sampling = window, threshold, propagator, sampling
+        self.writer, self.bar = writer, bar
+        self.outputs: list[OutputFrame] = []
+        self.shown: list[ShownFrame] = []
+        self.masks: dict[int, np.ndarray] = {}
 
-    buffer = []
-    for sample in iter_frames(video, "avsbench"):
-        buffer.append(sample)
-        if len(buffer) == window:
-            flush(buffer)
-            buffer = []
-    if buffer:
-        flush(buffer)
-    bar.close()
-    return rows
+    def run(self, frames) -> None:
+        for item in frames:
+            if isinstance(item, ShownFrame):
+                self.shown.append(item)
+                continue
+            self.outputs.append(item)
+            if sum(output.keyframe for output in self.outputs) == self.window:
+                self.flush()
+        self.flush()
+        self.write_shown(final=True)
+
+    def flush(self) -> None:
+        keyframes = [output for output in self.outputs if output.keyframe]
+        logits, details = _predict(self.segmenter, self._clip(keyframes)) if keyframes else (None, [])
+        probabilities = iter(_foreground_probability(logits)) if keyframes else iter(())
+        details = iter(details)
+        for output in self.outputs:
+            if output.keyframe:
+                probability, detail = next(probabilities), next(details)
+            else:
+                probability, detail = torch.from_numpy(np.asarray(self.propagator.step(output.image), dtype=np.float32)), {}
+            mask = probability > self.threshold
+            if output.keyframe and self.propagator is not None:
+                self.propagator.start(output.image, mask.numpy())
+            row = {"time": output.time, "mask_area": float(mask.float().mean()), "sounding_score": float(probability.max()), **detail}
+            if not self.sampling.avsbench:
+                kind = "propagated" if not output.keyframe else "keyframe" if self.propagator is not None else "inferred"
+                row = {"time": output.time, "frame": output.frame, **row, "kind": kind}
+            self.masks[output.index] = mask.numpy()
+            self.writer.put(("mask", output.index, output.time, self.masks[output.index], row))
+        self.bar.update(len(self.outputs))
+        self.outputs = []
+        self.write_shown()
+
+    def write_shown(self, final: bool = False) -> None:
+        """Overlay frames whose mask is known (at the end: the rest, with the last mask, as before)."""
+        last = max(self.masks, default=None)
+        if last is None:
+            return
+        while self.shown and (final or self.shown[0].interval <= last):
+            frame = self.shown.pop(0)
+            self.writer.put(("overlay", frame.image, self.masks[min(frame.interval, last)]))
+            for index in [k for k in self.masks if k < min(frame.interval, last)]:
+                del self.masks[index]
+
+    def _clip(self, keyframes: list[OutputFrame]) -> Clip:
+        meta: dict[str, Any] = {"id": self.clip_id}
+        if not self.sampling.avsbench:  # TeSO's per-second cues: the second each frame falls in
+            meta["seconds"] = [int(output.time) for output in keyframes]
+        waveform = np.concatenate([output.audio for output in keyframes])
+        return Clip(frames=np.stack([output.image for output in keyframes]), waveform=waveform, sample_rate=self.sample_rate, meta=meta)
 
 
 def check_output_folders(videos: Sequence[str | Path], out_root: str | Path) -> None:
@@ -129,30 +187,6 @@ def _foreground_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits)
 
 
-def write_overlay(video: Path, masks_dir: Path, path: Path, fps: float, num_masks: int, alpha: float = 0.5) -> None:
-    """Every frame of ``video`` with the mask of its second tinted in, and the original audio."""
-    info = probe(video)
-    writer = VideoWriter(path, fps, info.width, info.height, audio_from=video if info.has_audio else None)
-    current, mask = -1, None
-    with writer:
-        for frame in iter_frames(video, "all"):
-            second = min(int(frame.time), num_masks - 1)
-            if second != current:
-                current = second
-                mask = np.asarray(Image.open(masks_dir / f"{second:05d}.png")) > 0
-            image = frame.image.astype(np.float32)
-            image[mask] = (1 - alpha) * image[mask] + alpha * OVERLAY_COLOUR
-            image[_outline(mask)] = 255.0  # visible whatever the object's own colour
-            writer.write_frame(image.astype(np.uint8))
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Mask pixels with a 4-neighbour outside the mask."""
-    padded = np.pad(mask, 1)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~interior
-
-
 def fixed_cues(names: Sequence[str], clip_id: str, seconds: int) -> dict[str, list[list[str]]]:
-    """The same cue names for every second of a video (user-supplied cues for TeSO)."""
+    """The same cue names for every frame of a model call (user-supplied cues for TeSO)."""
     return {clip_id: [list(names)] * seconds}

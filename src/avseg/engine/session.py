@@ -46,19 +46,21 @@ class LoadedSegmenter:
         window: int = 5,
         audio: str | Path | None = None,
         progress: bool = True,
+        **options: Any,
     ) -> Path:
         """``avseg segment`` on ``video`` into ``out_root/<stem>``. ``audio``: None keeps the video's own
         audio, ``"mute"`` silences it, a file path puts that file's audio in its place (cut or looped
-        to the video's length); the summary then records the condition."""
+        to the video's length); the summary then records the condition. ``options``: ``sampling``,
+        ``propagator`` and ``mask_format`` of :func:`~avseg.engine.segment.segment_video`."""
         video = Path(video)
         if self.cue_names:
             self.segmenter.cues = fixed_cues(self.cue_names, video.stem, window)
         runner = auto_cue_segmenter(self.segmenter, video, *self.cue_models) if self.cue_models else self.segmenter
         if audio is None:
-            return segment_video(runner, video, out_root, self.info["sample_rate"], self.label, window, progress=progress)
+            return segment_video(runner, video, out_root, self.info["sample_rate"], self.label, window, progress=progress, **options)
         with tempfile.TemporaryDirectory(prefix="avseg-audio-") as folder:
             copy = audio_condition_copy(video, Path(folder) / video.name, audio, self.info["sample_rate"])
-            out = segment_video(runner, copy, out_root, self.info["sample_rate"], self.label, window, progress=progress)
+            out = segment_video(runner, copy, out_root, self.info["sample_rate"], self.label, window, progress=progress, **options)
         summary_path = out / "summary.json"
         summary = json.loads(summary_path.read_text())
         summary.update(video=str(video), audio="muted" if audio == "mute" else f"swapped with {Path(audio).name}")

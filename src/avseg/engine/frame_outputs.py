@@ -1,0 +1,83 @@
+"""What ``avseg segment`` writes for each output frame, written by a background thread.
+
+Masks go to ``masks/00000.png, ...`` (0/255) or, with ``--format rle``, to one
+``masks.jsonl`` line per frame (``{"frame", "time", "size", "counts"}``, COCO
+RLE: :mod:`avseg.engine.rle`); summary rows are streamed into ``summary.json``
+in the layout ``json.dumps(summary, indent=1)`` gives, so nothing grows with the
+video's length; overlay frames are tinted and encoded as they come.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from avseg.engine import rle
+from avseg.media import VideoWriter
+
+MASK_FORMATS = ("png", "rle")
+OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+
+
+class FrameOutputs:
+    """Masks, summary rows and overlay frames of one video into ``folder`` (see the module doc)."""
+
+    def __init__(self, folder: Path, video: Path, fps: float, size: tuple[int, int], has_audio: bool, header: dict[str, Any], mask_format: str = "png", alpha: float = 0.5):
+        self.mask_format, self.alpha = mask_format, alpha
+        if mask_format == "png":
+            self.masks_dir = folder / "masks"
+            self.masks_dir.mkdir()
+        else:
+            self.masks_file = open(folder / "masks.jsonl", "w")
+        self.summary = open(folder / "summary.json", "w")
+        head = json.dumps({**header, "frames": []}, indent=1, allow_nan=False)
+        self.summary.write(head[: head.rindex("[]") + 1])  # '... "frames": [' : rows follow
+        self.rows = 0
+        self.overlay = VideoWriter(folder / "overlay.mp4", fps, *size, audio_from=video if has_audio else None)
+
+    def handle(self, item: tuple) -> None:
+        """``("mask", index, time, mask, row)`` or ``("overlay", image, mask)``."""
+        if item[0] == "mask":
+            self.write_mask(*item[1:])
+        else:
+            self.write_overlay(*item[1:])
+
+    def write_mask(self, index: int, time: float, mask: np.ndarray, row: dict[str, Any]) -> None:
+        if self.mask_format == "png":
+            Image.fromarray(mask.astype(np.uint8) * 255).save(self.masks_dir / f"{index:05d}.png")
+        else:
+            self.masks_file.write(json.dumps({"frame": index, "time": time, **rle.encode(mask)}) + "\n")
+        text = json.dumps(row, indent=1, allow_nan=False).replace("\n", "\n  ")
+        self.summary.write(f"{',' if self.rows else ''}\n  {text}")
+        self.rows += 1
+
+    def write_overlay(self, image: np.ndarray, mask: np.ndarray) -> None:
+        tinted = image.astype(np.float32)
+        tinted[mask] = (1 - self.alpha) * tinted[mask] + self.alpha * OVERLAY_COLOUR
+        tinted[_outline(mask)] = 255.0  # visible whatever the object's own colour
+        self.overlay.write_frame(tinted.astype(np.uint8))
+
+    def close(self) -> None:
+        self.summary.write("\n ]\n}" if self.rows else "]\n}")
+        self._close_files()
+        self.overlay.close()
+
+    def abort(self) -> None:
+        self._close_files()
+        self.overlay.abort()
+
+    def _close_files(self) -> None:
+        self.summary.close()
+        if self.mask_format == "rle":
+            self.masks_file.close()
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask."""
+    padded = np.pad(mask, 1)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior

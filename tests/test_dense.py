@@ -1,0 +1,195 @@
+"""``avseg segment`` at every frame: rates, centred audio windows, keyframes with a propagator, RLE masks,
+the streaming threads, and ``--rate 1`` byte for byte as before, on a tiny TeSO of the real classes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_video
+from legacy_segment import legacy_segment
+from PIL import Image
+
+from avseg.cli import main
+from avseg.config import load_recipe
+from avseg.engine.demo import DEMO_RECIPE
+from avseg.engine.dense import OutputFrame, Sampling, _CentredWindows, stream_frames
+from avseg.engine.rle import decode, encode
+from avseg.engine.segment import fixed_cues, segment_video
+from avseg.engine.session import load_segmenter
+from avseg.engine.stream import Prefetch, Worker
+from avseg.errors import MediaError
+from avseg.media import iter_frames, read_audio
+from avseg.models.registry import save_system_info
+from avseg.models.teso import TeSO, TeSOConfig
+from avseg.propagation.hold import HoldPropagator
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model") / "teso"
+    torch.manual_seed(0)
+    TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(folder)
+    save_system_info(folder, load_recipe(DEMO_RECIPE))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return load_segmenter(model_dir, ("bell", "dog"), device="cpu")
+
+
+def masks_of(folder):
+    return [np.asarray(Image.open(path)) > 0 for path in sorted((folder / "masks").glob("*.png"))]
+
+
+def test_rate_1_reproduces_the_per_second_output_byte_for_byte(tmp_path, loaded):
+    video = make_video(tmp_path / "clip.mp4", seconds=7.5, fps=12, size=(80, 60), audio_rate=44100, layout="stereo")
+    new = loaded.segment(video, tmp_path / "new", window=3, progress=False, sampling=Sampling(rate=1))
+    loaded.segmenter.cues = fixed_cues(loaded.cue_names, video.stem, 3)
+    old = legacy_segment(loaded.segmenter, video, tmp_path / "old" / "clip", loaded.info["sample_rate"], loaded.label, window=3)
+    names = sorted(p.name for p in (old / "masks").iterdir())
+    assert names == sorted(p.name for p in (new / "masks").iterdir()) and len(names) == 7
+    for name in names:
+        assert (old / "masks" / name).read_bytes() == (new / "masks" / name).read_bytes(), name
+    assert (old / "summary.json").read_bytes() == (new / "summary.json").read_bytes()
+    assert (old / "overlay.mp4").read_bytes() == (new / "overlay.mp4").read_bytes()
+
+
+def test_every_frame_by_default_with_its_own_row(tmp_path, model_dir, capsys):
+    video = make_video(tmp_path / "clip.mp4", seconds=2, fps=6, size=(40, 30))
+    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--window", "4"]) == 0
+    out = tmp_path / "out" / "clip"
+    masks = masks_of(out)
+    frames = list(iter_frames(video, "all"))
+    assert len(masks) == len(frames) == 12 and masks[0].shape == (30, 40)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sampling"] == "every frame (6 fps), each with the 1-second audio window centred on it"
+    assert [row["frame"] for row in summary["frames"]] == list(range(12))
+    assert [row["time"] for row in summary["frames"]] == [frame.time for frame in frames]
+    assert {row["kind"] for row in summary["frames"]} == {"inferred"}
+    assert [row["mask_area"] for row in summary["frames"]] == [float(m.mean()) for m in masks]
+    assert len(list(iter_frames(out / "overlay.mp4", "all"))) == 12
+
+
+def test_rate_n_samples_each_interval_like_avsbench(tmp_path):
+    video = make_video(tmp_path / "clip.mp4", seconds=3, fps=12, audio_rate=16000)
+    items = list(stream_frames(video, Sampling(rate=4), 12.0, 16000, window=5, propagated=False))
+    outputs = [item for item in items if isinstance(item, OutputFrame)]
+    assert [o.frame for o in outputs] == [int((j + 15 / 16) * 3) for j in range(12)]  # 15/16 of each 1/4 s
+    shown = [item.interval for item in items if not isinstance(item, OutputFrame)]
+    assert shown == [k // 3 for k in range(36)]  # the overlay holds interval j's mask over its 3 frames
+    assert all(len(o.audio) == 16000 for o in outputs)
+
+
+def test_each_frame_hears_the_second_centred_on_it(tmp_path):
+    video = make_video(tmp_path / "clip.mp4", seconds=3, fps=10, audio_rate=16000, tone_hz=300)
+    waveform, _ = read_audio(video, 16000)
+    windows = _CentredWindows(video, 16000)
+    for time in (0.0, 0.3, 1.25, 2.0, 2.9):
+        window = windows.next_for(OutputFrame(0, 0, time, np.zeros((1, 1, 3), np.uint8), True))
+        first = int(round((time - 0.5) * 16000))
+        expected = np.zeros(16000, dtype=np.float32)
+        low, high = max(0, first), min(len(waveform), first + 16000)
+        expected[low - first : high - first] = waveform[low:high]
+        # streamed resampling joins read_audio's output to float rounding (avseg.media.iter_audio)
+        np.testing.assert_allclose(window, expected, atol=1e-5)
+        assert window[: max(0, -first)].max(initial=0) == 0  # silence before the start
+
+
+def test_the_model_gets_window_frames_with_their_own_windows(tmp_path, loaded):
+    video = make_video(tmp_path / "clip.mp4", seconds=2, fps=5, audio_rate=16000)
+    calls = []
+    segmenter = loaded.segmenter
+
+    class Recording:  # the real segmenter, its inputs recorded
+        def predict(self, clips):
+            calls.append(clips[0])
+            return segmenter.predict(clips)
+
+    segmenter.cues = fixed_cues(("bell",), "clip", 4)
+    segment_video(Recording(), video, tmp_path / "out", 16000, "teso", window=4, progress=False)
+    assert [len(c.frames) for c in calls] == [4, 4, 2]
+    assert all(len(c.waveform) == 16000 * len(c.frames) for c in calls)
+    assert calls[0].meta["seconds"] == [0, 0, 0, 0] and calls[2].meta["seconds"] == [1, 1]
+
+
+def test_keyframes_anchor_the_propagator_and_the_rest_are_propagated(tmp_path, loaded):
+    video = make_video(tmp_path / "clip.mp4", seconds=2, fps=6, audio_rate=16000)
+    out = loaded.segment(video, tmp_path / "out", window=2, progress=False, sampling=Sampling(keyframes=2), propagator=HoldPropagator())
+    rows = json.loads((out / "summary.json").read_text())["frames"]
+    assert [row["kind"] for row in rows] == (["keyframe"] + ["propagated"] * 2) * 4
+    masks = masks_of(out)
+    for k, row in enumerate(rows):
+        assert np.array_equal(masks[k], masks[k - k % 3])  # held from its keyframe
+
+
+def test_an_empty_keyframe_ends_the_hold():
+    hold = HoldPropagator()
+    frame = np.zeros((4, 5, 3), np.uint8)
+    hold.start(frame, np.eye(4, 5, dtype=bool))
+    assert hold.step(frame).sum() == 4 and hold.memory_entries() == 1
+    hold.start(frame, np.zeros((4, 5), bool))
+    assert hold.step(frame).dtype == np.float32 and not hold.step(frame).any() and hold.memory_entries() == 0
+
+
+def test_rle_format_writes_the_png_masks_as_coco_rle(tmp_path, loaded):
+    video = make_video(tmp_path / "clip.mp4", seconds=1, fps=8, size=(40, 30), audio_rate=16000)
+    png = loaded.segment(video, tmp_path / "png", window=3, progress=False)
+    rle = loaded.segment(video, tmp_path / "rle", window=3, progress=False, mask_format="rle")
+    assert sorted(p.name for p in rle.iterdir()) == ["masks.jsonl", "overlay.mp4", "summary.json"]
+    lines = [json.loads(line) for line in (rle / "masks.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(8)) and all(line["size"] == [30, 40] for line in lines)
+    for line, mask in zip(lines, masks_of(png)):
+        assert np.array_equal(decode(line), mask)
+
+
+# pycocotools 2.0.10 mask.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode() on these masks
+PYCOCOTOOLS_COUNTS = {"empty": "`0", "full": "0`0", "eye": "0:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:2:;g0"}
+
+
+def rle_examples():
+    rng = np.random.default_rng(0)
+    return {"empty": np.zeros((6, 8), bool), "full": np.ones((6, 8), bool), "eye": np.eye(40, 50, dtype=bool),
+            "random": rng.random((37, 53)) > 0.5, "blob": np.pad(np.ones((200, 300), bool), ((50, 70), (400, 3)))}
+
+
+def test_rle_round_trips_exactly_and_matches_pycocotools():
+    for name, mask in rle_examples().items():
+        rle = encode(mask)
+        assert rle["size"] == list(mask.shape) and np.array_equal(decode(rle), mask), name
+        if name in PYCOCOTOOLS_COUNTS:
+            assert rle["counts"] == PYCOCOTOOLS_COUNTS[name], name
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        mask = rng.random(tuple(rng.integers(1, 40, 2))) > rng.random()
+        assert np.array_equal(decode(encode(mask)), mask)
+
+
+def test_a_decoder_error_is_raised_as_itself_in_the_loop():
+    def frames():
+        yield from range(3)
+        raise MediaError("clip.mp4", "video stream is corrupt")
+
+    seen = []
+    with pytest.raises(MediaError, match="clip.mp4: video stream is corrupt"):
+        with Prefetch(frames(), 1) as prefetch:
+            seen.extend(prefetch)
+    assert seen == [0, 1, 2]
+
+
+def test_a_writer_error_is_raised_as_itself_and_the_writer_stops():
+    handled = []
+
+    def handle(item):
+        if item == 2:
+            raise OSError(28, "No space left on device")
+        handled.append(item)
+
+    writer = Worker(handle, 1)
+    with pytest.raises(OSError, match="No space left"):
+        for item in range(100):
+            writer.put(item)
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+    assert handled == [0, 1] and not writer._thread.is_alive()
