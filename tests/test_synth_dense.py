@@ -14,6 +14,7 @@ from avseg.cli import main
 from avseg.data.avsbench import MS3
 from avseg.data.dense import load_dense_truth, read_dense_masks, video_path
 from avseg.data.synthetic import write_dataset
+from avseg.engine import rle
 from avseg.engine.dense_eval import evaluate_dense
 from avseg.errors import ConfigError, DatasetError
 from avseg.media import avsbench_frame_index, iter_frames, probe
@@ -132,11 +133,18 @@ def hand_made(tmp_path):
     return tmp_path, truth
 
 
-def test_dense_evaluation_per_frame_by_hand(hand_made):
+@pytest.mark.parametrize("mask_format", ["png", "rle"])
+def test_dense_evaluation_per_frame_by_hand(hand_made, mask_format):
     tmp_path, truth = hand_made
     one_pixel = _rect(slice(0, 1), slice(0, 1))
     top_half_but_two = _rect(slice(0, 2), slice(None)) & ~_rect(slice(1, 2), slice(2, 4))
-    _save_masks(tmp_path / "pred" / "clip" / "masks", [one_pixel, _rect(slice(None), slice(0, 2)), _rect(slice(0, 2), slice(None)), top_half_but_two])
+    masks = [one_pixel, _rect(slice(None), slice(0, 2)), _rect(slice(0, 2), slice(None)), top_half_but_two]
+    if mask_format == "png":
+        _save_masks(tmp_path / "pred" / "clip" / "masks", masks)
+    else:  # avseg segment --format rle
+        (tmp_path / "pred" / "clip").mkdir(parents=True)
+        lines = [json.dumps({"frame": k, "time": k / 2, **rle.encode(mask)}) for k, mask in enumerate(masks)]
+        (tmp_path / "pred" / "clip" / "masks.jsonl").write_text("\n".join(lines) + "\n")
     scores = evaluate_dense(tmp_path / "pred", truth)
     # J per frame: 15/16 of an empty frame left empty, exact, 4/8, 6/8.
     assert scores["J"] == pytest.approx((15 / 16 + 1 + 4 / 8 + 6 / 8) / 4, abs=1e-6)  # 1e-7 in the Jaccard's denominator

@@ -23,6 +23,7 @@ clip, with each hard mask taken as logits of +inf / -inf:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -31,25 +32,41 @@ import torch
 
 from avseg.data.dense import load_dense_truth, read_dense_masks
 from avseg.data.files import read_binary_mask
+from avseg.engine import rle
 from avseg.errors import DatasetError
 from avseg.metrics import F_THRESHOLDS, f_curves, official_j
 
 
 def read_predicted_masks(folder: Path) -> np.ndarray:
-    """bool ``(masks, H, W)`` of one ``avseg segment`` result folder."""
+    """bool ``(masks, H, W)`` of one ``avseg segment`` result folder (PNG masks or ``masks.jsonl``)."""
+    if (folder / "masks.jsonl").is_file():
+        return _read_rle_lines(folder / "masks.jsonl")
     paths = sorted((folder / "masks").glob("*.png"))
     if not paths:
-        raise DatasetError(folder / "masks", "no predicted masks (expected 00000.png, ... as avseg segment writes)")
+        raise DatasetError(folder / "masks", "no predicted masks (expected 00000.png, ... or masks.jsonl as avseg segment writes)")
     return np.stack([read_binary_mask(path) > 0 for path in paths])
 
 
+def _read_rle_lines(path: Path) -> np.ndarray:
+    masks = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            entry = json.loads(line)
+            if entry["frame"] != len(masks):
+                raise ValueError(f"frame {entry['frame']} where frame {len(masks)} was expected")
+            masks.append(rle.decode(entry))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(path, f"line {number}: not a COCO-RLE mask line ({exc})") from None
+    if not masks:
+        raise DatasetError(path, "no predicted masks")
+    return np.stack(masks)
+
+
 def per_frame(predicted: np.ndarray, frames: int, fps: int, folder: Path) -> np.ndarray:
-    """One prediction per ground-truth frame: as given, or each second's mask held over its frames."""
-    if len(predicted) == frames:
-        return predicted
-    if len(predicted) * fps == frames:
-        return predicted[np.arange(frames) // fps]
-    raise DatasetError(folder, f"{len(predicted)} masks for a video of {frames} frames at {fps} fps (expected one per frame or one per second)")
+    """One prediction per ground-truth frame: as given, or each mask held over the frames of its interval."""
+    if frames % len(predicted) == 0 and fps * len(predicted) % frames == 0:
+        return predicted[np.arange(frames) * len(predicted) // frames]
+    raise DatasetError(folder, f"{len(predicted)} masks for a video of {frames} frames at {fps} fps (expected N per second for a rate N that divides {fps})")
 
 
 def hard_logits(masks: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,92 @@
+"""Every frame vs one frame per second: a tiny TeSO on moving, intermittently sounding synthetic objects.
+
+    python benchmarks/dense.py [--videos 80] [--epochs 30] [--set KEY=VALUE ...]
+
+1. writes the synthetic MS3 benchmark with ``avseg synth --fps 10 --motion``:
+   objects move about their own radius within a second and sounds start and
+   stop at arbitrary instants, with a ground-truth mask for every frame;
+2. trains the demo's tiny TeSO (``avseg/demo.yaml``, oracle cues) on its
+   official per-second frames with the regular training loop;
+3. segments the held-out (test split) videos with ``avseg segment``'s code
+   (:class:`avseg.engine.session.LoadedSegmenter`, each video's visible
+   object names as its cues) in each mode below, and scores every frame with
+   :func:`avseg.engine.dense_eval.evaluate_dense` (official J and F).
+
+Rows: ``held 1 fps`` is today's ``--rate 1`` output, each second's mask held
+over its frames (as the overlay shows it). frames/s is the number of video
+frames over the wall time of the segment call (decoding, model, masks and
+overlay; CPU, noisy when other processes share the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, table  # noqa: E402
+
+from avseg.config import load_recipe  # noqa: E402
+from avseg.data.dense import load_dense_truth, video_path  # noqa: E402
+from avseg.data.synthetic import load_objects, write_dataset  # noqa: E402
+from avseg.engine.demo import DEMO_RECIPE  # noqa: E402
+from avseg.engine.dense_eval import evaluate_dense  # noqa: E402
+from avseg.engine.session import load_segmenter  # noqa: E402
+from avseg.engine.train import train  # noqa: E402
+
+FPS = 10
+
+
+def segment_all(loaded, data: Path, clip_ids: list[str], out: Path, **options) -> float:
+    """Segment every clip's video into ``out``; the wall seconds it took."""
+    objects = load_objects(data)
+    started = time.perf_counter()
+    for clip_id in clip_ids:
+        names = sorted({name for second in objects[clip_id]["visible"] for name in second})
+        per_video = dataclasses.replace(loaded, cue_names=tuple(names))
+        per_video.segment(video_path(data, clip_id), out, progress=False, **options)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=80)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe")
+    args = parser.parse_args()
+    print(machine())
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "ms3"
+        started = time.perf_counter()
+        write_dataset("ms3", data, args.videos, seed=0, size=args.size, fps=FPS, motion=True)
+        print(f"wrote {args.videos} motion videos at {FPS} fps in {time.perf_counter() - started:.0f}s", flush=True)
+        overrides = [f"data.root={data}", f"output={tmp}/runs", "train.device=cpu", f"data.synthetic_videos={args.videos}",
+                     f"data.synthetic_size={args.size}", f"train.epochs={args.epochs}", *args.set]
+        recipe = load_recipe(DEMO_RECIPE, overrides)
+        started = time.perf_counter()
+        run = train(recipe)
+        print(f"trained a tiny TeSO for {recipe.train.epochs} epochs in {time.perf_counter() - started:.0f}s", flush=True)
+
+        truth = load_dense_truth(data)
+        test_ids = [clip_id for clip_id, entry in truth["clips"].items() if entry["split"] == "test"]
+        frames = sum(truth["clips"][clip_id]["frames"] for clip_id in test_ids)
+        loaded = load_segmenter(run / "best", cues=("placeholder",), device="cpu")
+        rows = []
+        for name, options in (("held 1 fps masks (today)", {}),):
+            out = Path(tmp) / "segment" / name.split()[0]
+            seconds = segment_all(loaded, data, test_ids, out, **options)
+            scores = evaluate_dense(out, data, test_ids)
+            rows.append([name, f"{scores['J']:.3f}", f"{scores['F']:.3f}", f"{frames / seconds:.1f}"])
+            print(f"{name}: {scores}", flush=True)
+    print(f"\n## every-frame J and F on {len(test_ids)} held-out motion videos ({frames} frames at {FPS} fps)\n")
+    print(table(["mode", "J", "F", "frames/s"], rows))
+
+
+if __name__ == "__main__":
+    main()
