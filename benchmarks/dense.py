@@ -1,6 +1,9 @@
 """Every frame vs one frame per second: a tiny TeSO on moving, intermittently sounding synthetic objects.
 
-    python benchmarks/dense.py [--videos 80] [--epochs 30] [--set KEY=VALUE ...]
+    python benchmarks/dense.py [--videos 48] [--epochs 16] [--work DIR] [--set KEY=VALUE ...]
+
+``--work DIR`` keeps the data and the trained model there; a second run with
+the same folder skips both and only segments and scores.
 
 1. writes the synthetic MS3 benchmark with ``avseg synth --fps 10 --motion``:
    objects move about their own radius within a second and sounds start and
@@ -35,6 +38,7 @@ from avseg.config import load_recipe  # noqa: E402
 from avseg.data.dense import load_dense_truth, video_path  # noqa: E402
 from avseg.data.synthetic import load_objects, write_dataset  # noqa: E402
 from avseg.engine.demo import DEMO_RECIPE  # noqa: E402
+from avseg.engine.dense import Sampling  # noqa: E402
 from avseg.engine.dense_eval import evaluate_dense  # noqa: E402
 from avseg.engine.session import load_segmenter  # noqa: E402
 from avseg.engine.train import train  # noqa: E402
@@ -53,37 +57,54 @@ def segment_all(loaded, data: Path, clip_ids: list[str], out: Path, **options) -
     return time.perf_counter() - started
 
 
+def trained_model(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """The motion dataset and the trained model's folder in ``work`` (written and trained unless already there)."""
+    data, run = work / "ms3", work / "runs" / "dense"
+    if not (data / "dense_truth.json").is_file():
+        started = time.perf_counter()
+        write_dataset("ms3", data, args.videos, seed=0, size=args.size, fps=FPS, motion=True)
+        print(f"wrote {args.videos} motion videos at {FPS} fps in {time.perf_counter() - started:.0f}s", flush=True)
+    if not (run / "best").is_dir():
+        overrides = [f"data.root={data}", f"output={work}/runs", "name=dense", "train.device=cpu", f"data.synthetic_videos={args.videos}",
+                     f"data.synthetic_size={args.size}", f"train.epochs={args.epochs}", *args.set]
+        recipe = load_recipe(DEMO_RECIPE, overrides)
+        started = time.perf_counter()
+        run = train(recipe, overwrite=True)
+        print(f"trained a tiny TeSO for {recipe.train.epochs} epochs in {time.perf_counter() - started:.0f}s", flush=True)
+    return data, run
+
+
+def modes(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    rows = [
+        ("held 1 fps masks (--rate 1, today)", {"sampling": Sampling(rate=1)}),
+        ("per-frame inference (--rate all --propagator none)", {"sampling": Sampling()}),
+    ]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=80)
+    parser.add_argument("--videos", type=int, default=48)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--work", type=Path, help="keep data and model here (reused by a later run)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe")
     args = parser.parse_args()
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "ms3"
-        started = time.perf_counter()
-        write_dataset("ms3", data, args.videos, seed=0, size=args.size, fps=FPS, motion=True)
-        print(f"wrote {args.videos} motion videos at {FPS} fps in {time.perf_counter() - started:.0f}s", flush=True)
-        overrides = [f"data.root={data}", f"output={tmp}/runs", "train.device=cpu", f"data.synthetic_videos={args.videos}",
-                     f"data.synthetic_size={args.size}", f"train.epochs={args.epochs}", *args.set]
-        recipe = load_recipe(DEMO_RECIPE, overrides)
-        started = time.perf_counter()
-        run = train(recipe)
-        print(f"trained a tiny TeSO for {recipe.train.epochs} epochs in {time.perf_counter() - started:.0f}s", flush=True)
-
+        work = args.work or Path(tmp)
+        data, run = trained_model(work, args)
         truth = load_dense_truth(data)
         test_ids = [clip_id for clip_id, entry in truth["clips"].items() if entry["split"] == "test"]
         frames = sum(truth["clips"][clip_id]["frames"] for clip_id in test_ids)
         loaded = load_segmenter(run / "best", cues=("placeholder",), device="cpu")
         rows = []
-        for name, options in (("held 1 fps masks (today)", {}),):
-            out = Path(tmp) / "segment" / name.split()[0]
+        for index, (name, options) in enumerate(modes(args)):
+            out = Path(tmp) / "segment" / str(index)
             seconds = segment_all(loaded, data, test_ids, out, **options)
             scores = evaluate_dense(out, data, test_ids)
             rows.append([name, f"{scores['J']:.3f}", f"{scores['F']:.3f}", f"{frames / seconds:.1f}"])
-            print(f"{name}: {scores}", flush=True)
+            print(f"{name}: {scores}, {seconds:.0f}s", flush=True)
     print(f"\n## every-frame J and F on {len(test_ids)} held-out motion videos ({frames} frames at {FPS} fps)\n")
     print(table(["mode", "J", "F", "frames/s"], rows))
 
