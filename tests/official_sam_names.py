@@ -71,3 +71,38 @@ def official_sam_name(key: str) -> str:
         if re.match(pattern, key):
             return re.sub(pattern, target, key, count=1)
     raise AssertionError(key)
+
+
+def official_sam2_video_name(key: str) -> str:
+    """The official ``sam2`` name (``SAM2Base``'s memory attention, memory encoder, object pointer and mask
+    downsampling parts) of a transformers ``Sam2VideoModel`` key that ``Sam2Model`` does not have."""
+    downsampler = re.match(r"^memory_encoder\.mask_downsampler\.layers\.(\d+)\.(conv|layer_norm)\.(.*)$", key)
+    if downsampler:  # the official MaskDownSampler is one Sequential: conv, LayerNorm2d, GELU per stage
+        stage, part, rest = downsampler.groups()
+        return f"memory_encoder.mask_downsampler.encoder.{3 * int(stage) + (part == 'layer_norm')}.{rest}"
+    rules = [
+        (r"^memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.o_proj\.", r"memory_attention.layers.\1.\2.out_proj."),
+        (r"^memory_attention\.layers\.(\d+)\.layer_norm(\d)\.", r"memory_attention.layers.\1.norm\2."),
+        (r"^memory_attention\.layer_norm\.", "memory_attention.norm."),
+        (r"^memory_attention\.", "memory_attention."),
+        (r"^memory_encoder\.mask_downsampler\.final_conv\.", "memory_encoder.mask_downsampler.encoder.12."),
+        (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
+        (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
+        (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.depthwise_conv\.", r"memory_encoder.fuser.layers.\1.dwconv."),
+        (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.layer_norm\.", r"memory_encoder.fuser.layers.\1.norm."),
+        (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.pointwise_conv(\d)\.", r"memory_encoder.fuser.layers.\1.pwconv\2."),
+        (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.scale$", r"memory_encoder.fuser.layers.\1.gamma"),
+        (r"^object_pointer_proj\.proj_in\.", "obj_ptr_proj.layers.0."),
+        (r"^object_pointer_proj\.layers\.0\.", "obj_ptr_proj.layers.1."),
+        (r"^object_pointer_proj\.proj_out\.", "obj_ptr_proj.layers.2."),
+        (r"^temporal_positional_encoding_projection_layer\.", "obj_ptr_tpos_proj."),
+        (r"^mask_downsample\.", "mask_downsample."),
+        (r"^memory_temporal_positional_encoding$", "maskmem_tpos_enc"),
+        (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
+        (r"^no_object_pointer$", "no_obj_ptr"),
+        (r"^occlusion_spatial_embedding_parameter$", "no_obj_embed_spatial"),
+    ]
+    for pattern, target in rules:
+        if re.match(pattern, key):
+            return re.sub(pattern, target, key, count=1)
+    raise AssertionError(key)

@@ -14,7 +14,7 @@ Three sources:
 Every official key is mapped to exactly one model key by a table of name pairs that is read in
 both directions, so a missing model weight is named by its official name. SAM 2's
 video-tracking parts (memory attention and encoder, object pointers), which image segmentation
-never runs, are checked name by name against the official modules and kept apart, in
+never runs, are checked name by name against the official modules (:data:`SAM2_VIDEO_NAMES`) and kept apart, in
 ``sam2_memory.safetensors`` under their official names. A file is refused with one error that
 lists every problem: official keys with no place (or no known video-part name), missing
 official keys, wrong shapes. Files are read with ``torch.load(weights_only=True)`` or safetensors.
@@ -37,25 +37,9 @@ from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
 from avseg.files import save_tensors
 from avseg.loading import failure_reason, quiet_loading
-from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig, listed_problems, load_strict
+from avseg.models.av2t_sam.model import MEMORY_FILE, AV2TSAM, AV2TSAMConfig, listed_problems, load_strict
 from avseg.models.av2t_sam.sam3 import AV2TSAM3
 from avseg.models.system_info import save_system_info
-
-MEMORY_FILE = "sam2_memory.safetensors"
-
-SAM2_MEMORY_KEYS = re.compile(
-    r"memory_attention\.layers\.\d+\.(?:(?:self_attn|cross_attn_image)\.[qkv]_proj|(?:self_attn|cross_attn_image)\.out_proj"
-    r"|linear[12]|norm[123])\.(?:weight|bias)"
-    r"|memory_attention\.norm\.(?:weight|bias)"
-    r"|memory_encoder\.mask_downsampler\.encoder\.\d+\.(?:weight|bias)"
-    r"|memory_encoder\.(?:pix_feat_proj|out_proj)\.(?:weight|bias)"
-    r"|memory_encoder\.fuser\.layers\.\d+\.(?:(?:dwconv|norm|pwconv1|pwconv2)\.(?:weight|bias)|gamma)"
-    r"|obj_ptr_proj\.(?:layers\.\d+\.)?(?:weight|bias)|obj_ptr_tpos_proj\.(?:weight|bias)|mask_downsample\.(?:weight|bias)"
-    r"|maskmem_tpos_enc|no_mem_pos_enc|no_obj_ptr|no_obj_embed_spatial"
-)
-"""The parameters of the official SAM 2 modules that only video tracking runs (``SAM2Base``'s memory
-attention, memory encoder, object pointer and mask-downsampling parts; ``no_obj_embed_spatial`` is SAM 2.1's)."""
-
 
 class NameTable:
     """Ordered pairs of name templates, official -> avseg and back; the first pair whose side matches wins.
@@ -129,6 +113,49 @@ SAM2_NAMES = NameTable(
         *((f"sam_mask_decoder.{name}.", f"mask_decoder.{name}.") for name in ("transformer", "iou_token", "mask_tokens", "obj_score_token", "conv_s0", "conv_s1")),
     ]
 )
+
+MASK_DOWNSAMPLER_LAYERS = 4
+"""SAM 2's mask downsampler: total stride 16 in strides of 2."""
+
+
+def _attention_pairs(official: str, ours: str) -> list[tuple[str, str]]:
+    return [(f"{official}.out_proj.", f"{ours}.o_proj."), (f"{official}.", f"{ours}.")]
+
+
+SAM2_VIDEO_NAMES = NameTable(
+    [
+        *_attention_pairs("memory_attention.layers.{i}.self_attn", "memory_attention.layers.{i}.self_attn"),
+        *_attention_pairs("memory_attention.layers.{i}.cross_attn_image", "memory_attention.layers.{i}.cross_attn_image"),
+        ("memory_attention.layers.{i}.norm{n}.", "memory_attention.layers.{i}.layer_norm{n}."),
+        ("memory_attention.layers.{i}.linear{n}.", "memory_attention.layers.{i}.linear{n}."),
+        ("memory_attention.norm.", "memory_attention.layer_norm."),
+        *(
+            pair
+            for k in range(MASK_DOWNSAMPLER_LAYERS)
+            for pair in (
+                (f"memory_encoder.mask_downsampler.encoder.{3 * k}.", f"memory_encoder.mask_downsampler.layers.{k}.conv."),
+                (f"memory_encoder.mask_downsampler.encoder.{3 * k + 1}.", f"memory_encoder.mask_downsampler.layers.{k}.layer_norm."),
+            )
+        ),
+        (f"memory_encoder.mask_downsampler.encoder.{3 * MASK_DOWNSAMPLER_LAYERS}.", "memory_encoder.mask_downsampler.final_conv."),
+        ("memory_encoder.pix_feat_proj.", "memory_encoder.feature_projection."),
+        ("memory_encoder.out_proj.", "memory_encoder.projection."),
+        ("memory_encoder.fuser.layers.{i}.dwconv.", "memory_encoder.memory_fuser.layers.{i}.depthwise_conv."),
+        ("memory_encoder.fuser.layers.{i}.norm.", "memory_encoder.memory_fuser.layers.{i}.layer_norm."),
+        ("memory_encoder.fuser.layers.{i}.pwconv{n}.", "memory_encoder.memory_fuser.layers.{i}.pointwise_conv{n}."),
+        ("memory_encoder.fuser.layers.{i}.gamma", "memory_encoder.memory_fuser.layers.{i}.scale"),
+        *_mlp("obj_ptr_proj", "object_pointer_proj", 3),
+        ("obj_ptr_tpos_proj.", "temporal_positional_encoding_projection_layer."),
+        ("mask_downsample.", "mask_downsample."),
+        ("maskmem_tpos_enc", "memory_temporal_positional_encoding"),
+        ("no_mem_pos_enc", "no_memory_positional_encoding"),
+        ("no_obj_ptr", "no_object_pointer"),
+        ("no_obj_embed_spatial", "occlusion_spatial_embedding_parameter"),
+    ]
+)
+"""SAM 2's video-only parts (``SAM2Base``'s memory attention, memory encoder, object pointer and mask-downsampling
+parts, which image segmentation never runs; ``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj`` are SAM 2.1's):
+official ``sam2`` names <-> transformers ``Sam2VideoModel`` names (after its ``convert_sam2_video_to_hf``)."""
 
 # SAM (``segment_anything``, as vendored by EVF-SAM) <-> transformers ``SamModel``.
 SAM_NAMES = NameTable(
@@ -204,7 +231,7 @@ def map_official(state: Mapping[str, torch.Tensor], names: OfficialNames, expect
     points: dict[int, torch.Tensor] = {}
     for key, value in state.items():
         inner = key[len("visual_model.") :] if key.startswith("visual_model.") else None
-        if inner is not None and names.backbone == "sam2" and SAM2_MEMORY_KEYS.fullmatch(inner):
+        if inner is not None and names.backbone == "sam2" and SAM2_VIDEO_NAMES.to_ours(inner) is not None:
             memory[inner] = value
             continue
         point = _SAM2_POINT.match(inner or "") if names.backbone == "sam2" else None
@@ -341,6 +368,7 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
     model.save_pretrained(out)
     if memory:
         save_tensors({k: v.contiguous() for k, v in memory.items()}, Path(out) / MEMORY_FILE)
+        model.video_memory = Path(out) / MEMORY_FILE
     save_system_info(out, paper_system(AV2TSAM.name))
     return model
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from transformers import Sam2Config, SamConfig
 
 from avseg.config import build_config
 from avseg.errors import AvsegError
-from avseg.files import save_tensors, write_json
+from avseg.files import atomic_write, save_tensors, write_json
 from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backward
 from avseg.models.av2t_sam.beit3 import BEiT3Config
 from avseg.models.av2t_sam.evf import EVFPrompt
@@ -36,6 +37,8 @@ from avseg.models.av2t_sam.projector import AudioVisualProjector
 from avseg.models.av2t_sam.sam import PromptedSam, PromptedSam2
 
 BACKBONES = ("sam2", "sam")
+MEMORY_FILE = "sam2_memory.safetensors"
+"""SAM 2's video-only weights beside a converted model (see :mod:`avseg.models.av2t_sam.convert`)."""
 
 
 def hiera_large_sam2_config() -> Sam2Config:
@@ -219,7 +222,14 @@ class AV2TSAM(nn.Module):
         return self.sam.upsample(best, size)[:, 0]
 
     def save_pretrained(self, folder: str | Path) -> None:
+        """``config.json`` + ``model.safetensors``, and the SAM 2 video weights (``sam2_memory.safetensors``) of the
+        folder the model was loaded from, so a model trained from a converted EVF-SAM2 / AV2T-SAM folder keeps
+        the video memory of its SAM 2 (:mod:`avseg.propagation` uses it; training never changes it)."""
         save_model_folder(self, self.config.to_dict(), folder)
+        memory = getattr(self, "video_memory", None)
+        target = Path(folder) / MEMORY_FILE
+        if memory is not None and memory.resolve() != target.resolve():
+            atomic_write(target, lambda temporary: shutil.copyfile(memory, temporary))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> AV2TSAM:
@@ -227,6 +237,8 @@ class AV2TSAM(nn.Module):
         with torch.device("meta"):  # no random initialisation of ~900M parameters that are overwritten anyway
             model = cls(config)
         load_strict(model, state, source, assign=True)
+        memory = Path(folder) / MEMORY_FILE
+        model.video_memory = memory if memory.is_file() else None
         return model
 
 

@@ -23,10 +23,16 @@ def sam3_pixel_values(frames: np.ndarray, size: int = SAM3_IMAGE_SIZE) -> torch.
     mean = std = 0.5. Here the resize runs in float and is rounded the same way; torchvision's fixed-point
     uint8 kernel can differ by one grey level.
     """
+    return resized_pixel_values(frames, size, (SAM3_MEAN,) * 3, (SAM3_STD,) * 3)
+
+
+def resized_pixel_values(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> float ``(T, 3, size, size)``: the square resize of :func:`sam3_pixel_values`
+    (bilinear, antialiased, rounded to whole grey levels), rescaled by 1/255 and normalised per channel."""
     images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     images = images.round().clamp(0, 255)
-    return (images / 255 - SAM3_MEAN) / SAM3_STD
+    return (images / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
 class Sam3Prompter(nn.Module):
