@@ -32,7 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
 from _common import machine, table  # noqa: E402
+from transformers import Sam2VideoModel  # noqa: E402
 
 from avseg.config import load_recipe  # noqa: E402
 from avseg.data.dense import load_dense_truth, video_path  # noqa: E402
@@ -42,6 +44,8 @@ from avseg.engine.dense import Sampling  # noqa: E402
 from avseg.engine.dense_eval import evaluate_dense  # noqa: E402
 from avseg.engine.session import load_segmenter  # noqa: E402
 from avseg.engine.train import train  # noqa: E402
+from avseg.propagation import load_propagator  # noqa: E402
+from avseg.propagation.sam2_weights import sam2_video_config, tiny_video_sam2_config  # noqa: E402
 
 FPS = 10
 
@@ -74,12 +78,21 @@ def trained_model(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     return data, run
 
 
-def modes(args: argparse.Namespace) -> list[tuple[str, dict]]:
-    rows = [
+def random_sam2_folder(folder: Path) -> Path:
+    """A toy-size ``Sam2VideoModel`` with random weights (the propagation tests' config), saved as a folder."""
+    torch.manual_seed(0)
+    Sam2VideoModel(sam2_video_config(tiny_video_sam2_config())).save_pretrained(folder)
+    return folder
+
+
+def modes(args: argparse.Namespace, loaded, tmp: Path) -> list[tuple[str, dict]]:
+    propagator = args.propagator or str(random_sam2_folder(tmp / "sam2-random"))
+    name = "random toy SAM 2" if args.propagator is None else Path(args.propagator).name
+    return [
         ("held 1 fps masks (--rate 1, today)", {"sampling": Sampling(rate=1)}),
         ("per-frame inference (--rate all --propagator none)", {"sampling": Sampling()}),
+        (f"keyframes 1/s + propagation ({name})", {"sampling": Sampling(keyframes=1), "propagator": load_propagator(propagator, None, loaded.info, "cpu")}),
     ]
-    return rows
 
 
 def main() -> None:
@@ -88,6 +101,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--work", type=Path, help="keep data and model here (reused by a later run)")
+    parser.add_argument("--propagator", help="SAM 2 video folder or hub name for the propagation row (default: random toy weights)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe")
     args = parser.parse_args()
     print(machine())
@@ -99,7 +113,7 @@ def main() -> None:
         frames = sum(truth["clips"][clip_id]["frames"] for clip_id in test_ids)
         loaded = load_segmenter(run / "best", cues=("placeholder",), device="cpu")
         rows = []
-        for index, (name, options) in enumerate(modes(args)):
+        for index, (name, options) in enumerate(modes(args, loaded, Path(tmp))):
             out = Path(tmp) / "segment" / str(index)
             seconds = segment_all(loaded, data, test_ids, out, **options)
             scores = evaluate_dense(out, data, test_ids)
@@ -107,6 +121,9 @@ def main() -> None:
             print(f"{name}: {scores}, {seconds:.0f}s", flush=True)
     print(f"\n## every-frame J and F on {len(test_ids)} held-out motion videos ({frames} frames at {FPS} fps)\n")
     print(table(["mode", "J", "F", "frames/s"], rows))
+    if args.propagator is None:
+        print("\nThe propagation row uses a SAM 2 video model with random toy weights: it cannot track, so that row only "
+              "shows the plumbing and its speed; run with --propagator facebook/sam2.1-hiera-large (a GPU helps) for real tracking.")
 
 
 if __name__ == "__main__":
