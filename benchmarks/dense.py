@@ -16,7 +16,9 @@ the same folder skips both and only segments and scores.
    :func:`avseg.engine.dense_eval.evaluate_dense` (official J and F).
 
 Rows: ``held 1 fps`` is today's ``--rate 1`` output, each second's mask held
-over its frames (as the overlay shows it). frames/s is the number of video
+over its frames (as the overlay shows it); the last row holds the *ground
+truth* of each sampled frame instead: what the best possible 1 fps output
+scores, the cost of motion and mid-second onsets alone. frames/s is the number of video
 frames over the wall time of the segment call (decoding, model, masks and
 overlay; CPU, noisy when other processes share the machine).
 """
@@ -32,18 +34,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import machine, table  # noqa: E402
+from PIL import Image  # noqa: E402
 from transformers import Sam2VideoModel  # noqa: E402
 
 from avseg.config import load_recipe  # noqa: E402
-from avseg.data.dense import load_dense_truth, video_path  # noqa: E402
+from avseg.data.dense import load_dense_truth, read_dense_masks, video_path  # noqa: E402
 from avseg.data.synthetic import load_objects, write_dataset  # noqa: E402
 from avseg.engine.demo import DEMO_RECIPE  # noqa: E402
 from avseg.engine.dense import Sampling  # noqa: E402
 from avseg.engine.dense_eval import evaluate_dense  # noqa: E402
 from avseg.engine.session import load_segmenter  # noqa: E402
 from avseg.engine.train import train  # noqa: E402
+from avseg.media import avsbench_frame_index  # noqa: E402
 from avseg.propagation import load_propagator  # noqa: E402
 from avseg.propagation.sam2_weights import sam2_video_config, tiny_video_sam2_config  # noqa: E402
 
@@ -76,6 +81,16 @@ def trained_model(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
         run = train(recipe, overwrite=True)
         print(f"trained a tiny TeSO for {recipe.train.epochs} epochs in {time.perf_counter() - started:.0f}s", flush=True)
     return data, run
+
+
+def held_truth(data: Path, clip_ids: list[str], out: Path) -> None:
+    """The ceiling of any 1 fps output: each second's ground truth (the sampled frame's) as a ``--rate 1`` result."""
+    truth = load_dense_truth(data)
+    for clip_id in clip_ids:
+        dense = read_dense_masks(data, clip_id, truth["clips"][clip_id]["frames"])
+        (out / clip_id / "masks").mkdir(parents=True)
+        for second in range(len(dense) // FPS):
+            Image.fromarray(dense[avsbench_frame_index(second, FPS)].astype(np.uint8) * 255).save(out / clip_id / "masks" / f"{second:05d}.png")
 
 
 def random_sam2_folder(folder: Path) -> Path:
@@ -119,6 +134,9 @@ def main() -> None:
             scores = evaluate_dense(out, data, test_ids)
             rows.append([name, f"{scores['J']:.3f}", f"{scores['F']:.3f}", f"{frames / seconds:.1f}"])
             print(f"{name}: {scores}, {seconds:.0f}s", flush=True)
+        held_truth(data, test_ids, Path(tmp) / "oracle")
+        scores = evaluate_dense(Path(tmp) / "oracle", data, test_ids)
+        rows.append(["ceiling of 1 fps: ground truth of the sampled frame, held", f"{scores['J']:.3f}", f"{scores['F']:.3f}", "-"])
     print(f"\n## every-frame J and F on {len(test_ids)} held-out motion videos ({frames} frames at {FPS} fps)\n")
     print(table(["mode", "J", "F", "frames/s"], rows))
     if args.propagator is None:
