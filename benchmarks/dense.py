@@ -1,6 +1,6 @@
 """Every frame vs one frame per second: a tiny TeSO on moving, intermittently sounding synthetic objects.
 
-    python benchmarks/dense.py [--videos 48] [--epochs 16] [--work DIR] [--set KEY=VALUE ...]
+    python benchmarks/dense.py [--videos 48] [--epochs 16] [--work DIR] [--propagator SAM2] [--threshold 0.5] [--set KEY=VALUE ...]
 
 ``--work DIR`` keeps the data and the trained model there; a second run with
 the same folder skips both and only segments and scores.
