@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from avseg import __version__
+from avseg.data.dense import MAX_FPS as MAX_SYNTHETIC_FPS
 from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
 from avseg.engine.data import LAYOUTS, reader_class
@@ -22,9 +23,10 @@ MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384000
 def cmd_synth(args: argparse.Namespace) -> None:
     from avseg.data.synthetic import write_dataset
 
-    counts = write_dataset(args.layout, args.out, args.videos, args.seed, args.size)
+    counts = write_dataset(args.layout, args.out, args.videos, args.seed, args.size, args.fps, args.motion)
     splits = ", ".join(f"{split} {count}" for split, count in counts.items())
-    print(f"wrote a synthetic {args.layout} dataset to {args.out} ({splits})")
+    dense = f"; videos at {args.fps} fps with every-frame masks{' (motion)' if args.motion else ''}" if args.fps else ""
+    print(f"wrote a synthetic {args.layout} dataset to {args.out} ({splits}){dense}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:
@@ -246,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--videos", type=int_between(1), default=40)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int_between(MIN_SYNTHETIC_SIZE, MAX_SYNTHETIC_SIZE), default=224, help="frame width and height in pixels")
+    synth.add_argument("--fps", type=int_between(1, MAX_SYNTHETIC_FPS), help="also write each clip as a video at this frame rate, with a mask for every frame (videos/, dense_masks/, dense_truth.json)")
+    synth.add_argument("--motion", action="store_true", help="with --fps: objects move within each second and sounds start and stop at arbitrary times")
     synth.set_defaults(run=cmd_synth)
 
     check = commands.add_parser("check", help="read every clip of a dataset and count frames, masks and empty masks")

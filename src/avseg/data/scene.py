@@ -8,6 +8,17 @@ union of the objects that sound during second ``l``. Every class is silent
 about half the time it is visible, so a model that segments "objects that
 usually sound" cannot score well: the audio must decide.
 
+Time is continuous: :func:`render_frame` draws the scene at any instant ``t``
+(seconds). A plain scene is piecewise constant, as the official layouts are:
+objects move and sounds switch only at whole seconds, so the frame at ``t``
+is the frame of second ``floor(t)``. A *motion* scene (``avseg synth
+--motion``) moves its objects continuously and ``MOTION_SPEEDUP`` times
+faster, and each object sounds over intervals that start and stop at
+arbitrary instants (alternating on/off durations drawn from an exponential
+with mean ``MEAN_RUN_S``, at least ``MIN_RUN_S``, so a switch rarely falls on
+a second boundary); its sounding state at ``t`` is whether ``t`` lies in one
+of the intervals.
+
 Everything is a pure function of a :class:`numpy.random.Generator`, so a seed
 reproduces a dataset bit for bit.
 """
@@ -19,6 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 AUDIO_RATE = 16000
+MOTION_SPEEDUP = 6.0
+"""Motion scenes: velocity std 0.18 of the frame per second (plain: 0.03), so an object moves about
+its own radius within a second and a mask held over the second misses much of it."""
+MEAN_RUN_S, MIN_RUN_S = 1.5, 0.3
+"""Motion scenes: mean and shortest duration of one sounding or silent run, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +70,15 @@ class SceneObject:
     velocity: np.ndarray
     radius: float
     sounding: np.ndarray
-    """bool ``(seconds,)``."""
+    """bool ``(seconds,)``: sounding in second ``l`` (motion scenes: at that second's sampling instant)."""
     gain: float
+    intervals: tuple[tuple[float, float], ...] | None = None
+    """Motion scenes: the ``[start, end)`` times (seconds) in which the object sounds; None for plain scenes."""
+
+    def sounding_at(self, time: float) -> bool:
+        if self.intervals is None:
+            return bool(self.sounding[min(int(time), len(self.sounding) - 1)])
+        return any(start <= time < end for start, end in self.intervals)
 
 
 @dataclass
@@ -65,6 +88,7 @@ class Scene:
     """float32 ``(H, W, 3)``."""
     seconds: int
     size: int
+    motion: bool = False
 
     @property
     def sounding(self) -> np.ndarray:
@@ -79,12 +103,17 @@ def make_scene(
     num_objects: int,
     single_source: bool = False,
     silent: bool = False,
+    motion: bool = False,
 ) -> Scene:
     """Sample a scene.
 
     Args:
         single_source: exactly one object sounds, for the whole clip (S4).
         silent: nothing sounds at all (a clip whose every mask is empty).
+        motion: continuous, faster motion and sounding intervals at arbitrary
+            times (see the module doc); its per-second ``sounding`` is left
+            empty for :func:`sample_sounding` to fill at the sampling instants.
+            A plain scene draws the same random numbers as before this option.
     """
     picks = rng.choice(len(CLASSES), size=num_objects, replace=False)
     objects = []
@@ -101,7 +130,9 @@ def make_scene(
                 gain=rng.uniform(0.6, 1.0),
             )
         )
-    if single_source:
+    if motion:
+        _sample_intervals(rng, objects, seconds, single_source, silent)
+    elif single_source:
         objects[int(rng.integers(num_objects))].sounding[:] = True
     elif not silent:
         for obj in objects:
@@ -111,7 +142,30 @@ def make_scene(
                 obj.sounding[second] = state
                 if rng.random() < 0.3:
                     state = not state
-    return Scene(objects, _background(rng, size), seconds, size)
+    return Scene(objects, _background(rng, size), seconds, size, motion)
+
+
+def _sample_intervals(rng: np.random.Generator, objects: list[SceneObject], seconds: int, single_source: bool, silent: bool) -> None:
+    """Motion scenes: faster objects and sounding intervals with arbitrary on/off times."""
+    source = int(rng.integers(len(objects))) if single_source else -1
+    for k, obj in enumerate(objects):
+        obj.velocity = obj.velocity * MOTION_SPEEDUP
+        if single_source or silent:
+            obj.intervals = ((0.0, float(seconds)),) if k == source else ()
+            continue
+        intervals, time, state = [], 0.0, rng.random() < 0.5
+        while time < seconds:
+            end = min(float(seconds), time + MIN_RUN_S + rng.exponential(MEAN_RUN_S - MIN_RUN_S))
+            if state:
+                intervals.append((time, end))
+            time, state = end, not state
+        obj.intervals = tuple(intervals)
+
+
+def sample_sounding(scene: Scene, times: list[float]) -> None:
+    """Motion scenes: per-second ``sounding`` = the state at each second's sampling instant ``times[l]``."""
+    for obj in scene.objects:
+        obj.sounding = np.array([obj.sounding_at(t) for t in times], dtype=bool)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -159,18 +213,21 @@ def _texture(texture: str, color: np.ndarray, x: np.ndarray, y: np.ndarray, r: f
     return np.where(pattern[..., None], color * 0.55, color)
 
 
-def render_frame(scene: Scene, second: int) -> tuple[np.ndarray, np.ndarray]:
-    """The frame shown at ``second`` and each object's visible pixels.
+def render_frame(scene: Scene, time: float) -> tuple[np.ndarray, np.ndarray]:
+    """The frame shown at ``time`` (seconds) and each object's visible pixels.
 
     Returns ``(image uint8 (H,W,3), visible bool (objects,H,W))``. Objects later
-    in the list are drawn on top and hide what lies under them.
+    in the list are drawn on top and hide what lies under them. A plain scene
+    shows the frame of second ``floor(time)``.
     """
+    if not scene.motion:
+        time = int(time)
     size = scene.size
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     image = scene.background.copy()
     visible = np.zeros((len(scene.objects), size, size), dtype=bool)
     for k, obj in enumerate(scene.objects):
-        cx, cy = _bounce(obj.center + obj.velocity * second, obj.radius, size)
+        cx, cy = _bounce(obj.center + obj.velocity * time, obj.radius, size)
         inside = _shape_mask(obj.cls.shape, x - cx, y - cy, obj.radius)
         visible[:k] &= ~inside
         visible[k] = inside
@@ -207,16 +264,33 @@ def _signature(obj: SceneObject, rng: np.random.Generator, num_samples: int) -> 
 def render_audio(scene: Scene, rng: np.random.Generator, noise_rms: float = 0.005) -> np.ndarray:
     """float32 mono at :data:`AUDIO_RATE`: the sounding objects per second, plus noise.
 
-    Each sounding segment fades in and out over 10 ms so seconds do not click.
+    Each sounding segment (a second, or a motion scene's interval) fades in
+    and out over 10 ms so it does not click.
     """
     num_samples = scene.seconds * AUDIO_RATE
     mix = rng.normal(0.0, noise_rms, num_samples)
-    fade = np.ones(AUDIO_RATE)
     ramp = np.linspace(0.0, 1.0, AUDIO_RATE // 100)
+    fade = np.ones(AUDIO_RATE)
     fade[: len(ramp)], fade[-len(ramp) :] = ramp, ramp[::-1]
     for obj in scene.objects:
-        if not obj.sounding.any():
+        if obj.intervals is None:
+            if not obj.sounding.any():
+                continue
+            gate = np.concatenate([fade * on for on in obj.sounding])
+        elif obj.intervals:
+            gate = _interval_gate(obj.intervals, num_samples, ramp)
+        else:
             continue
-        gate = np.concatenate([fade * on for on in obj.sounding])
         mix += 0.12 * obj.gain * gate * _signature(obj, rng, num_samples)
     return np.clip(mix, -1.0, 1.0).astype(np.float32)
+
+
+def _interval_gate(intervals: tuple[tuple[float, float], ...], num_samples: int, ramp: np.ndarray) -> np.ndarray:
+    gate = np.zeros(num_samples)
+    for start, end in intervals:
+        first, last = round(start * AUDIO_RATE), min(num_samples, round(end * AUDIO_RATE))
+        segment = np.ones(last - first)
+        edge = min(len(ramp), len(segment) // 2)
+        segment[:edge], segment[len(segment) - edge :] = ramp[:edge], ramp[:edge][::-1]
+        gate[first:last] = segment
+    return gate

@@ -21,6 +21,16 @@ Beside the layout, ``synthetic_objects.json`` records, for each clip and
 frame, the names of the visible and of the sounding objects: the visible
 names are the *oracle text cues* for TeSO tests and the demo.
 
+Every frame (``fps``, ``motion``; ``avseg synth --fps F [--motion]``): each
+clip is also written as a video at ``F`` frames per second with ground truth
+for every frame (``videos/``, ``dense_masks/``, ``dense_truth.json``; see
+:mod:`avseg.data.dense`). The official per-second frame ``l`` is then the
+video frame AVSBench samples (index ``int(l*F + 15/16*F)``) and its mask is
+that frame's dense mask. Without ``motion`` the scene is the plain one (it
+changes only at whole seconds), so the official files are bit for bit those
+written without ``fps``; with ``motion`` objects move continuously and
+sounds start and stop at arbitrary times (:mod:`avseg.data.scene`).
+
 Each clip is drawn from ``numpy.random.default_rng([seed, index])``, so a
 seed reproduces the dataset and adding videos does not change earlier ones.
 """
@@ -38,9 +48,10 @@ import numpy as np
 from PIL import Image
 
 from avseg.data.avsbench import AVSS, AVSS_SUBSET_FRAMES, MS3, S4, voc_palette
+from avseg.data.dense import MAX_FPS, DenseWriter, sampling_times
 from avseg.data.reader import ClipReader, ClipRecord
 from avseg.data.refavs import RefAVS
-from avseg.data.scene import AUDIO_RATE, CLASSES, Scene, make_scene, render_audio, render_frame
+from avseg.data.scene import AUDIO_RATE, CLASSES, Scene, make_scene, render_audio, render_frame, sample_sounding
 from avseg.errors import ConfigError
 from avseg.outputs import staged_folder
 
@@ -83,9 +94,15 @@ class RenderedClip:
         return names
 
 
-def render_clip(rng: np.random.Generator, size: int, seconds: int, num_objects: int, **scene_options) -> RenderedClip:
-    scene = make_scene(rng, size, seconds, num_objects, **scene_options)
-    frames, visible = zip(*(render_frame(scene, second) for second in range(seconds)))
+def render_clip(
+    rng: np.random.Generator, size: int, seconds: int, num_objects: int, fps: int | None = None, motion: bool = False, **scene_options
+) -> RenderedClip:
+    """A scene and its per-second frames: at whole seconds, or with ``fps`` at AVSBench's sampling instants."""
+    scene = make_scene(rng, size, seconds, num_objects, motion=motion, **scene_options)
+    times = sampling_times(seconds, fps) if fps else list(range(seconds))
+    if motion:
+        sample_sounding(scene, times)
+    frames, visible = zip(*(render_frame(scene, time) for time in times))
     return RenderedClip(scene, list(frames), list(visible), render_audio(scene, rng))
 
 
@@ -140,11 +157,15 @@ def _palette_image(indices: np.ndarray) -> Image.Image:
     return image
 
 
-def write_dataset(layout: str, out: str | Path, videos: int, seed: int = 0, size: int = 224) -> dict[str, int]:
+def write_dataset(
+    layout: str, out: str | Path, videos: int, seed: int = 0, size: int = 224, fps: int | None = None, motion: bool = False
+) -> dict[str, int]:
     """Write ``videos`` synthetic clips in ``layout``; returns the number of rows per split.
 
     ``out`` must not exist yet or be an empty folder; it appears only once the
-    whole dataset is written (see :mod:`avseg.outputs`).
+    whole dataset is written (see :mod:`avseg.outputs`). ``fps`` adds the
+    videos and every-frame ground truth; ``motion`` (needs ``fps``) moves the
+    objects within each second and switches sounds off the second boundaries.
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
@@ -152,17 +173,33 @@ def write_dataset(layout: str, out: str | Path, videos: int, seed: int = 0, size
         raise ConfigError(f"--videos must be at least 1, got {videos}")
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
+    if fps is not None and not 1 <= fps <= MAX_FPS:
+        raise ConfigError(f"--fps must be between 1 and {MAX_FPS} frames per second, got {fps}")
+    if fps is not None and size % 2:
+        raise ConfigError(f"--size must be even with --fps (H.264 videos have even sizes), got {size}")
+    if motion and fps is None:
+        raise ConfigError("--motion needs --fps (the frame rate of the videos that show the motion)")
     writer = {"s4": _write_s4, "ms3": _write_ms3, "avss": _write_avss, "refavs": _write_refavs}[layout]
     with staged_folder(out) as staging:
-        rows, objects = writer(staging, videos, seed, size)
+        dense = DenseWriter(staging, fps, motion) if fps else None
+        rows, objects = writer(staging, videos, seed, size, dense)
         (staging / OBJECTS_FILE).write_text(json.dumps(objects, indent=1), encoding="utf-8")
+        if dense is not None:
+            dense.close()
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["split"]] = counts.get(row["split"], 0) + 1
     return counts
 
 
-def _objects_entry(clip: RenderedClip) -> dict[str, list[list[str]]]:
+def _timing(dense: DenseWriter | None) -> tuple[int | None, bool]:
+    return (dense.fps, dense.motion) if dense is not None else (None, False)
+
+
+def _objects_entry(clip: RenderedClip, dense: DenseWriter | None, clip_id: str, split: str) -> dict[str, list[list[str]]]:
+    """The clip's ``synthetic_objects.json`` entry (and, with ``dense``, its video and every-frame truth)."""
+    if dense is not None:
+        dense.add(clip_id, split, clip.scene, clip.audio)
     seconds = range(clip.scene.seconds)
     return {
         "visible": [clip.object_names(s) for s in seconds],
@@ -170,36 +207,36 @@ def _objects_entry(clip: RenderedClip) -> dict[str, list[list[str]]]:
     }
 
 
-def _write_s4(out: Path, videos: int, seed: int, size: int):
+def _write_s4(out: Path, videos: int, seed: int, size: int, dense: DenseWriter | None):
     rows, objects = [], {}
     for index in range(videos):
         rng = np.random.default_rng([seed, index])
-        clip = render_clip(rng, size, 5, int(rng.integers(2, 4)), single_source=True)
+        clip = render_clip(rng, size, 5, int(rng.integers(2, 4)), *_timing(dense), single_source=True)
         source = next(obj for obj in clip.scene.objects if obj.sounding.any())
         row = {"name": f"synth{index:05d}", "start": "0", "category": source.cls.name, "split": split_of(index, videos)}
         record = S4.record(out, row)
         _write_record(record, clip, lambda s: Image.fromarray(clip.sounding_mask(s).astype(np.uint8) * 255, mode="L"))
         rows.append(row)
-        objects[record.id] = _objects_entry(clip)
+        objects[record.id] = _objects_entry(clip, dense, record.id, row["split"])
     _write_csv(out / S4.meta_file, rows)
     return rows, objects
 
 
-def _write_ms3(out: Path, videos: int, seed: int, size: int):
+def _write_ms3(out: Path, videos: int, seed: int, size: int, dense: DenseWriter | None):
     rows, objects = [], {}
     for index in range(videos):
         rng = np.random.default_rng([seed, index])
-        clip = render_clip(rng, size, 5, int(rng.integers(2, 5)), silent=index % SILENT_EVERY == 3)
+        clip = render_clip(rng, size, 5, int(rng.integers(2, 5)), *_timing(dense), silent=index % SILENT_EVERY == 3)
         row = {"name": f"synth{index:05d}", "split": split_of(index, videos)}
         record = MS3.record(out, row)
         _write_record(record, clip, lambda s: _palette_image(clip.sounding_labels(s, by="object")))
         rows.append(row)
-        objects[record.id] = _objects_entry(clip)
+        objects[record.id] = _objects_entry(clip, dense, record.id, row["split"])
     _write_csv(out / MS3.meta_file, rows)
     return rows, objects
 
 
-def _write_avss(out: Path, videos: int, seed: int, size: int):
+def _write_avss(out: Path, videos: int, seed: int, size: int, dense: DenseWriter | None):
     subsets = tuple(AVSS_SUBSET_FRAMES)
     palette = voc_palette(len(CLASSES) + 1)
     rows, objects = [], {}
@@ -208,7 +245,7 @@ def _write_avss(out: Path, videos: int, seed: int, size: int):
         subset = subsets[index % len(subsets)]
         silent = index % SILENT_EVERY == 3 and subset != "v1s"
         clip = render_clip(
-            rng, size, AVSS_SUBSET_FRAMES[subset], int(rng.integers(2, 5)), single_source=subset == "v1s", silent=silent
+            rng, size, AVSS_SUBSET_FRAMES[subset], int(rng.integers(2, 5)), *_timing(dense), single_source=subset == "v1s", silent=silent
         )
         sounding = sorted({obj.cls.name for obj in clip.scene.objects if obj.sounding.any()})
         row = {
@@ -227,19 +264,19 @@ def _write_avss(out: Path, videos: int, seed: int, size: int):
             if path is not None:
                 _save(Image.fromarray(clip.sounding_labels(second), mode="L"), semantic_dir / path.name)
         rows.append(row)
-        objects[record.id] = _objects_entry(clip)
+        objects[record.id] = _objects_entry(clip, dense, record.id, row["split"])
     _write_csv(out / AVSS.meta_file, rows)
     label2idx = {"background": 1} | {cls.name: k + 2 for k, cls in enumerate(CLASSES)}
     (out / AVSS.label_file).write_text(json.dumps(label2idx, indent=1), encoding="utf-8")
     return rows, objects
 
 
-def _write_refavs(out: Path, videos: int, seed: int, size: int):
+def _write_refavs(out: Path, videos: int, seed: int, size: int, dense: DenseWriter | None):
     rows, objects = [], {}
     splits = ("train", "val", "test_s", "test_u")
     for index in range(videos):
         rng = np.random.default_rng([seed, index])
-        clip = render_clip(rng, size, 10, int(rng.integers(2, 4)), silent=index % SILENT_EVERY == 3)
+        clip = render_clip(rng, size, 10, int(rng.integers(2, 4)), *_timing(dense), silent=index % SILENT_EVERY == 3)
         vid = f"vid{index:05d}"
         split = split_of(index, videos, splits)
         clip_rows = []
@@ -253,7 +290,7 @@ def _write_refavs(out: Path, videos: int, seed: int, size: int):
             absent = next(cls.name for cls in CLASSES if cls.name not in present)
             clip_rows.append({"vid": vid, "uid": f"null_c-{vid}_null_0", "split": "test_n", "fid": "0", "exp": f"the sounding {absent}"})
         rows.extend(clip_rows)
-        objects[vid] = _objects_entry(clip)
+        objects[vid] = _objects_entry(clip, dense, vid, split)
     _write_csv(out / RefAVS.meta_file, rows)
     return rows, objects
 
