@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from avseg.audio import resample, second_windows, vggish_examples, vggish_log_mel, vggish_mel_matrix
+from avseg.silence import robust_level_db, silent_seconds
 
 
 def hertz_to_mel(hz):
@@ -102,3 +103,40 @@ def test_log_mel_matches_values_from_the_official_front_end():
         [-3.735853448405, 1.792106774525, -4.211155582262, -4.593786484823, -0.895877519203, -4.526634755969, -4.599416843087],
     ]
     np.testing.assert_allclose(log_mel[[5, 50, 90]][:, [0, 10, 20, 30, 40, 50, 63]], official, atol=1e-9)
+
+
+def whole_second_rms_db(waveform: np.ndarray, rate: int, seconds: int) -> np.ndarray:
+    """The level rule the models used before the silence gate: RMS over each whole second."""
+    windows = second_windows(waveform, rate, seconds).astype(np.float64)
+    return 20 * np.log10(np.sqrt(np.mean(windows**2, axis=1)) + 1e-10)
+
+
+def test_robust_level_ignores_short_blips_at_the_edges_of_a_silent_second():
+    rate = 16000
+    blip = 10 ** (-45 / 20) * np.sqrt(2) * np.sin(2 * np.pi * 1000 * np.arange(400) / rate)  # 25 ms sine at -45 dBFS RMS
+    edges = np.zeros(rate)
+    edges[:400], edges[-400:] = blip, blip
+    speech = np.zeros(rate)
+    speech[5000:9800] = np.random.default_rng(0).normal(0, 10 ** (-30 / 20), 4800)  # 300 ms at -30 dBFS
+    waveform = np.concatenate([edges, speech, np.zeros(rate)]).astype(np.float32)
+    whole = whole_second_rms_db(waveform, rate, 3)
+    assert whole[0] > -60  # 5% of the second at -45 dBFS is -58 dBFS over the whole second
+    robust = robust_level_db(waveform, rate, 3)
+    assert robust[0] < -60 and robust[2] == -200.0
+    assert -31.0 < robust[1] < -29.0  # a sound over 10% of the second keeps its own level (frame RMS varies: 0.5 dB)
+    assert silent_seconds(robust, -60.0).tolist() == [True, False, True]
+    assert silent_seconds(robust, None).tolist() == [False, False, False]
+
+
+def test_robust_level_of_a_silent_second_in_an_aac_track(tmp_path):
+    from avseg.media import read_audio, write_video
+
+    rate = 44100
+    noise = np.random.default_rng(0).normal(0, 0.9, (2, rate)).clip(-1, 1)  # loud, so the codec leaks
+    waveform = np.concatenate([noise[0], np.zeros(rate), noise[1]]).astype(np.float32)
+    video = write_video(tmp_path / "aac.mp4", np.zeros((3, 32, 32, 3), np.uint8), 1, waveform, rate)
+    decoded, decoded_rate = read_audio(video, 16000)
+    assert whole_second_rms_db(decoded, decoded_rate, 3)[1] > -60  # leakage at its edges: -46 dBFS measured here
+    robust = robust_level_db(decoded, decoded_rate, 3)
+    assert robust[1] < -60 and robust[0] > -20 and robust[2] > -20
+    assert silent_seconds(robust, -60.0).tolist() == [False, True, False]

@@ -301,3 +301,28 @@ def test_metadata_with_a_byte_order_mark(synthetic, tmp_path):
     clips = AVSS(tmp_path / "avss", split="test")
     assert [c.meta["vid"] for c in clips] == [c.meta["vid"] for c in AVSS(synthetic / "avss", split="test")]
     assert all(c.meta["vid"].startswith("vid") for c in clips)
+
+
+def test_readers_fill_sounding_labels_from_what_each_dataset_says(synthetic):
+    from avseg.config import DataConfig
+    from avseg.engine.data import open_split
+
+    for clip in S4(synthetic / "s4", None):
+        assert clip.meta["sounding_labels"] == [[clip.meta["category"]]] * 5
+    avss = AVSS(synthetic / "avss", None)
+    for clip in avss:
+        labels = clip.meta["sounding_labels"]
+        assert len(labels) == clip.num_frames == 10
+        for t in range(10):
+            present = sorted(avss.class_names[c] for c in np.unique(clip.masks[t]) if c > 0)
+            assert sorted(labels[t]) == present and (clip.frame_valid[t] or labels[t] == [])
+    assert any(len(frame) > 1 for clip in avss for frame in clip.meta["sounding_labels"])  # multi-source frames
+    for clip in RefAVS(synthetic / "refavs", None):
+        name = clip.meta["expression"].removeprefix("the ")
+        expected = [[] if clip.meta["null"] or not clip.masks[t].any() else [name] for t in range(10)]
+        assert clip.meta["sounding_labels"] == expected
+    assert all("sounding_labels" not in clip.meta for clip in MS3(synthetic / "ms3", None))  # no category in MS3's files
+    # the synthetic benchmark supplies MS3's from its record of what sounds, through the same field
+    sounding = {clip: entry["sounding"] for clip, entry in load_objects(synthetic / "ms3").items()}
+    for clip in open_split(DataConfig(layout="ms3", root=str(synthetic / "ms3")), "train"):
+        assert clip.meta["sounding_labels"] == sounding[clip.id]

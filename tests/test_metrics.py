@@ -9,11 +9,14 @@ from avseg.metrics import (
     BinaryAccumulator,
     NullAccumulator,
     SemanticAccumulator,
+    false_positive_rate,
     format_table,
+    harmonic_mean,
     null_s,
     official_f,
     official_j,
     preference_drop,
+    robust_summary,
 )
 
 
@@ -182,3 +185,45 @@ def test_undefined_drop_is_null_with_a_reason():
     assert strict_json(json.dumps(rows, allow_nan=False)) == rows
     table = format_table(rows)
     assert "| mute | 0.0000 | n/a | 0.2000 | +50.0% |" in table and "reason" not in table
+
+
+def test_false_positive_rate_by_hand():
+    # AVSBench-Robust calculate_FPR: the fraction of pixels with sigmoid > 0.5, per frame
+    logits = torch.full((3, 4, 4), -3.0)
+    logits[0, :1] = 3.0  # 4 of 16 pixels
+    logits[1] = 3.0  # all 16
+    logits[2, 0, 0] = 0.0  # sigmoid exactly 0.5 is not > 0.5
+    assert false_positive_rate(logits).tolist() == [0.25, 1.0, 0.0]
+
+
+def test_accumulator_fpr_official_and_batch_independent():
+    accumulator = BinaryAccumulator(batch_size=2)
+    full = torch.full((2, 4, 4), -3.0)
+    full[0] = 3.0  # batch FPRs 1 and 0: batch mean 0.5
+    last = torch.full((1, 4, 4), -3.0)
+    last[0, :2] = 3.0  # a last batch of one frame with FPR 0.5
+    accumulator.update(full, torch.zeros(2, 4, 4))
+    accumulator.update(last, torch.zeros(1, 4, 4))
+    result = accumulator.compute()
+    assert result["FPR"] == pytest.approx((0.5 + 0.5) / 2)  # the official AverageMeter: mean of batch means
+    assert result["FPR_batch_independent"] == pytest.approx((1 + 0 + 0.5) / 3)  # mean over frames
+
+
+def test_robust_summary_by_hand():
+    positive = {"J": 0.8, "F": 0.9, "F_batch_independent": 0.6}
+    negatives = {
+        "silence": {"FPR": 0.2, "FPR_batch_independent": 0.1},
+        "noise": {"FPR": 0.4, "FPR_batch_independent": 0.2},
+        "offscreen": {"FPR": 0.6, "FPR_batch_independent": 0.3},
+    }
+    summary = robust_summary(positive, negatives)
+    # G-FPR = (0.2 + 0.4 + 0.6) / 3 = 0.4; G-mIoU = 2 * 0.8 * 0.6 / (0.8 + 0.6); G-F = 2 * 0.9 * 0.6 / (0.9 + 0.6)
+    assert summary["G-FPR"] == pytest.approx(0.4)
+    assert summary["G-mIoU"] == pytest.approx(0.96 / 1.4)
+    assert summary["G-F"] == pytest.approx(0.72)
+    assert summary["G-F_batch_independent"] == pytest.approx(2 * 0.6 * 0.8 / 1.4)  # 1 - mean(0.1, 0.2, 0.3) = 0.8
+    # a model that segments everything whatever it hears: perfect rejection is impossible
+    assert robust_summary({"J": 1.0, "F": 1.0, "F_batch_independent": 1.0}, {"silence": {"FPR": 1.0, "FPR_batch_independent": 1.0}})["G-mIoU"] == 0.0
+    assert harmonic_mean(0.0, 0.0) == 0.0
+    with pytest.raises(ValueError, match="at least one negative"):
+        robust_summary(positive, {})

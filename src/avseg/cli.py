@@ -110,7 +110,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
     from avseg.engine.report import evaluate_recipe
 
-    report = evaluate_recipe(load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out)
+    report = evaluate_recipe(
+        load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out,
+        silence_gate=not args.no_silence_gate, robust=args.robust, noise_dir=args.noise_dir,
+    )
     print(report)
 
 
@@ -265,9 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("config", type=Path)
     evaluate.add_argument("--checkpoint", type=Path, help="a trained model folder (e.g. runs/NAME/best); none for zero-shot recipes")
     evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
-    evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap")
+    evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap, silence, noise, offscreen")
+    evaluate.add_argument("--robust", action="store_true", help="AVSBench-Robust: J, F, FPR under silence, noise and off-screen audio; G-mIoU, G-F")
+    evaluate.add_argument("--noise-dir", type=Path, help="with --robust: a folder of noise recordings (any audio/video file) beside the synthetic pink and brown noise")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     evaluate.add_argument("--out", type=Path, help="folder for report.json, report.md and drops.png")
+    evaluate.add_argument("--no-silence-gate", action="store_true", help="evaluate the network without its silence gate (TeSO, zeroshot-sam3)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     convert = commands.add_parser("convert", help="official AV2T-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")

@@ -26,6 +26,12 @@ the mean over classes of ``sum / count``, classes never seen counting 0. The
 official code crashes here (it unpacks three values from a function that
 returns four); this implementation has no such path.
 
+AVSBench-Robust (Li et al., arXiv 2502.00358; code ``jiali-home/AVSBench-Robust``
+at commit 03e925d): :func:`false_positive_rate` and :func:`robust_summary`, see
+their docstrings for the formulas and where each comes from.
+:class:`BinaryAccumulator` keeps the FPR of every batch it sees, so one pass
+gives J, F and FPR from the same predictions.
+
 Ref-AVS null subset: :func:`null_s` is ``sqrt(mean(sigmoid(P) > 0.5))`` over
 the pixels of one batch, averaged over batches by :class:`NullAccumulator`;
 lower is better.
@@ -110,6 +116,62 @@ def official_f(logits: torch.Tensor, gt: torch.Tensor) -> float:
     return float((curve_sum / count).max()) if count else 0.0
 
 
+def false_positive_rate(logits: torch.Tensor) -> torch.Tensor:
+    """AVSBench-Robust FPR of each frame: the fraction of its pixels with ``sigmoid(P) > 0.5``.
+
+    Source: ``training_evaluation/code/AVSegFormer/scripts/s4/test.py`` lines 15-43
+    (``calculate_FPR``; ``scripts/ms3/test.py`` is identical), which the
+    repository's README names as the FPR's definition:
+    ``FPR_n = sum(sigmoid(P_n) > 0.5) / (H*W + 1e-7)``, pixel-level, on every
+    frame of a clip played with negative audio (where every predicted pixel is a
+    false positive, so the ground-truth mask is not used). The ``1e-7`` shifts
+    the value by under 1e-11 at 224x224 and is left out here. Lower is better.
+    """
+    logits = torch.as_tensor(logits).detach().float()
+    if logits.ndim != 3:
+        raise ValueError(f"expected logits (N,H,W), got {tuple(logits.shape)}")
+    return (torch.sigmoid(logits) > 0.5).double().mean((1, 2))
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """``2ab / (a + b)``, and 0 where both are 0."""
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+def robust_summary(positive: Mapping[str, float], negatives: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """AVSBench-Robust's G-metrics from positive-audio J/F and the FPR under each negative condition.
+
+    * ``G-FPR = mean_c FPR_c`` over the negative conditions ``c`` (silence,
+      noise, off-screen sound).
+    * ``G-mIoU = 2 * J * (1 - G-FPR) / (J + 1 - G-FPR)``, the harmonic mean of
+      the positive-audio mIoU and the negative-audio rejection ``1 - FPR``.
+    * ``G-F = 2 * F * (1 - G-FPR) / (F + 1 - G-FPR)``, likewise with F.
+
+    Source, and what is avseg's reading: the official repository computes only
+    FPR in code; its README says "The G-mIoU, G-F and G-FPR metrics are
+    manually aggregated and calculated based on the exported results, using
+    Excel" (README.md, section "5. Test"), and the paper's metric section could
+    not be read from this project's sources. The names (a G- value for FPR as
+    well as for mIoU and F), the paper's abstract (a single score for
+    "segmentation quality" and "false positive" suppression) and issue 13 ("combine
+    positive-audio quality with negative-audio rejection") fix what is combined;
+    the harmonic mean (as for F1) and the plain mean over conditions are
+    avseg's choices, to be replaced by the paper's formula where it differs.
+    ``G-F_batch_independent`` uses ``F_batch_independent`` and
+    ``FPR_batch_independent`` instead of the official per-batch values.
+    """
+    if not negatives:
+        raise ValueError("G-metrics need at least one negative-audio condition")
+    fpr = float(np.mean([values["FPR"] for values in negatives.values()]))
+    fpr_independent = float(np.mean([values["FPR_batch_independent"] for values in negatives.values()]))
+    return {
+        "G-mIoU": harmonic_mean(float(positive["J"]), 1 - fpr),
+        "G-F": harmonic_mean(float(positive["F"]), 1 - fpr),
+        "G-FPR": fpr,
+        "G-F_batch_independent": harmonic_mean(float(positive["F_batch_independent"]), 1 - fpr_independent),
+    }
+
+
 def null_s(logits: torch.Tensor) -> float:
     """Ref-AVS null metric ``sqrt(mean(sigmoid(P) > 0.5))`` over all pixels given."""
     logits = torch.as_tensor(logits).detach().float()
@@ -126,7 +188,11 @@ class BinaryAccumulator:
     only comparable between runs with the same batch composition
     (``batch_size`` clips per batch is recorded for the label).
     ``F_batch_independent`` is the max of the F curve averaged over every
-    counted frame of the split.
+    counted frame of the split. ``FPR`` is AVSBench-Robust's
+    (:func:`false_positive_rate`) averaged as its test loop does (per batch,
+    then over batches: ``AverageMeter`` in ``utils/pyutils.py``);
+    ``FPR_batch_independent`` is the mean over all frames (the two differ only
+    when the last batch is smaller).
     """
 
     batch_size: int | None = None
@@ -135,9 +201,14 @@ class BinaryAccumulator:
     curve_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(F_THRESHOLDS, dtype=torch.float64))
     curve_frames: int = 0
     num_frames: int = 0
+    fpr_per_batch: list[float] = field(default_factory=list)
+    fpr_sum: float = 0.0
 
     def update(self, logits: torch.Tensor, gt: torch.Tensor) -> None:
         self.j_per_batch.append(official_j(logits, gt))
+        fpr = false_positive_rate(logits)
+        self.fpr_per_batch.append(float(fpr.mean()))
+        self.fpr_sum += float(fpr.sum())
         curve_sum, count = f_curves(logits, gt)
         self.f_per_batch.append(float((curve_sum / count).max()) if count else 0.0)
         self.curve_sum += curve_sum
@@ -152,6 +223,8 @@ class BinaryAccumulator:
             "J": float(np.mean(self.j_per_batch)),
             "F": float(np.mean(self.f_per_batch)),
             "F_batch_independent": independent,
+            "FPR": float(np.mean(self.fpr_per_batch)),
+            "FPR_batch_independent": self.fpr_sum / self.num_frames,
             "num_batches": len(self.j_per_batch),
             "num_frames": self.num_frames,
         }

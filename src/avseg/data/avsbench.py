@@ -25,6 +25,19 @@ Layouts and annotation rules are the official ones:
   indices through the PASCAL-VOC bit-interleaved palette; unknown colours are
   background.
 
+Sounding labels (``clip.meta["sounding_labels"]``, for TeSO's InfoNCE):
+
+* **S4**: the clip's category from the csv, on every real frame (one source
+  sounds through the whole clip).
+* **AVSS**: per frame, the classes present in its label map (background
+  excluded); frames without an annotation (v1s train frames 2-5) name none.
+* **MS3**: none. Its csv has no category column and its masks are binary. The
+  frame's text cues are not used instead: they name what *could* sound (every
+  visible candidate), and taking them as positives would pull the audio
+  embedding towards silent objects, the preference TeSO is meant to fight.
+  MS3 clips therefore train without the InfoNCE term; the same videos with
+  per-frame classes are AVSBench-semantic's ``v1m`` subset.
+
 Where the official code differs from what is done here, and why:
 
 * The official AVSS loader pads frames with zeros *after* normalisation (the
@@ -92,6 +105,9 @@ class S4(ClipReader):
             num_frames=S4_FRAMES,
             meta={"subset": "s4", "split": split, "category": category},
         )
+
+    def sounding_labels(self, record: ClipRecord, masks: np.ndarray) -> list[list[str]]:
+        return [[record.meta["category"]] for _ in record.frames]
 
 
 class MS3(ClipReader):
@@ -182,6 +198,9 @@ class AVSS(ClipReader):
 
     def read_mask(self, path: Path) -> np.ndarray:
         return read_color_mask(path, self.palette)
+
+    def sounding_labels(self, record: ClipRecord, masks: np.ndarray) -> list[list[str]]:
+        return [[self.class_names[c] for c in np.unique(masks[k]) if c > 0] for k in range(len(record.frames))]
 
 
 def read_class_names(path: Path) -> list[str]:

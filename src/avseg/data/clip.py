@@ -25,6 +25,10 @@ class Clip:
             have 5 real frames padded to 10 with black frames).
         meta: identifiers and annotations that are not arrays: ``id``,
             ``subset``, ``split``, ``category``, ``expression`` (Ref-AVS), ...
+            ``sounding_labels``: one list of category names per frame (padding
+            frames included, empty there), what sounds in it, for TeSO's
+            InfoNCE; absent where the dataset does not say (each reader
+            documents where its names come from).
     """
 
     frames: np.ndarray

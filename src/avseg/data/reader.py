@@ -3,7 +3,11 @@
 A subset reader (S4, MS3, AVSS, Ref-AVS) only knows its metadata file and its
 path scheme: it turns each metadata row into a :class:`ClipRecord`. Loading a
 record into a :class:`~avseg.data.clip.Clip` (decoding frames, masks and audio,
-padding, flags) happens here, once, for all of them. The synthetic benchmark
+padding, flags) happens here, once, for all of them, and so does the clip's
+``meta["sounding_labels"]`` (per frame, the names of the sounding categories),
+from the subset's :meth:`ClipReader.sounding_labels` or, for a layout whose
+files name no category, from ``label_source`` (the synthetic benchmark's
+record of what sounds, :func:`avseg.data.synthetic.attach_sounding_labels`). The synthetic benchmark
 writes its files to the paths these same records name, so the readers are what
 the tests exercise.
 """
@@ -74,6 +78,8 @@ class ClipReader(Sequence[Clip]):
         self.sample_rate = sample_rate
         self.size = size
         self.records = [r for r in self.read_records() if split is None or r.meta["split"] == split]
+        self.label_source: dict[str, list[list[str]]] | None = None
+        """Per clip id, the sounding names of each real frame, for a layout whose files name none."""
 
     @classmethod
     def resolve_root(cls, root: Path) -> Path:
@@ -103,6 +109,12 @@ class ClipReader(Sequence[Clip]):
                 if mask.shape != frames.shape[1:3]:
                     raise DatasetError(path, f"mask is {_pixels(mask.shape)} but its frame {record.frames[k].name} is {_pixels(frames.shape[1:3])}")
                 masks[k] = mask
+        meta = dict(record.meta, id=record.id)
+        labels = self.sounding_labels(record, masks)
+        if labels is None and self.label_source is not None and record.id in self.label_source:
+            labels = [list(names) for names in self.label_source[record.id]]
+        if labels is not None:
+            meta["sounding_labels"] = labels + [[] for _ in range(record.num_frames - len(labels))]
         if self.size is not None:
             frames = np.stack([resize(frame, self.size, Image.BILINEAR) for frame in frames])
             masks = np.stack([resize(mask, self.size, Image.NEAREST) for mask in masks])
@@ -117,7 +129,12 @@ class ClipReader(Sequence[Clip]):
             frames = np.concatenate([frames, np.zeros((padding, height, width, 3), dtype=np.uint8)])
         mask_valid = np.zeros(record.num_frames, dtype=bool)
         mask_valid[: len(record.mask_valid)] = record.mask_valid
-        return Clip(frames, waveform, rate, masks, mask_valid, frame_valid, dict(record.meta, id=record.id))
+        return Clip(frames, waveform, rate, masks, mask_valid, frame_valid, meta)
+
+    def sounding_labels(self, record: ClipRecord, masks: np.ndarray) -> list[list[str]] | None:
+        """Per real frame, the names of the categories that sound in it (the masks are the label maps
+        as read); None where the dataset does not say."""
+        return None
 
     def read_frames(self, record: ClipRecord) -> np.ndarray:
         """The clip's frames at their stored size, which must be one size for the whole clip."""

@@ -23,6 +23,10 @@ Decisions, following the official loader where it is right:
   frame); any other size is reported, not stretched.
 * Rows whose split is not one of the five (the release has 25 ``TODO`` rows)
   are skipped.
+* Sounding labels (``clip.meta["sounding_labels"]``, for TeSO's InfoNCE): the
+  referred object's category, the middle field of ``uid``
+  (``{folder}_{category}_{k}``, the same split that gives the media folder),
+  on the frames where its mask is not empty; null rows name none.
 """
 
 from __future__ import annotations
@@ -91,3 +95,9 @@ class RefAVS(ClipReader):
                 "row": line,
             },
         )
+
+    def sounding_labels(self, record: ClipRecord, masks) -> list[list[str]]:
+        parts = record.meta["uid"].rsplit("_", 2)
+        if record.meta["null"] or len(parts) < 3:
+            return [[] for _ in record.frames]
+        return [[parts[1]] if masks[k].any() else [] for k in range(len(record.frames))]

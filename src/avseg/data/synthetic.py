@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from avseg.data.avsbench import AVSS, AVSS_SUBSET_FRAMES, MS3, S4, voc_palette
-from avseg.data.reader import ClipRecord
+from avseg.data.reader import ClipReader, ClipRecord
 from avseg.data.refavs import RefAVS
 from avseg.data.scene import AUDIO_RATE, CLASSES, Scene, make_scene, render_audio, render_frame
 from avseg.errors import ConfigError
@@ -264,3 +264,11 @@ def load_objects(root: str | Path) -> dict[str, dict[str, list[list[str]]]]:
 
     path = require_file(Path(root) / OBJECTS_FILE)
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def attach_sounding_labels(reader: ClipReader) -> ClipReader:
+    """Give ``reader`` the synthetic benchmark's per-frame sounding names (``synthetic_objects.json``) as its
+    ``label_source``, for the layout whose files name no category (MS3); returns ``reader``."""
+    objects = load_objects(reader.root)
+    reader.label_source = {clip: entry["sounding"] for clip, entry in objects.items()}
+    return reader

@@ -31,4 +31,9 @@ def prepare_dataset(data: DataConfig) -> None:
 
 
 def open_split(data: DataConfig, split: str) -> ClipReader:
-    return reader_class(data.layout)(data.root, split=split, sample_rate=data.sample_rate)
+    """The split's reader; on the synthetic benchmark, with its record of what sounds as the readers'
+    fallback for sounding labels (MS3's files name no category)."""
+    from avseg.data.synthetic import OBJECTS_FILE, attach_sounding_labels
+
+    reader = reader_class(data.layout)(data.root, split=split, sample_rate=data.sample_rate)
+    return attach_sounding_labels(reader) if (reader.root / OBJECTS_FILE).is_file() else reader

@@ -3,9 +3,12 @@
 Outputs (in ``--out``, default ``<checkpoint>/eval-<split>``, or
 ``<output>/<name>/eval-<split>`` for a zero-shot recipe): ``report.json``,
 ``report.md`` (the tables) and ``drops.png`` (a bar plot of the relative
-drops per perturbation). The official J and F are labelled with the batch
+drops per perturbation); with ``--robust``, the AVSBench-Robust table in
+both and ``robust.png`` (see :mod:`avseg.engine.robust`). The official J and F are labelled with the batch
 size they were computed at (they depend on it); the batch-independent F is
-reported beside them.
+reported beside them. Both reports name the model's silence gate (its level, and
+whether this evaluation had it on: ``--no-silence-gate`` turns it off and
+changes nothing else); see :mod:`avseg.engine.evaluate` for the two mute rows.
 """
 
 from __future__ import annotations
@@ -17,21 +20,38 @@ from PIL import Image, ImageDraw
 
 from avseg.config import Recipe
 from avseg.engine.data import open_split, prepare_dataset
-from avseg.engine.evaluate import evaluate_clips, evaluate_preference
+from avseg.data.perturb import NoiseBank
+from avseg.engine.evaluate import evaluate_clips, evaluate_preference, evaluate_robust, robust_conditions_not_run
 from avseg.engine.memory import keep_freed_memory
+from avseg.engine.robust import plot_robust, robust_markdown
 from avseg.engine.train import resolve_device
 from avseg.errors import ConfigError
 from avseg.metrics import format_table
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, load_model
 from avseg.outputs import check_writable
+from avseg.silence import SilenceGated, describe_gate
 
-REPORT_FILES = ("report.json", "report.md", "drops.png")
+REPORT_FILES = ("report.json", "report.md", "drops.png", "robust.png")
 """What ``avseg evaluate`` writes into its ``--out`` folder (replaced on a new run; anything else there is refused)."""
 
 
-def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None) -> str:
-    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data."""
+def evaluate_recipe(
+    recipe: Recipe,
+    checkpoint: Path | None,
+    split: str | None,
+    perturb: str,
+    out: Path | None,
+    silence_gate: bool = True,
+    robust: bool = False,
+    noise_dir: Path | None = None,
+) -> str:
+    """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data;
+    ``silence_gate=False`` evaluates the network without its silence gate; ``robust`` adds
+    AVSBench-Robust's negative audio (``noise_dir``: noise recordings)."""
     keep_freed_memory()
+    if noise_dir is not None and not robust:
+        raise ConfigError("--noise-dir: the noise clips are for --robust; add --robust")
+    noise = NoiseBank(noise_dir) if robust else None
     split = split or recipe.data.test_split
     zero_shot = recipe.model in ZERO_SHOT_MODELS
     if zero_shot and checkpoint:
@@ -44,19 +64,43 @@ def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, 
     if model is not None and model.name != recipe.model:
         raise ConfigError(f"--checkpoint: {checkpoint} holds a {model.name} model, but the recipe evaluates {recipe.model}")
     prepare_dataset(recipe.data)
-    clips = open_split(recipe.data, split)
-    system = build_system(recipe, num_classes=clips.num_classes, model=model)
-    segmenter = system.segmenter(resolve_device(recipe.train.device))
+    reader = open_split(recipe.data, split)
+    clips = list(reader)
     batch = recipe.train.eval_batch_clips
-    options = {"batch_clips": batch, "num_classes": clips.num_classes, "null": split == "test_n"}
+    options = {"batch_clips": batch, "num_classes": reader.num_classes, "null": split == "test_n"}
+    if robust:
+        robust_conditions_not_run(clips, recipe.train.seed, **options)  # refuse before evaluating
+    system = build_system(recipe, num_classes=reader.num_classes, model=model)
+    segmenter = system.segmenter(resolve_device(recipe.train.device))
+    gate = _silence_gate(segmenter, silence_gate, recipe.model)
     if perturb.strip():
-        results, drops = evaluate_preference(segmenter, list(clips), perturb, seed=recipe.train.seed, **options)
+        results, drops = evaluate_preference(segmenter, clips, perturb, seed=recipe.train.seed, **options)
     else:
-        results, drops = {"normal": evaluate_clips(segmenter, list(clips), **options)}, []
-    report = {"checkpoint": str(checkpoint) if checkpoint else recipe.model, "split": split, "official_batch_clips": batch, "results": results, "drops": drops}
-    markdown = _markdown(recipe, split, batch, results, drops)
+        results, drops = {"normal": evaluate_clips(segmenter, clips, **options)}, []
+    report = {
+        "checkpoint": str(checkpoint) if checkpoint else recipe.model,
+        "split": split,
+        "official_batch_clips": batch,
+        "silence_gate": gate,
+        "results": results,
+        "drops": drops,
+    }
+    markdown = _markdown(recipe, split, batch, results, drops) + f"\n\n{gate['text']}"
+    if robust:
+        report["robust"] = evaluate_robust(segmenter, clips, recipe.train.seed, noise, positive=results["normal"], **options)
+        markdown += "\n\n" + robust_markdown(report["robust"])
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
+
+
+def _silence_gate(segmenter, on: bool, model: str) -> dict:
+    """Switch ``segmenter``'s silence gate; the report's description of it."""
+    level = segmenter.silence_gate_dbfs if isinstance(segmenter, SilenceGated) else None
+    if level is None and not on:
+        raise ConfigError(f"--no-silence-gate: {model} has no silence gate")
+    if level is not None:
+        segmenter.silence_gate = on
+    return {"dbfs": level, "on": level is not None and on, "text": describe_gate(level, on)}
 
 
 def write_report(out: Path, report: dict, markdown: str) -> None:
@@ -75,6 +119,8 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
     (out / "report.md").write_text(markdown + "\n")
     if report["drops"]:
         plot_drops(report["drops"], out / "drops.png")
+    if report.get("robust"):
+        plot_robust(report["robust"], out / "robust.png")
 
 
 def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list) -> str:

@@ -11,8 +11,9 @@ Per frame ``t``:
   normalised with the ImageNet mean and std, as Mask2Former's Swin expects;
 * ``audio``: the embeddings of seconds ``t-w..t+w`` (zeros and
   ``audio_valid=False`` past the clip's ends);
-* ``audio_level_db``: the RMS level of second ``t`` in dBFS (the silence test
-  of the dynamic mask);
+* ``audio_level_db``: the level of second ``t`` in dBFS
+  (:func:`avseg.silence.robust_level_db`), for the silence gate; not a
+  network input;
 * ``cues``: up to ``max_cues`` cue embeddings with ``cue_valid``;
 * targets: per-class masks for Mask2Former's matched loss (background
   included, empty classes left out), ``has_object`` and the label-size mask.
@@ -27,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from avseg.audio import level_db
 from avseg.data.clip import Clip
 from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD, AudioEncoder
 from avseg.encoders.cache import MemoryCache
+from avseg.silence import robust_level_db
 
 
 class TextEncoder(Protocol):
@@ -64,6 +65,7 @@ class FrameBatch:
     audio: torch.Tensor
     audio_valid: torch.Tensor
     audio_level_db: torch.Tensor
+    """``(N,)`` the level of each frame's second, for the silence gate (not a network input)."""
     cues: torch.Tensor
     cue_valid: torch.Tensor
     masks: torch.Tensor | None = None
@@ -73,7 +75,7 @@ class FrameBatch:
     """bool ``(N, L)`` sounding categories for InfoNCE, if known."""
 
     def model_inputs(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        names = ("pixel_values", "audio", "audio_valid", "audio_level_db", "cues", "cue_valid")
+        names = ("pixel_values", "audio", "audio_valid", "cues", "cue_valid")
         return {name: getattr(self, name).to(device) for name in names}
 
     def __len__(self) -> int:
@@ -143,7 +145,7 @@ class TeSOInputs:
         audio, audio_valid = audio_windows(embeddings, self.audio_window)
         frame_cues = list(frame_cues)[:num_seconds]
         cues, cue_valid = self.cue_embeddings(frame_cues + [[]] * (num_seconds - len(frame_cues)))
-        levels = torch.from_numpy(level_db(clip.waveform, clip.sample_rate, num_seconds)).float()
+        levels = torch.from_numpy(robust_level_db(clip.waveform, clip.sample_rate, num_seconds)).float()
         batch = FrameBatch(
             pixel_values=pixel_values(clip.frames, self.image_size),
             audio=audio,

@@ -46,6 +46,7 @@ from avseg.loading import loading
 from avseg.models.adapters import AdapterInjection
 from avseg.models.teso.pmqs import PMQS
 from avseg.models.teso.sedam import SeDAM, SeDAMOutput, gate_loss, info_nce
+from avseg.silence import SILENCE_GATE_DBFS, legacy_gate_setting
 
 PRETRAINED_MASK2FORMER = "facebook/mask2former-swin-base-ade-semantic"
 
@@ -73,8 +74,10 @@ class TeSOConfig:
     """avseg's choice (the release's attention modules use 8 and 4 heads)."""
     audio_window: int = 1
     """avseg's choice: each frame attends to its own second of audio and this many on each side."""
-    silence_db: float = -60.0
-    """avseg's choice: below this level a frame counts as silent and every cue is masked."""
+    silence_gate_dbfs: float | None = SILENCE_GATE_DBFS
+    """avseg's choice: the silence gate (:mod:`avseg.silence`) empties the masks of seconds whose level is at
+    or below this; None: no gate. A rule applied to the network's output, never part of its training. Saved
+    models from before it had ``silence_db`` (the same -60 rule, inside SeDAM); they load with the gate at it."""
     adapter_bottleneck: int = 32
     """avseg's choice: the paper says "small adapters" without a width; the release's adapter code is not public."""
     image_size: int = 384
@@ -193,7 +196,7 @@ class TeSO(nn.Module):
                 f"({config.sedam_layers}) and pmqs_layers ({config.pmqs_layers}) must be at least 1"
             )
         self.sedam = SeDAM(
-            config.text_dim, config.audio_dim, dim, config.sedam_layers, config.heads, config.audio_window, config.silence_db
+            config.text_dim, config.audio_dim, dim, config.sedam_layers, config.heads, config.audio_window
         )
         self.pmqs = PMQS(dim, config.pmqs_layers, config.heads)
 
@@ -215,21 +218,19 @@ class TeSO(nn.Module):
         pixel_values: torch.Tensor,
         audio: torch.Tensor,
         audio_valid: torch.Tensor,
-        audio_level_db: torch.Tensor,
         cues: torch.Tensor,
         cue_valid: torch.Tensor,
     ) -> TeSOOutput:
         """One frame per row: ``pixel_values`` ``(N, 3, S, S)``, the rest as in :meth:`SeDAM.forward`."""
-        semantics = self.sedam(cues, cue_valid, audio, audio_valid, audio_level_db)
-        sounding = audio_level_db > self.config.silence_db
-        condition = self._adapter_condition(semantics, sounding)
+        semantics = self.sedam(cues, cue_valid, audio, audio_valid)
+        condition = self._adapter_condition(semantics)
 
         if self.activation_checkpointing and torch.is_grad_enabled():
             pixels = checkpoint(self._pixel_features, pixel_values, condition, use_reentrant=False)
         else:
             pixels = self._pixel_features(pixel_values, condition)
         queries = self.mask2former.model.transformer_module.queries_features.weight
-        queries = self.pmqs(queries.expand(len(pixel_values), -1, -1), semantics.tokens, semantics.keep, semantics.audio_embedding, sounding)
+        queries = self.pmqs(queries.expand(len(pixel_values), -1, -1), semantics.tokens, semantics.keep, semantics.audio_embedding)
         with self.decoder_adapters.conditioned(condition):
             decoded = self._decode(pixels.decoder_hidden_states, pixels.decoder_last_hidden_state, queries)
 
@@ -247,12 +248,11 @@ class TeSO(nn.Module):
         with self.visual_adapters.conditioned(condition), self.pixel_adapters.conditioned(condition):
             return self.mask2former.model.pixel_level_module(pixel_values)
 
-    def _adapter_condition(self, semantics: SeDAMOutput, sounding: torch.Tensor) -> torch.Tensor:
-        """``[own audio token ; mean of the kept cue tokens]``, all zero on a silent frame."""
+    def _adapter_condition(self, semantics: SeDAMOutput) -> torch.Tensor:
+        """``[own audio token ; mean of the kept cue tokens]``."""
         kept = semantics.keep.float()[..., None]
         cue_summary = (semantics.tokens * kept).sum(1) / kept.sum(1).clamp(min=1.0)
-        audio = semantics.audio_embedding * sounding[:, None].float()
-        return torch.cat([audio, cue_summary], dim=-1)
+        return torch.cat([semantics.audio_embedding, cue_summary], dim=-1)
 
     def _decode(self, multi_scale: tuple[torch.Tensor, ...], mask_features: torch.Tensor, queries: torch.Tensor):
         """Mask2Former's transformer module, fed our prompted query features instead of its own."""
@@ -335,6 +335,7 @@ class TeSO(nn.Module):
             raise AvsegError(f"{folder / 'config.json'}: invalid JSON") from None
         if not isinstance(config, dict) or config.pop("model", None) != "teso":
             raise AvsegError(f"{folder / 'config.json'}: not a TeSO model")
+        config = legacy_gate_setting(config)
         model = cls(build_config(TeSOConfig, config, f"{folder / 'config.json'}: "))
         weights = folder / "model.safetensors"
         try:

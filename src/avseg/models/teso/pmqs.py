@@ -6,10 +6,9 @@ they enter the masked-attention decoder: ``layers`` blocks of cross-attention
 queries that find no prompt keep their pretrained content.
 
 The prompt tokens are the SeDAM cue tokens the dynamic mask keeps, the frame's
-own audio token (kept when the frame is not silent) and a learned null token
-that is always there. The null token keeps the attention defined when
-everything else is masked, which is exactly the silent case: the queries then
-see only "nothing sounds". The audio token lets the decoder use the sound
+own audio token and a learned null token that is always there. The null token
+keeps the attention defined when the dynamic mask keeps no cue: the queries
+then see only the audio and "nothing sounds". The audio token lets the decoder use the sound
 directly too, which also makes the cue-less ablation (no cues at all) a
 model that still hears.
 """
@@ -46,20 +45,19 @@ class PMQS(nn.Module):
         cue_tokens: torch.Tensor,
         cue_keep: torch.Tensor,
         audio_token: torch.Tensor,
-        audio_keep: torch.Tensor,
     ) -> torch.Tensor:
         """
         Args:
             queries: ``(N, Q, dim)`` mask-query features.
             cue_tokens: ``(N, K, dim)`` with ``cue_keep`` bool ``(N, K)``.
-            audio_token: ``(N, dim)`` with ``audio_keep`` bool ``(N,)``.
+            audio_token: ``(N, dim)``, always kept.
 
         Returns:
             ``(N, Q, dim)`` prompted query features.
         """
         num_frames = queries.shape[0]
         prompts = torch.cat([cue_tokens, audio_token[:, None], self.null_prompt.expand(num_frames, 1, -1)], dim=1)
-        keep = torch.cat([cue_keep, audio_keep[:, None], torch.ones_like(audio_keep[:, None])], dim=1)
+        keep = torch.cat([cue_keep, torch.ones_like(cue_keep[:, :2])], dim=1)
         for layer in self.layers:
             queries = layer(queries, prompts, ~keep)
         return queries

@@ -14,12 +14,14 @@ Design decisions the paper leaves open:
   the degenerate attention of the official release; the window and the
   null token ("this cue hears nothing") make the attention informative.
 * **Dynamic mask.** A cue slot is kept only if (1) it holds a real cue (not
-  padding or an empty string), (2) the frame is not silent (its second's RMS
-  level is above ``silence_db``; on silence every cue is masked, the prompt is
-  null and the mask comes out empty), and (3) a learned gate, the affinity
-  between the attended cue and the frame's own audio, says the audio supports
-  it. During training the gate is soft (it scales the cue tokens, so it
-  receives gradients); at inference cues with gate < 0.5 are masked.
+  padding or an empty string) and (2) a learned gate, the affinity between the
+  attended cue and the frame's own audio, says the audio supports it. During
+  training the gate is soft (it scales the cue tokens, so it receives
+  gradients); at inference cues with gate < 0.5 are masked. The paper's
+  "silent audio masks every cue" is not a level rule inside the network here:
+  it is the silence gate (:mod:`avseg.silence`), applied to the output, so it
+  can be switched off and the network's own answer to silence measured (the
+  network learns it from the muted training clips).
 * **Gate supervision.** Without per-cue labels, the gate is weakly supervised
   from the masks: on a frame whose ground truth is empty, every gate should be
   closed; on a frame with a sounding object, the most open gate should be open
@@ -77,11 +79,9 @@ class SeDAM(nn.Module):
         layers: int = 2,
         heads: int = 8,
         audio_window: int = 1,
-        silence_db: float = -60.0,
     ):
         super().__init__()
         self.audio_window = audio_window
-        self.silence_db = silence_db
         self.cue_proj = nn.Linear(text_dim, dim)
         self.audio_proj = nn.Linear(audio_dim, dim)
         self.relative_position = nn.Embedding(2 * audio_window + 1, dim)
@@ -98,14 +98,12 @@ class SeDAM(nn.Module):
         cue_valid: torch.Tensor,
         audio: torch.Tensor,
         audio_valid: torch.Tensor,
-        audio_level_db: torch.Tensor,
     ) -> SeDAMOutput:
         """
         Args:
             cues: ``(N, K, text_dim)`` cue embeddings; ``cue_valid`` bool ``(N, K)``.
             audio: ``(N, 2w+1, audio_dim)`` embeddings of seconds ``t-w..t+w``;
                 ``audio_valid`` bool ``(N, 2w+1)`` (False past the clip's ends).
-            audio_level_db: ``(N,)`` RMS level of second ``t`` in dBFS.
         """
         num_frames, window = audio.shape[:2]
         audio_tokens = self.audio_proj(audio) + self.relative_position.weight[None, :window]
@@ -120,8 +118,7 @@ class SeDAM(nn.Module):
         own_audio = audio_tokens[:, self.audio_window]
         affinity = (self.gate_cue(tokens) * self.gate_audio(own_audio)[:, None]).sum(-1) * self.scale
         gates = torch.sigmoid(affinity + self.gate_bias)
-        sounding = audio_level_db > self.silence_db
-        keep = cue_valid & sounding[:, None]
+        keep = cue_valid
         if not self.training:
             keep = keep & (gates > 0.5)
         return SeDAMOutput(tokens * gates[..., None], keep, gates, own_audio)

@@ -10,10 +10,11 @@ from avseg.data.clip import Clip
 from avseg.errors import AvsegError
 from avseg.models.teso.inputs import FrameBatch, TeSOInputs
 from avseg.models.teso.model import TeSO
+from avseg.silence import SilenceGated, silent_seconds
 
 
-class TeSOSegmenter:
-    """Runs a :class:`TeSO` on whole clips with its frozen encoders and a cue table.
+class TeSOSegmenter(SilenceGated):
+    """Runs a :class:`TeSO` on whole clips with its frozen encoders and a cue table, then its silence gate.
 
     Args:
         cues: per clip id, one list of cue names per frame (from ``avseg cues``
@@ -26,6 +27,7 @@ class TeSOSegmenter:
         self.inputs = inputs
         self.cues = cues
         self.device = device
+        self.silence_gate_dbfs = model.config.silence_gate_dbfs
 
     def frame_cues(self, clip: Clip) -> Sequence[Sequence[str]]:
         if clip.id not in self.cues:
@@ -33,12 +35,13 @@ class TeSOSegmenter:
         return self.cues[clip.id]
 
     @torch.no_grad()
-    def predict(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
+    def predict_ungated(self, clips: Sequence[Clip]) -> tuple[list[torch.Tensor], list]:
         batches = [self.inputs.frames(clip, self.frame_cues(clip)) for clip in clips]
         outputs = self.model(**FrameBatch.concat(batches).model_inputs(self.device))
-        logits, start = [], 0
+        logits, silent, start = [], [], 0
         for clip, batch in zip(clips, batches):
             size = clip.masks.shape[1:] if clip.masks is not None else clip.frames.shape[1:3]
             logits.append(self.model.segmentation_logits(outputs, tuple(size), slice(start, start + len(batch))).cpu())
+            silent.append(silent_seconds(batch.audio_level_db.numpy(), self.silence_gate_dbfs))
             start += len(batch)
-        return logits
+        return logits, silent

@@ -9,8 +9,6 @@ import torch
 
 from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
-from avseg.data.scene import CLASSES
-from avseg.data.synthetic import load_objects
 from avseg.encoders.build import build_audio_encoder, build_text_encoder
 from avseg.models.catalog import model_entry
 from avseg.models.teso.inputs import TeSOInputs
@@ -26,31 +24,17 @@ def teso_config(recipe: Recipe, text_dim: int, audio_dim: int, num_classes: int)
     return dataclasses.replace(config, **settings)
 
 
-def synthetic_sound_labels(root) -> dict[str, torch.Tensor]:
-    """Per clip, bool ``(T, classes)`` sounding categories of the synthetic benchmark (for InfoNCE)."""
-    names = [c.name for c in CLASSES]
-    labels = {}
-    for clip_id, entry in load_objects(root).items():
-        rows = torch.zeros(len(entry["sounding"]), len(names), dtype=torch.bool)
-        for t, sounding in enumerate(entry["sounding"]):
-            rows[t, [names.index(n) for n in sounding]] = True
-        labels[clip_id] = rows
-    return labels
-
-
 class TeSOSystem:
     def __init__(
         self,
         model: TeSO,
         inputs: TeSOInputs,
         cues: Mapping[str, Sequence[Sequence[str]]],
-        sound_labels: Mapping[str, torch.Tensor] | None = None,
         mute_probability: float = 0.1,
     ):
         self.model = model
         self.inputs = inputs
         self.cues = cues
-        self.sound_labels = sound_labels
         self.mute_probability = mute_probability
 
     @classmethod
@@ -64,8 +48,8 @@ class TeSOSystem:
         """Encoders and cues from the recipe; a new model unless ``model`` (a trained one) is given,
         and the recipe's cues unless ``cues`` are given (``avseg segment --cues``).
 
-        InfoNCE needs sounding categories per frame; only the synthetic benchmark (``cues: oracle``)
-        provides them here, so on other data the InfoNCE term is off.
+        InfoNCE's sounding categories come with the clips (``clip.meta["sounding_labels"]``, filled by the
+        dataset readers), never from the dataset's files here.
         """
         from avseg.cues.pipeline import load_cues, oracle_cues
 
@@ -86,17 +70,15 @@ class TeSOSystem:
             )
         inputs = TeSOInputs(audio_encoder, text_encoder, config.text_dim, config.image_size, config.audio_window)
         if cues is not None:
-            return cls(model, inputs, cues, None, recipe.train.mute_probability)
-        synthetic = recipe.data.cues in ("oracle", "none")
+            return cls(model, inputs, cues, recipe.train.mute_probability)
         if recipe.data.cues == "none":  # the cue-less ablation: every cue slot empty
             cues = {clip: [[] for _ in frames] for clip, frames in oracle_cues(recipe.data.root).items()}
         else:
-            cues = oracle_cues(recipe.data.root) if synthetic else load_cues(recipe.data.cues)
-        labels = synthetic_sound_labels(recipe.data.root) if synthetic else None
-        return cls(model, inputs, cues, labels, recipe.train.mute_probability)
+            cues = oracle_cues(recipe.data.root) if recipe.data.cues == "oracle" else load_cues(recipe.data.cues)
+        return cls(model, inputs, cues, recipe.train.mute_probability)
 
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> TeSOTask:
-        return TeSOTask(self.model, self.inputs, clips, self.cues, self.sound_labels, batch_clips, self.mute_probability, seed)
+        return TeSOTask(self.model, self.inputs, clips, self.cues, batch_clips, self.mute_probability, seed)
 
     def segmenter(self, device: str | torch.device = "cpu") -> TeSOSegmenter:
         return TeSOSegmenter(self.model, self.inputs, self.cues, device)

@@ -6,8 +6,16 @@ and their outputs are kept, so an epoch only runs the trainable model.
 Silence augmentation: with probability ``mute_probability`` a clip's audio is
 replaced by digital silence (the encoder's embedding of zeros, a level of
 -200 dBFS) and its targets by empty masks. The synthetic and real training
-sets rarely contain true silence, and without it the silent path of the
-dynamic mask (every cue masked, only the null prompt left) is never trained.
+sets rarely contain true silence, and without it the network never learns to
+answer silence with an empty mask. The silence gate (:mod:`avseg.silence`) is
+not applied in training: it is a rule on the output, with no gradient, so the
+muted clips teach the network itself (``mute_probability: 0`` turns that off).
+
+Sounding labels for InfoNCE come from ``clip.meta["sounding_labels"]`` (one
+list of category names per frame, filled by the dataset readers; see
+:mod:`avseg.data.reader`): frames that share a name are positives. Clips
+without labels (MS3) carry none, and a batch holding such a clip has no
+InfoNCE term.
 """
 
 from __future__ import annotations
@@ -20,8 +28,7 @@ import torch
 from avseg.data.clip import Clip
 from avseg.models.teso.inputs import FrameBatch, TeSOInputs, audio_windows, matched_targets
 from avseg.models.teso.model import TeSO
-
-SILENCE_DB = -200.0
+from avseg.silence import DIGITAL_SILENCE_DBFS
 
 
 class TeSOTask:
@@ -31,7 +38,6 @@ class TeSOTask:
         inputs: TeSOInputs,
         clips: Sequence[Clip],
         cues: Mapping[str, Sequence[Sequence[str]]],
-        sound_labels: Mapping[str, torch.Tensor] | None = None,
         batch_clips: int = 4,
         mute_probability: float = 0.1,
         seed: int = 0,
@@ -41,9 +47,8 @@ class TeSOTask:
         self.batch_clips = batch_clips
         self.mute_probability = mute_probability
         self.seed = seed
-        self.rows = [
-            inputs.frames(clip, cues[clip.id], None if sound_labels is None else sound_labels[clip.id]) for clip in clips
-        ]
+        labels = sounding_label_rows(clips)
+        self.rows = [inputs.frames(clip, cues[clip.id], rows) for clip, rows in zip(clips, labels)]
         self.rows = [rows.select(rows.mask_valid) for rows in self.rows]
         num_seconds = max(len(r) for r in self.rows)
         silent = inputs.audio_embeddings(np.zeros(16000 * num_seconds, np.float32), 16000, num_seconds)
@@ -65,7 +70,7 @@ class TeSOTask:
     def _muted(self, rows: FrameBatch) -> FrameBatch:
         muted = rows.select(torch.arange(len(rows)))
         muted.audio = self._silent_audio[: len(rows)].clone()
-        muted.audio_level_db = torch.full_like(rows.audio_level_db, SILENCE_DB)
+        muted.audio_level_db = torch.full_like(rows.audio_level_db, DIGITAL_SILENCE_DBFS)
         muted.masks = torch.zeros_like(rows.masks)
         if muted.sound_labels is not None:
             muted.sound_labels = torch.zeros_like(rows.sound_labels)
@@ -85,3 +90,21 @@ class TeSOTask:
             has_object.to(device),
             sound_labels,
         )
+
+
+def sounding_label_rows(clips: Sequence[Clip]) -> list[torch.Tensor | None]:
+    """Per clip, bool ``(T, L)`` multi-hot sounding categories over the names of all ``clips`` (sorted), or None
+    for a clip whose reader gives no labels."""
+    names = sorted({name for clip in clips for frame in clip.meta.get("sounding_labels") or () for name in frame})
+    index = {name: k for k, name in enumerate(names)}
+    rows = []
+    for clip in clips:
+        labels = clip.meta.get("sounding_labels")
+        if labels is None:
+            rows.append(None)
+            continue
+        multi_hot = torch.zeros(clip.num_frames, len(names), dtype=torch.bool)
+        for t, frame in enumerate(labels):
+            multi_hot[t, [index[name] for name in frame]] = True
+        rows.append(multi_hot)
+    return rows

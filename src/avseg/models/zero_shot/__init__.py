@@ -3,9 +3,11 @@
 No AVS training data is used, the field's central shortage. For each second
 of audio and its frame:
 
-1. **Gate.** A second whose RMS level is below ``silence_db`` (-60 dBFS, the
-   rule of TeSO's dynamic mask) is silent: nothing is prompted, the mask is
-   empty, and neither CLAP nor SAM 3 runs.
+1. **Gate.** A second whose level (:func:`avseg.silence.robust_level_db`) is
+   at or below ``silence_gate_dbfs`` (-60 dBFS, the silence gate TeSO shares)
+   is silent: nothing is prompted, the mask is empty, and neither CLAP nor
+   SAM 3 runs. With the gate off (``silence_gate_dbfs: null``, or ``avseg
+   evaluate --no-silence-gate``) every second is heard.
 2. **Hear.** LAION CLAP (transformers ``ClapModel``, default
    ``laion/larger_clap_general``) embeds the second, resampled to the 48 kHz
    of its feature extractor, which repeat-pads short audio to CLAP's 10-s

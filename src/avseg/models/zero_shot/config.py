@@ -8,6 +8,7 @@ from typing import Any
 from avseg.config import build_config
 from avseg.errors import ConfigError
 from avseg.models.zero_shot.clap_scorer import SOUND_TEMPLATE
+from avseg.silence import SILENCE_GATE_DBFS, legacy_gate_setting
 
 
 @dataclass
@@ -22,7 +23,9 @@ class ZeroShotConfig:
     """See :func:`load_vocabulary`. None: ``s4`` on S4 and MS3, ``avss`` elsewhere. AVSS evaluation always
     uses the dataset's own classes, so its semantic maps index them."""
     template: str = SOUND_TEMPLATE
-    silence_db: float = -60.0
+    silence_gate_dbfs: float | None = SILENCE_GATE_DBFS
+    """The silence gate (:mod:`avseg.silence`): seconds at or below this level prompt nothing and run neither
+    model; None: no gate (every second is heard). ``silence_db``, its older name, is read as this."""
     min_probability: float = 0.25
     max_prompts: int = 3
     query_threshold: float = 0.5
@@ -40,4 +43,4 @@ class ZeroShotConfig:
 
 def zero_shot_config(settings: dict[str, Any], where: str = "zero-shot settings: ") -> ZeroShotConfig:
     """A :class:`ZeroShotConfig` from a mapping; unknown keys and wrong types are one-line errors."""
-    return build_config(ZeroShotConfig, settings, where)
+    return build_config(ZeroShotConfig, legacy_gate_setting(settings) if isinstance(settings, dict) else settings, where)

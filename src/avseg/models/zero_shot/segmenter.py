@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from avseg.audio import level_db, resample, second_windows
+from avseg.audio import resample, second_windows
 from avseg.data.clip import Clip
 from avseg.models.zero_shot.clap_scorer import ClapScorer
 from avseg.models.zero_shot.config import ZeroShotConfig
 from avseg.models.zero_shot.sam3_prompter import EMPTY_LOGIT, Sam3Prompter
 from avseg.models.zero_shot.vocabulary import Category
+from avseg.silence import SilenceGated, robust_level_db, silent_seconds
 
 
 @dataclass
@@ -27,8 +28,12 @@ class Heard:
     prompted: list[int]
 
 
-class ZeroShotSegmenter:
-    """Clips in, per-frame logits out (binary ``(T, H, W)``, or ``(T, 1 + V, H, W)`` when ``semantic``)."""
+class ZeroShotSegmenter(SilenceGated):
+    """Clips in, per-frame logits out (binary ``(T, H, W)``, or ``(T, 1 + V, H, W)`` when ``semantic``).
+
+    With the gate on, silent seconds are skipped (no model runs), which gives exactly what the gate's mask
+    on the ungated output gives (:func:`avseg.silence.gate_logits`: ``EMPTY_LOGIT``, background at 0).
+    """
 
     def __init__(
         self,
@@ -44,11 +49,13 @@ class ZeroShotSegmenter:
         self.vocabulary = tuple(vocabulary)
         self.config = config
         self.semantic = semantic
+        self.silence_gate_dbfs = config.silence_gate_dbfs
 
-    def hear(self, clip: Clip) -> list[Heard]:
-        """Gate, score and choose the prompts of every second of ``clip`` (CLAP runs on sounding ones only)."""
-        levels = level_db(clip.waveform, clip.sample_rate, clip.num_frames)
-        sounding = np.flatnonzero(levels > self.config.silence_db)
+    def hear(self, clip: Clip, gated: bool = True) -> list[Heard]:
+        """Gate (if ``gated``), score and choose the prompts of every second of ``clip`` (CLAP runs on the
+        seconds the gate lets through only)."""
+        levels = robust_level_db(clip.waveform, clip.sample_rate, clip.num_frames)
+        sounding = np.flatnonzero(~silent_seconds(levels, self.silence_gate_dbfs if gated else None))
         probabilities: dict[int, torch.Tensor] = {}
         if len(sounding):
             rate = self.clap.sample_rate
@@ -64,11 +71,14 @@ class ZeroShotSegmenter:
         return [int(c) for p, c in zip(top.values, top.indices) if p >= self.config.min_probability]
 
     @torch.no_grad()
-    def predict_with_details(self, clips: Sequence[Clip]) -> tuple[list[torch.Tensor], list[list[dict[str, Any]]]]:
-        """Logits of each clip's valid frames at its label size, and per frame :meth:`describe`'s fields."""
+    def predict_with_details(
+        self, clips: Sequence[Clip], gated: bool | None = None
+    ) -> tuple[list[torch.Tensor], list[list[dict[str, Any]]]]:
+        """Logits of each clip's valid frames at its label size, and per frame :meth:`describe`'s fields;
+        gated as ``silence_gate`` says unless ``gated`` is given."""
         logits, details = [], []
         for clip in clips:
-            heard = self.hear(clip)
+            heard = self.hear(clip, self.silence_gate if gated is None else gated)
             size = tuple(clip.masks.shape[1:] if clip.masks is not None else clip.frames.shape[1:3])
             frames = np.flatnonzero(clip.frame_valid)
             logits.append(torch.stack([self.frame_logits(clip.frames[t], heard[t].prompted, size) for t in frames]))
@@ -77,6 +87,9 @@ class ZeroShotSegmenter:
 
     def predict(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
         return self.predict_with_details(clips)[0]
+
+    def predict_ungated(self, clips: Sequence[Clip]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+        return self.predict_with_details(clips, gated=False)[0], [self.silent_frames(clip) for clip in clips]
 
     def frame_logits(self, frame: np.ndarray, prompted: list[int], size: tuple[int, int]) -> torch.Tensor:
         """One frame's binary ``(H, W)`` or per-class ``(1 + V, H, W)`` logits (see the module docstring)."""
