@@ -61,6 +61,7 @@ def run(recipe) -> dict:
     normal_sounding = evaluate_clips(segmenter, sounding)["J"]
     sounding_drop = {
         name: 1 - evaluate_clips(segmenter, PerturbedClips(sounding, name, seed=recipe.train.seed))["J"] / normal_sounding
+        if normal_sounding else None  # undefined when the model finds nothing with the real audio either
         for name in ("mute", "offscreen")
     }
     segmenter.silence_gate = True
