@@ -23,7 +23,6 @@ def batch(frames: int, size: int, text_dim: int, audio_dim: int, device):
         "pixel_values": torch.randn(frames, 3, size, size, generator=generator),
         "audio": torch.randn(frames, 3, audio_dim, generator=generator),
         "audio_valid": torch.ones(frames, 3, dtype=torch.bool),
-        "audio_level_db": torch.full((frames,), -20.0),
         "cues": torch.randn(frames, 4, text_dim, generator=generator),
         "cue_valid": torch.ones(frames, 4, dtype=torch.bool),
     }

@@ -392,3 +392,34 @@ def test_avseg_convert_writes_a_folder_that_segment_can_use(tmp_path, monkeypatc
     assert "av2t-sam" in capsys.readouterr().out
     assert read_system_info(tmp_path / "model")["encoders"]["audio"] == "msclap"
     assert main(["convert", "av2t-sam", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_silence_augmentation_mutes_whole_clips_with_empty_targets(tmp_path):
+    """train.mute_probability reaches AV2T-SAM: a muted clip carries the encoder's embedding of digital silence
+    and empty masks; at 0 the batches are exactly the clips' own rows."""
+    import numpy as np
+
+    from avseg.data.avsbench import MS3
+    from avseg.data.synthetic import write_dataset
+    from avseg.encoders.logmel import LogMelEncoder
+    from avseg.encoders.thumbnail import ThumbnailEncoder
+    from avseg.models.av2t_sam.inputs import AV2TInputs
+    from avseg.models.av2t_sam.training import AV2TTask
+
+    write_dataset("ms3", tmp_path / "ms3", videos=4, size=32)
+    clips = list(MS3(tmp_path / "ms3", split=None))
+    assert any(clip.masks.any() for clip in clips)
+    model = AV2TSAM(AV2TSAMConfig.tiny(audio_dim=LogMelEncoder().dim, vision_dim=ThumbnailEncoder().dim))
+    inputs = AV2TInputs(ThumbnailEncoder(), LogMelEncoder(), model.sam.image_size, model.config.beit3_config().img_size)
+    silence = inputs.audio_embeddings(np.zeros(16000 * 5, np.float32), 16000, 5)
+
+    muted = [rows for batch in AV2TTask(model, inputs, clips, 2, seed=0, mute_probability=1.0).batches(0) for rows in batch]
+    assert len(muted) == len(clips)
+    for rows in muted:
+        torch.testing.assert_close(rows.clap, silence)  # same encoder, same input: exact
+        assert not rows.masks.any()
+
+    plain = AV2TTask(model, inputs, clips, 2, seed=0, mute_probability=0.0)
+    served = [rows for batch in plain.batches(0) for rows in batch]
+    assert sorted(map(id, served)) == sorted(map(id, plain.rows))
+    assert any(rows.masks.any() for rows in served)

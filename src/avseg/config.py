@@ -72,6 +72,8 @@ class TrainConfig:
     min_lr: float = checked(1e-7, min=0)
     seed: int = 123
     mute_probability: float = checked(0.1, min=0, max=1)
+    """Silence augmentation (TeSO, AV2T-SAM): this fraction of training clips get digital silence and empty
+    targets. avseg's choice; 0 trains as the papers do (the AV2T-SAM recipes set 0)."""
     micro_batches: int = checked(1, min=1)
     """Split each batch into this many micro-batches (gradient accumulation); under torchrun each
     process takes its share of the clips, so N processes with 1 micro-batch equal 1 process with N."""

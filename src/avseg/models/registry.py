@@ -20,6 +20,7 @@ from avseg.loading import quiet_loading
 from avseg.models import catalog
 from avseg.models.catalog import MODELS, available_models, model_entry
 from avseg.models.system_info import SYSTEM_FILE, read_system_info, save_system_info
+from avseg.silence import legacy_gate_setting
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +77,7 @@ def load_system(model: str | Path, cues, settings: dict[str, Any] | None = None)
     model = resolve_model(model)
     entry = MODELS.get(str(model))
     if entry is not None and entry.by_name:
-        config = build_config(entry.config_class(), settings or {}, f"{entry.name} settings: ")
+        config = build_config(entry.config_class(), legacy_gate_setting(settings or {}), f"{entry.name} settings: ")
         with quiet_loading():
             system = entry.system_class().from_pretrained(config)
         source = " + ".join(str(value) for key, value in dataclasses.asdict(config).items() if key.endswith("_model"))

@@ -62,9 +62,10 @@ class AV2TSAMSegmenter:
 
 
 class AV2TSAMSystem:
-    def __init__(self, model: AV2TSAM | AV2TSAM3, inputs: AV2TInputs):
+    def __init__(self, model: AV2TSAM | AV2TSAM3, inputs: AV2TInputs, mute_probability: float = 0.0):
         self.model = model
         self.inputs = inputs
+        self.mute_probability = mute_probability
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, model: AV2TSAM | AV2TSAM3 | None = None, num_classes: int = 2, cues=None) -> AV2TSAMSystem:
@@ -88,11 +89,13 @@ class AV2TSAMSystem:
                 f"but the model expects {config.audio_dim} and {config.vision_dim}"
             )
         if isinstance(model, AV2TSAM3):
-            return cls(model, AV2TInputs(image_encoder, audio_encoder, model.sam.image_size, None, sam3_pixels))
-        return cls(model, AV2TInputs(image_encoder, audio_encoder, model.sam.image_size, config.beit3_config().img_size))
+            inputs = AV2TInputs(image_encoder, audio_encoder, model.sam.image_size, None, sam3_pixels)
+        else:
+            inputs = AV2TInputs(image_encoder, audio_encoder, model.sam.image_size, config.beit3_config().img_size)
+        return cls(model, inputs, recipe.train.mute_probability)
 
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> AV2TTask:
-        return AV2TTask(self.model, self.inputs, clips, batch_clips, seed)
+        return AV2TTask(self.model, self.inputs, clips, batch_clips, seed, self.mute_probability)
 
     def segmenter(self, device: str | torch.device = "cpu") -> AV2TSAMSegmenter:
         return AV2TSAMSegmenter(self.model, self.inputs, device)

@@ -1,4 +1,10 @@
-"""What a training loop needs from AV2T-SAM and AV2T-SAM3: shuffled batches of frame rows, and their loss."""
+"""What a training loop needs from AV2T-SAM and AV2T-SAM3: shuffled batches of frame rows, and their loss.
+
+Silence augmentation (``train.mute_probability``, as TeSO's): with that probability a clip's audio is
+replaced by the encoder's embedding of digital silence and its targets by empty masks. The paper trains
+without it (avseg's default for AV2T-SAM recipes is the recipe's value; 0 reproduces the paper); with it
+the model learns that silence means nothing to segment, instead of never seeing silence at all.
+"""
 
 from __future__ import annotations
 
@@ -37,24 +43,46 @@ class AV2TTask:
     """Training batches over the annotated frames of ``clips`` (S4's train split: its one annotated
     frame per clip, T = 1; MS3: all five)."""
 
-    def __init__(self, model: AV2TSAM | AV2TSAM3, inputs: AV2TInputs, clips: Sequence[Clip], batch_clips: int = 8, seed: int = 0):
+    def __init__(
+        self,
+        model: AV2TSAM | AV2TSAM3,
+        inputs: AV2TInputs,
+        clips: Sequence[Clip],
+        batch_clips: int = 8,
+        seed: int = 0,
+        mute_probability: float = 0.0,
+    ):
         self.model = model
         self.inputs = inputs
         self.batch_clips = batch_clips
         self.seed = seed
-        self.rows = []
+        self.mute_probability = mute_probability
+        self.rows, self._silent = [], []
         for clip in clips:
-            rows = inputs.rows(clip)
-            self.rows.append(rows.select(torch.from_numpy(clip.mask_valid[clip.frame_valid])))
+            annotated = torch.from_numpy(clip.mask_valid[clip.frame_valid])
+            self.rows.append(inputs.rows(clip).select(annotated))
+            if mute_probability > 0:
+                silence = inputs.audio_embeddings(np.zeros_like(clip.waveform), clip.sample_rate, clip.num_frames)
+                self._silent.append(silence[torch.from_numpy(clip.frame_valid)][annotated])
 
     def __len__(self) -> int:
         return (len(self.rows) + self.batch_clips - 1) // self.batch_clips
 
     def batches(self, epoch: int) -> Iterator[list[FrameRows]]:
         """Shuffled from ``(seed, epoch)`` alone, so a resumed run sees the same batches."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.rows))
         for start in range(0, len(order), self.batch_clips):
-            yield [self.rows[i] for i in order[start : start + self.batch_clips]]
+            chosen = order[start : start + self.batch_clips]
+            if self.mute_probability == 0:  # no draw: batches stay those of a run without the option
+                yield [self.rows[i] for i in chosen]
+                continue
+            mute = rng.random(len(chosen)) < self.mute_probability
+            yield [self._muted(i) if m else self.rows[i] for i, m in zip(chosen, mute)]
+
+    def _muted(self, index: int) -> FrameRows:
+        rows = self.rows[index]
+        return FrameRows(rows.frames, rows.clip, self._silent[index], torch.zeros_like(rows.masks))
 
     def loss(self, clips: list[FrameRows], device: torch.device | str = "cpu", forward=None) -> dict[str, torch.Tensor]:
         rows = FrameRows.concat(clips)

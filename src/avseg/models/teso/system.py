@@ -15,11 +15,13 @@ from avseg.models.teso.inputs import TeSOInputs
 from avseg.models.teso.model import TeSO, TeSOConfig
 from avseg.models.teso.segmenter import TeSOSegmenter
 from avseg.models.teso.training import TeSOTask
+from avseg.silence import legacy_gate_setting
 
 
 def teso_config(recipe: Recipe, text_dim: int, audio_dim: int, num_classes: int) -> TeSOConfig:
     config = model_entry("teso").preset_config(recipe.preset)
-    settings = config_values(TeSOConfig, recipe.model_config, f"{recipe.source or 'recipe'}: model_config")
+    model_config = legacy_gate_setting(recipe.model_config) if isinstance(recipe.model_config, dict) else recipe.model_config
+    settings = config_values(TeSOConfig, model_config, f"{recipe.source or 'recipe'}: model_config")
     settings.update(text_dim=text_dim, audio_dim=audio_dim, num_classes=num_classes)
     return dataclasses.replace(config, **settings)
 
