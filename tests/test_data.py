@@ -323,6 +323,7 @@ def test_readers_fill_sounding_labels_from_what_each_dataset_says(synthetic):
         assert clip.meta["sounding_labels"] == expected
     assert all("sounding_labels" not in clip.meta for clip in MS3(synthetic / "ms3", None))  # no category in MS3's files
     # the synthetic benchmark supplies MS3's from its record of what sounds, through the same field
-    sounding = {clip: entry["sounding"] for clip, entry in load_objects(synthetic / "ms3").items()}
+    objects = load_objects(synthetic / "ms3")
     for clip in open_split(DataConfig(layout="ms3", root=str(synthetic / "ms3")), "train"):
-        assert clip.meta["sounding_labels"] == sounding[clip.id]
+        assert clip.meta["sounding_labels"] == objects[clip.id]["sounding"]
+        assert clip.meta["visible_labels"] == objects[clip.id]["visible"]  # off-screen audio avoids what is visible

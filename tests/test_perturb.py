@@ -168,3 +168,15 @@ def test_robust_leaves_out_offscreen_where_the_reader_names_no_category():
     }
     markdown = robust_markdown(robust)
     assert "| noise | 0.5000 | 0.6000 | 0.3000 |" in markdown and "Not run: offscreen" in markdown
+
+
+def test_offscreen_donor_sounds_like_nothing_visible_in_the_clip():
+    # clip 0 shows a silent guitar and a barking dog: a guitar donor would sound like a visible object
+    # (a model segmenting the guitar follows that sound), so only the horn clip is off-screen audio for it
+    clips = make_clips(4, categories=[[["dog"]], [["guitar"]], [["guitar"]], [["horn"]]])
+    clips[0].meta["visible_labels"] = [["dog", "guitar"]]
+    for seed in range(8):
+        donors, unmatched = offscreen_donors(clips, seed)
+        assert donors[0] == 3 and unmatched == []
+    clips[0].meta["visible_labels"] = [["dog", "guitar", "horn"]]  # everything that sounds elsewhere is visible: the fallback
+    assert offscreen_donors(clips, 0)[1] == [0]

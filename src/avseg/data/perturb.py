@@ -37,7 +37,11 @@ so the right answer is an empty mask.
   avseg compares the categories themselves (a guitar clip may hear a violin),
   since that table only covers AVSBench's names. A clip's categories are
   what sounds in it: the names in ``clip.meta["sounding_labels"]`` (per frame,
-  filled by the readers) over all its frames, else ``meta["category"]``. A
+  filled by the readers) over all its frames, else ``meta["category"]``. Where
+  the reader also knows what is visible (``meta["visible_labels"]``: the
+  synthetic benchmark), the donor must not sound like anything visible in the
+  clip either: a visible but silent object's own sound is not off-screen audio,
+  and a model that segments that object follows the sound. A
   split with one category only cannot be paired and is an error; a split whose
   reader names no category at all (real MS3) cannot run the condition (see
   :func:`offscreen_donors`).
@@ -196,8 +200,14 @@ def clip_categories(clip: Clip) -> frozenset[str]:
     return frozenset([str(category)]) if category else frozenset()
 
 
+def clip_visible(clip: Clip) -> frozenset[str]:
+    """What can be seen in a clip (``meta['visible_labels']`` over its frames), where the reader knows it."""
+    return frozenset(str(name) for names in clip.meta.get("visible_labels", ()) for name in names)
+
+
 def offscreen_donors(clips: Sequence[Clip], seed: int) -> tuple[np.ndarray, list[int]] | None:
-    """For each clip, a clip that sounds and has no category in common with it (seeded random choice).
+    """For each clip, a clip that sounds and has no category in common with it, nor with anything
+    visible in it where that is known (seeded random choice).
 
     Returns ``(donors, unmatched)``. A clip where nothing sounds (a silent MS3 clip) takes any
     clip that sounds. A clip whose categories every other sounding clip shares is *unmatched*:
@@ -215,7 +225,8 @@ def offscreen_donors(clips: Sequence[Clip], seed: int) -> tuple[np.ndarray, list
         raise ConfigError(f"off-screen audio needs two categories; these clips have only one ({distinct[0]})")
     donors, unmatched = np.zeros(len(clips), dtype=np.int64), []
     for index, own in enumerate(categories):
-        candidates = [k for k, other in enumerate(categories) if other and not other & own]
+        avoid = own | clip_visible(clips[index])
+        candidates = [k for k, other in enumerate(categories) if other and not other & avoid]
         if not candidates:
             unmatched.append(index)
             candidates = [k for k, other in enumerate(categories) if other and k != index]

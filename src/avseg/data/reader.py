@@ -7,7 +7,9 @@ padding, flags) happens here, once, for all of them, and so does the clip's
 ``meta["sounding_labels"]`` (per frame, the names of the sounding categories),
 from the subset's :meth:`ClipReader.sounding_labels` or, for a layout whose
 files name no category, from ``label_source`` (the synthetic benchmark's
-record of what sounds, :func:`avseg.data.synthetic.attach_sounding_labels`). The synthetic benchmark
+record of what sounds, :func:`avseg.data.synthetic.attach_sounding_labels`), and, where a dataset
+records what is *visible* (the synthetic benchmark), ``meta["visible_labels"]`` from ``visible_source``
+(off-screen audio must not name a visible object). The synthetic benchmark
 writes its files to the paths these same records name, so the readers are what
 the tests exercise.
 """
@@ -79,6 +81,7 @@ class ClipReader(Sequence[Clip]):
         self.size = size
         self.records = [r for r in self.read_records() if split is None or r.meta["split"] == split]
         self.label_source: dict[str, list[list[str]]] | None = None
+        self.visible_source: dict[str, list[list[str]]] | None = None
         """Per clip id, the sounding names of each real frame, for a layout whose files name none."""
 
     @classmethod
@@ -115,6 +118,8 @@ class ClipReader(Sequence[Clip]):
             labels = [list(names) for names in self.label_source[record.id]]
         if labels is not None:
             meta["sounding_labels"] = labels + [[] for _ in range(record.num_frames - len(labels))]
+        if self.visible_source is not None and record.id in self.visible_source:
+            meta["visible_labels"] = [list(names) for names in self.visible_source[record.id]]
         if self.size is not None:
             frames = np.stack([resize(frame, self.size, Image.BILINEAR) for frame in frames])
             masks = np.stack([resize(mask, self.size, Image.NEAREST) for mask in masks])

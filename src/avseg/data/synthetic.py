@@ -305,7 +305,9 @@ def load_objects(root: str | Path) -> dict[str, dict[str, list[list[str]]]]:
 
 def attach_sounding_labels(reader: ClipReader) -> ClipReader:
     """Give ``reader`` the synthetic benchmark's per-frame sounding names (``synthetic_objects.json``) as its
-    ``label_source``, for the layout whose files name no category (MS3); returns ``reader``."""
+    ``label_source``, for the layout whose files name no category (MS3), and its visible names as its
+    ``visible_source`` (every layout); returns ``reader``."""
     objects = load_objects(reader.root)
     reader.label_source = {clip: entry["sounding"] for clip, entry in objects.items()}
+    reader.visible_source = {clip: entry["visible"] for clip, entry in objects.items()}
     return reader
