@@ -1,9 +1,17 @@
-"""Process-wide glibc allocator settings of the long-running commands.
+"""The process-wide glibc allocator setting of the long-running commands.
 
-Which one a command takes is a trade between peak memory and speed: ``avseg train`` and
-``avseg segment`` return large buffers to the system (flat, lower peak memory);
-``avseg evaluate`` keeps freed memory for reuse (no page faults on every large buffer).
-The library API leaves glibc's defaults alone.
+``avseg segment``, ``avseg evaluate`` and ``avseg train`` all take :func:`reuse_freed_memory`, and
+give the heap's free pages back between units of work with :func:`release_freed_memory` (after
+each window in ``segment``). The library API leaves glibc's defaults alone.
+
+Why: a full-size AV2T-SAM forward allocates and frees thousands of large temporary activations
+(up to hundreds of MiB each). glibc serves a buffer above its mmap threshold (128 KiB, raised on
+free up to 32 MiB) with a fresh ``mmap`` and unmaps it when freed, so the next block's buffer of
+the same size is mapped again and every 4 KiB page of it costs a page fault (and zeroing).
+PLACEHOLDER_NUMBERS
+Serving every buffer from the heap and never trimming it on free makes the next buffer reuse the
+pages the last one freed; trimming between windows (not inside a forward) keeps the peak flat with
+video length. Other C libraries have no such switches, and nothing changes for them.
 """
 
 from __future__ import annotations
@@ -12,37 +20,40 @@ import ctypes
 import ctypes.util
 
 
-def keep_large_buffers_mmapped() -> None:
-    """Pin glibc's mmap threshold at its default (128 KiB).
+def reuse_freed_memory() -> None:
+    """Serve large buffers from the heap and keep freed pages for reuse (no trim on free).
 
-    Frames and activations are large, short-lived buffers. glibc raises its mmap threshold
-    after freeing such a buffer, so later ones come from the heap, whose fragmentation keeps
-    freed memory resident: peak RSS crept up with video length in ``avseg segment`` (866 ->
-    928 MiB from 1 to 10 minutes of 720p), and an AV2T-SAM training step at full size peaked
-    at 6.3 GB instead of 4.6 GB. A fixed threshold returns such buffers to the system when
-    they are freed. Other C libraries have no such switch, and nothing changes for them.
-
-    The price is a fresh mapping, and page faults, for every large buffer: a full-size
-    AV2T-SAM forward takes about 40% longer with it (17.4 s against 12.3 s on 2 CPU cores).
-    """
-    _mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-
-
-def keep_freed_memory() -> None:
-    """Serve large buffers from the heap and never trim it, so freed activations are reused
-    without page faults. Repeated same-sized forward passes (evaluation) then run at full
-    speed: a full-size AV2T-SAM forward takes 9.8 s instead of 11.2 s with glibc's defaults
-    on 2 CPU cores; the heap keeps its high-water mark.
+    The mmap threshold goes to 1 GiB (glibc takes it, and stops raising it by itself) and the
+    trim threshold to its maximum: a freed activation's pages stay resident, and the next one
+    takes them without page faults. The heap then keeps its high-water mark until
+    :func:`release_freed_memory`.
     """
     _mallopt(M_MMAP_THRESHOLD, 1 << 30)
     _mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 
 
+def release_freed_memory() -> None:
+    """Give every free heap page back to the system (``malloc_trim(0)``): RSS returns to what is live.
+
+    Called between units of work (a window of ``avseg segment``), never inside a forward pass, so the
+    page faults it causes are paid once per window, not once per block; peak RSS is then the peak
+    of one window, whatever the video's length.
+    """
+    try:
+        _libc().malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _mallopt(option: int, value: int) -> None:
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(option, value)
+        _libc().mallopt(option, value)
     except (OSError, AttributeError):
         pass
