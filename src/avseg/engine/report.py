@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from avseg.config import Recipe
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference
-from avseg.engine.memory import keep_freed_memory
+from avseg.engine.memory import reuse_freed_memory
 from avseg.engine.train import resolve_device
 from avseg.errors import ConfigError
 from avseg.metrics import format_table
@@ -31,7 +31,7 @@ REPORT_FILES = ("report.json", "report.md", "drops.png")
 
 def evaluate_recipe(recipe: Recipe, checkpoint: Path | None, split: str | None, perturb: str, out: Path | None) -> str:
     """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data."""
-    keep_freed_memory()
+    reuse_freed_memory()
     split = split or recipe.data.test_split
     zero_shot = recipe.model in ZERO_SHOT_MODELS
     if zero_shot and checkpoint:

@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
-from avseg.engine.memory import keep_large_buffers_mmapped
+from avseg.engine.memory import release_freed_memory, reuse_freed_memory
 from avseg.errors import ConfigError
 from avseg.media import VideoWriter, iter_audio, iter_frames, probe
 from avseg.outputs import check_writable, staged_folder
@@ -54,7 +54,7 @@ def segment_video(
     """Segment ``video`` into ``out_root/<stem>/``, written whole or not at all (see :mod:`avseg.outputs`)."""
     if window < 1:
         raise ConfigError(f"window must be at least 1 second, got {window}")
-    keep_large_buffers_mmapped()
+    reuse_freed_memory()
     video = Path(video)
     out = Path(out_root) / video.stem
     info = probe(video)
@@ -89,6 +89,7 @@ def _segment_masks(
             Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(masks_dir / f"{len(rows):05d}.png")
             rows.append({"time": sample.time, "mask_area": float(mask.float().mean()), "sounding_score": float(probability.max()), **detail})
         bar.update(len(samples))
+        release_freed_memory()  # between windows, so peak RSS stays that of one window
 
     buffer = []
     for sample in iter_frames(video, "avsbench"):
