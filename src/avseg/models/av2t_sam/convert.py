@@ -49,12 +49,12 @@ SAM2_MEMORY_KEYS = re.compile(
     r"|memory_attention\.norm\.(?:weight|bias)"
     r"|memory_encoder\.mask_downsampler\.encoder\.\d+\.(?:weight|bias)"
     r"|memory_encoder\.(?:pix_feat_proj|out_proj)\.(?:weight|bias)"
-    r"|memory_encoder\.fuser\.layers\.\d+\.(?:(?:dwconv|norm|pwconv1|pwconv2)\.(?:weight|bias)|gamma)"
+    r"|memory_encoder\.fuser\.layers\.\d+\.(?:(?:dwconv|norm|pwconv1|pwconv2)\.(?:weight|bias)|gamma|weight)"
     r"|obj_ptr_proj\.(?:layers\.\d+\.)?(?:weight|bias)|obj_ptr_tpos_proj\.(?:weight|bias)|mask_downsample\.(?:weight|bias)"
     r"|maskmem_tpos_enc|no_mem_pos_enc|no_obj_ptr|no_obj_embed_spatial"
 )
 """The parameters of the official SAM 2 modules that only video tracking runs (``SAM2Base``'s memory
-attention, memory encoder, object pointer and mask-downsampling parts; ``no_obj_embed_spatial`` is SAM 2.1's)."""
+attention, memory encoder, object pointer and mask-downsampling parts; ``no_obj_embed_spatial`` is SAM 2.1's; the fuser's ``gamma`` is ``weight`` in EVF's fork, which AV2T-SAM runs)."""
 
 
 class NameTable:
