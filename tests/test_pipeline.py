@@ -61,7 +61,6 @@ def test_segment_writes_masks_overlay_and_summary(tmp_path, model_dir, capsys):
 def test_segment_takes_the_commands_allocator_setting_and_releases_memory_after_each_window(tmp_path, model_dir, monkeypatch):
     import avseg.engine.report
     import avseg.engine.segment
-    import avseg.engine.train
     from avseg.engine import memory
 
     calls = []
@@ -70,7 +69,7 @@ def test_segment_takes_the_commands_allocator_setting_and_releases_memory_after_
     video = make_video(tmp_path / "clip.mp4", seconds=7, fps=4, size=(64, 48))
     assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--window", "3"]) == 0
     assert calls == ["reuse", "release", "release", "release"]  # windows of 3 + 3 + 1 seconds
-    assert avseg.engine.report.reuse_freed_memory is avseg.engine.train.reuse_freed_memory is memory.reuse_freed_memory  # evaluate and train: the same
+    assert avseg.engine.report.reuse_freed_memory is memory.reuse_freed_memory  # evaluate: the same setting
 
 def test_segment_errors_are_one_line(tmp_path, model_dir):
     video = make_video(tmp_path / "clip.mp4", seconds=2)

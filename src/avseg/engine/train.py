@@ -47,7 +47,7 @@ from avseg.config import Recipe, config_values, recipe_to_dict
 from avseg.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips
-from avseg.engine.memory import reuse_freed_memory
+from avseg.engine.memory import keep_large_buffers_mmapped
 from avseg.errors import AvsegError, ConfigError
 from avseg.files import write_json
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, save_system_info
@@ -161,7 +161,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
     checkpoints = out / "checkpoints"
     check_model_config(recipe)
     found = _check_run_folder(out, resume, overwrite)
-    reuse_freed_memory()
+    keep_large_buffers_mmapped()
     rank, world = _distributed()
     if settings.micro_batches > 1 and world > 1:
         raise AvsegError("train.micro_batches: use either several processes or micro-batches, not both")
