@@ -23,8 +23,9 @@ so both see the same contention on a shared machine. A run reports:
   backward (``activation_checkpointing``); the official keeps them all.
 
 The table gives the median and range of each side and ratios of those medians. Allocator ``tuned``
-runs :func:`avseg.engine.memory.reuse_freed_memory` (what every avseg command sets) on *both* sides,
-loaded from avseg's file; ``untuned`` leaves glibc's defaults on both. The torch version each side
+runs on *both* sides, loaded from avseg's file, the setting of :mod:`avseg.engine.memory` that the
+avseg command doing the job takes (inference: ``reuse_freed_memory``, as ``avseg segment`` and
+``avseg evaluate``; training: ``keep_large_buffers_mmapped``, as ``avseg train``); ``untuned`` leaves glibc's defaults on both. The torch version each side
 ran is printed. Both sides' logits (of the warm-up step, from the loaded weights) are saved and
 compared in the same run: the timings only count if the outputs agree.
 """
@@ -53,7 +54,7 @@ if allocator == "tuned":  # avseg.engine.memory's file itself, so the official s
     spec = importlib.util.spec_from_file_location("avseg_memory", memory_py)
     memory = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(memory)
-    memory.reuse_freed_memory()
+    (memory.reuse_freed_memory if task == "infer" else memory.keep_large_buffers_mmapped)()  # as avseg evaluate / train set it
 
 
 def peak_mib():  # VmHWM: the peak resident set since start, or since the last reset
@@ -166,7 +167,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tasks", default="infer,train")
-    parser.add_argument("--allocators", default="tuned,untuned", help="tuned: avseg.engine.memory.reuse_freed_memory on both sides; untuned: glibc's defaults")
+    parser.add_argument("--allocators", default="tuned,untuned", help="tuned: the avseg command's setting from avseg.engine.memory, on both sides; untuned: glibc's defaults")
     parser.add_argument("--make-random-weights", action="store_true", help="first write a randomly initialised official AVTSAM state dict to --official-weights")
     args = parser.parse_args()
     if args.make_random_weights:
