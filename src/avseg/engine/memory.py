@@ -16,8 +16,9 @@ faults per forward, i.e. 14.5 GiB of freshly mapped and zeroed pages, every forw
 third on. That is the 40% (12.3 s -> 17.4 s) that ``segment`` paid over ``evaluate``. The price
 is a higher peak inside a forward, where freed pages wait for reuse: 4.69 GB against 4.22 GB.
 Serving every buffer from the heap and never trimming it on free makes the next buffer reuse the
-pages the last one freed; trimming between windows (not inside a forward) keeps the peak flat with
-video length. Other C libraries have no such switches, and nothing changes for them.
+pages the last one freed; trimming between windows (not inside a forward) keeps the peak that of
+one window (``benchmarks/segment_memory.py``, tiny TeSO, 360p: 612 MiB for half a minute, 655 MiB
+for two, on a machine shared with other jobs; 1 and 10 minutes of 720p not yet re-measured). Other C libraries have no such switches, and nothing changes for them.
 """
 
 from __future__ import annotations
