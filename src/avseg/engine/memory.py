@@ -5,20 +5,23 @@ heap's free pages back after each window with :func:`release_freed_memory`. ``av
 :func:`keep_large_buffers_mmapped` (below: its peak, not its speed, is what limits it). The library
 API leaves glibc's defaults alone.
 
-Why: a full-size AV2T-SAM forward allocates and frees thousands of large temporary activations
-(up to 150 MiB each in Hiera-L's first stage). glibc serves a buffer above its mmap threshold (128 KiB, raised on
-free up to 32 MiB) with a fresh ``mmap`` and unmaps it when freed, so the next block's buffer of
-the same size is mapped again and every 4 KiB page of it costs a page fault (and zeroing).
-Measured on one full-size AV2T-SAM forward (one 1024x1024 frame, 2 CPU threads): with the
-threshold pinned at 128 KiB (what ``segment`` and ``train`` used to set), 3.8 million minor page
-faults per forward, i.e. 14.5 GiB of freshly mapped and zeroed pages, every forward alike; with
-:func:`reuse_freed_memory`, 214 000 in the first forward, 62 000 in the second and none from the
-third on. That is the 40% (12.3 s -> 17.4 s) that ``segment`` paid over ``evaluate``. The price
-is a higher peak inside a forward, where freed pages wait for reuse: 4.69 GB against 4.22 GB.
+Why: a full-size AV2T-SAM forward allocates and frees thousands of large temporary
+activations (up to 150 MiB each in Hiera-L's first stage). glibc serves a buffer above its mmap
+threshold (128 KiB, raised on free up to 32 MiB) with a fresh ``mmap`` and unmaps it when freed,
+so the next block's buffer of the same size is mapped again and every 4 KiB page of it costs a
+page fault (and zeroing). Measured on one full-size AV2T-SAM forward (one 1024x1024 frame, 2 CPU
+threads): with the threshold pinned at 128 KiB (what ``segment`` used to set), 3.8 million minor
+page faults per forward, i.e. 14.5 GiB of freshly mapped and zeroed pages, every forward alike;
+with :func:`reuse_freed_memory`, 214 000 in the first forward, 62 000 in the second and none from
+the third on. That is the cause of the 40% (12.3 s -> 17.4 s) that ``segment`` paid over
+``evaluate``. The price is a higher peak inside a forward, where freed pages wait for reuse:
+4691 MiB against 4223 MiB.
+
 Serving every buffer from the heap and never trimming it on free makes the next buffer reuse the
 pages the last one freed; trimming between windows (not inside a forward) keeps the peak that of
 one window (``benchmarks/segment_memory.py``, tiny TeSO, 360p: 612 MiB for half a minute, 655 MiB
-for two, on a machine shared with other jobs; 1 and 10 minutes of 720p not yet re-measured). Other C libraries have no such switches, and nothing changes for them.
+for two, on a machine shared with other jobs; 1 and 10 minutes of 720p not yet re-measured).
+Other C libraries have no such switches, and nothing changes for them.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ def keep_large_buffers_mmapped() -> None:
     A training step frees activations in a different order than it made them (backward, and
     recomputation of the frozen encoders' blocks), so heap reuse fragments, and the heap's high-water
     mark grows past what is live: a full-size AV2T-SAM training step peaked at 6.3 GB with glibc's
-    defaults (their raised threshold keeps freed buffers on the heap), against 4.6 GB (4.64 GB measured again: 10.7 million page faults, 21 s of
-    system time in 172 s of CPU time) with every large buffer mapped and unmapped on its own.
+    defaults (their raised threshold keeps freed buffers on the heap), against 4.6 GB with every
+    large buffer mapped and unmapped on its own (measured again: 4644 MiB, 10.7 million page
+    faults, 21 s of system time in 172 s of CPU time).
     """
     _mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
