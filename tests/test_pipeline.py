@@ -68,7 +68,7 @@ def test_segment_takes_the_commands_allocator_setting_and_releases_memory_after_
     monkeypatch.setattr(avseg.engine.segment, "release_freed_memory", lambda: calls.append("release"))
     video = make_video(tmp_path / "clip.mp4", seconds=7, fps=4, size=(64, 48))
     assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--window", "3"]) == 0
-    assert calls == ["reuse", "release", "release", "release"]  # windows of 3 + 3 + 1 seconds
+    assert calls == ["reuse"] + ["release"] * (3 + 7)  # after each window (3 + 3 + 1 seconds), then each second of the overlay
     assert avseg.engine.report.reuse_freed_memory is memory.reuse_freed_memory  # evaluate: the same setting
 
 def test_segment_errors_are_one_line(tmp_path, model_dir):

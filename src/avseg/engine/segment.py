@@ -140,6 +140,7 @@ def write_overlay(video: Path, masks_dir: Path, path: Path, fps: float, num_mask
             second = min(int(frame.time), num_masks - 1)
             if second != current:
                 current = second
+                release_freed_memory()  # once a second: every frame passes through the heap here
                 mask = np.asarray(Image.open(masks_dir / f"{second:05d}.png")) > 0
             image = frame.image.astype(np.float32)
             image[mask] = (1 - alpha) * image[mask] + alpha * OVERLAY_COLOUR
