@@ -18,9 +18,11 @@ the third on. That is the cause of the 40% (12.3 s -> 17.4 s) that ``segment`` p
 4691 MiB against 4223 MiB.
 
 Serving every buffer from the heap and never trimming it on free makes the next buffer reuse the
-pages the last one freed; trimming between windows (not inside a forward) keeps the peak that of
-one window (``benchmarks/segment_memory.py``, tiny TeSO, 360p: 612 MiB for half a minute, 655 MiB
-for two, on a machine shared with other jobs; 1 and 10 minutes of 720p not yet re-measured).
+pages the last one freed; trimming between windows and once a second while writing the overlay
+(not inside a forward) holds the peak close to one window's. ``benchmarks/segment_memory.py``
+(tiny TeSO, 360p, half a minute -> two minutes): 616 -> 634 MiB, against 596 -> 598 MiB with the
+threshold pinned and 612 -> 655 MiB when trimming after windows only. Not yet flat: the 18 MiB
+left are unexplained; 1 and 10 minutes of 720p not re-measured.
 Other C libraries have no such switches, and nothing changes for them.
 """
 
