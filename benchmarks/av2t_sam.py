@@ -1,30 +1,40 @@
 """AV2T-SAM at full size: avseg against the official implementation, one frame, same weights and inputs.
 
     python benchmarks/av2t_sam.py --official-src PATH/TO/AV2T-SAM --official-python PATH/TO/venv/bin/python \
-        --official-weights WEIGHTS.pth [--repeats 2] [--threads 2]
+        --official-weights WEIGHTS.pth [--repeats 3] [--threads 2] [--allocators tuned,untuned]
 
 ``WEIGHTS.pth`` is a full official ``AVTSAM`` state dict (the released ``Kyungbok/AV2T-SAM`` checkpoint,
-or random weights from a harness); it is converted once with ``avseg convert``. The official code runs
+or random weights: ``--make-random-weights`` writes them with the official code); it is converted once with ``avseg convert``. The official code runs
 from its own checkout and environment (it needs hydra, torchscale and friends, which avseg does not);
 the worker only replaces ``AVTSAM.init_model`` (a hub download and ``.cuda()``) by a local build.
 
-Each measurement runs in a fresh process, avseg and official alternately, and reports:
+Each measurement runs in a fresh process. For each allocator setting and task, the sides run
+``--repeats`` times each, alternately and in alternating order (official-avseg, avseg-official, ...),
+so both see the same contention on a shared machine. A run reports:
 
-- ``infer``: one-frame inference (``no_grad``), seconds of the timed forward after one warm-up, and
-  the process's peak RSS;
-- ``train``: one-frame training step (forward, BCE + soft IoU against a fixed mask, backward,
-  AdamW step on the trainable parameters), its seconds and peak RSS. avseg recomputes the frozen
-  encoders' activations in backward (``activation_checkpointing``); the official keeps them all.
+- the **load peak**: peak RSS (``VmHWM``) while importing and loading the weights (the official code
+  builds a randomly initialised model and loads the state dict on top of it; avseg maps safetensors);
+- the **compute peak**: peak RSS of what follows, after resetting ``VmHWM`` to the current RSS
+  (writing ``5`` to ``/proc/self/clear_refs``), so it counts the loaded model plus the work;
+- seconds of the timed step, after one untimed warm-up step of the same kind:
+  ``infer``: one-frame inference (``no_grad``);
+  ``train``: one-frame training step (forward, BCE + soft IoU against a fixed mask, backward,
+  AdamW step on the trainable parameters). avseg recomputes the frozen encoders' activations in
+  backward (``activation_checkpointing``); the official keeps them all.
 
-Both sides' logits are saved and compared in the same run: the timings only count if the outputs agree.
-The avseg worker sets glibc's allocator as the command that does the job would
-(:mod:`avseg.engine.memory`: ``avseg evaluate`` for inference, ``avseg train`` for the training step).
+The table gives the median and range of each side and ratios of those medians. Allocator ``tuned``
+runs on *both* sides, loaded from avseg's file, the setting of :mod:`avseg.engine.memory` that the
+avseg command doing the job takes (inference: ``reuse_freed_memory``, as ``avseg segment`` and
+``avseg evaluate``; training: ``keep_large_buffers_mmapped``, as ``avseg train``); ``untuned`` leaves glibc's defaults on both. The torch version each side
+ran is printed. Both sides' logits (of the warm-up step, from the loaded weights) are saved and
+compared in the same run: the timings only count if the outputs agree.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,24 +45,32 @@ import torch
 from _common import machine, spread, table
 
 WORKER = r"""
-import json, resource, sys, time, types
+import importlib.util, json, re, sys, time, types
 import torch
-side, task, folder, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+side, task, folder, threads, allocator, memory_py = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-inputs = torch.load(f"{folder}/inputs.pt", weights_only=True)
+if allocator == "tuned":  # avseg.engine.memory's file itself, so the official side gets the very same setting
+    spec = importlib.util.spec_from_file_location("avseg_memory", memory_py)
+    memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(memory)
+    (memory.reuse_freed_memory if task == "infer" else memory.keep_large_buffers_mmapped)()  # as avseg evaluate / train set it
+
+
+def peak_mib():  # VmHWM: the peak resident set since start, or since the last reset
+    return int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) / 1024
+
+
 flat = lambda x: x.reshape(-1, *x.shape[2:])
 
 if side == "avseg":
-    from avseg.engine.memory import keep_freed_memory, keep_large_buffers_mmapped
     from avseg.models.registry import load_model
-    (keep_large_buffers_mmapped if task == "train" else keep_freed_memory)()  # as avseg train / evaluate do
     model = load_model(f"{folder}/avseg")
     model.activation_checkpointing = True
     run = lambda: model(flat(inputs["images_sam"]), flat(inputs["images_beit"]), flat(inputs["clip"]), flat(inputs["clap"]), size=(224, 224))
     trainable = model.trainable_parameters()
 else:
-    source = sys.argv[5]
+    source = sys.argv[7]
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
     sys.path.insert(0, source)
     from model.avt_sam import AVTSAM
@@ -67,31 +85,43 @@ else:
     AVTSAM.init_model = local_init
     args = types.SimpleNamespace(projector_type="mul", use_adapter=True, evf_version="evf_sam2")
     model = AVTSAM(args)
-    model.load_state_dict(torch.load(sys.argv[6], map_location="cpu", weights_only=True), strict=True)
+    if task == "random-weights":  # the harness for --official-weights when the release's checkpoint is not at hand
+        torch.save(model.state_dict(), sys.argv[8])
+        sys.exit()
+    model.load_state_dict(torch.load(sys.argv[8], map_location="cpu", weights_only=True), strict=True)
     run = lambda: model(inputs["images_sam"], inputs["images_beit"], inputs["clip"], inputs["clap"], [(224, 224)]).reshape(-1, 224, 224)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-started = time.perf_counter()
+inputs = torch.load(f"{folder}/inputs.pt", weights_only=True)
+load_peak = peak_mib()
+if allocator == "tuned":
+    memory.release_freed_memory()  # what loading freed (the official side's state dict) stays on the heap otherwise
+open("/proc/self/clear_refs", "w").write("5")  # "5" resets VmHWM to the current RSS: what follows is the compute peak
 if task == "infer":
     model.eval()
-    with torch.no_grad():
-        run()
-        started = time.perf_counter()
-        logits = run()
+    def step():
+        with torch.no_grad():
+            return run()
 else:
     model.train()
     optimizer = torch.optim.AdamW(trainable, lr=2e-4, weight_decay=0.01)
     target = (torch.rand(1, 224, 224, generator=torch.Generator().manual_seed(1)) > 0.5).float()
-    logits = run()
-    probabilities = logits.sigmoid().flatten(1)
-    intersection = (probabilities * target.flatten(1)).sum(1)
-    union = probabilities.sum(1) + target.flatten(1).sum(1) - intersection
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + (1 - intersection / union).mean()
-    loss.backward()
-    optimizer.step()
+    def step():
+        optimizer.zero_grad()
+        logits = run()
+        probabilities = logits.sigmoid().flatten(1)
+        intersection = (probabilities * target.flatten(1)).sum(1)
+        union = probabilities.sum(1) + target.flatten(1).sum(1) - intersection
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + (1 - intersection / union).mean()
+        loss.backward()
+        optimizer.step()
+        return logits.detach()
+logits = step()  # the warm-up; its logits, from the loaded weights on both sides, are the ones compared
+started = time.perf_counter()
+step()
 seconds = time.perf_counter() - started
-torch.save(logits.detach(), f"{folder}/{side}-{task}.pt")
-print(json.dumps({"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+torch.save(logits, f"{folder}/{side}-{task}.pt")
+print(json.dumps({"seconds": seconds, "load_peak_mib": load_peak, "compute_peak_mib": peak_mib(), "torch": torch.__version__}))
 """
 
 
@@ -113,13 +143,22 @@ def official_inputs(seed: int = 1) -> dict[str, torch.Tensor]:
     }
 
 
-def measure(side: str, task: str, folder: Path, args: argparse.Namespace) -> dict:
+def measure(side: str, task: str, allocator: str, folder: Path, args: argparse.Namespace) -> dict:
     python = sys.executable if side == "avseg" else str(args.official_python)
-    command = [python, "-c", WORKER, side, task, str(folder), str(args.threads), str(args.official_src), str(args.official_weights)]
+    memory_py = Path(__file__).resolve().parents[1] / "src" / "avseg" / "engine" / "memory.py"
+    command = [python, "-c", WORKER, side, task, str(folder), str(args.threads), allocator, str(memory_py), str(args.official_src), str(args.official_weights)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{side} {task} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{side} {task} ({allocator} allocator) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]) if task != "random-weights" else {}
+
+
+def row(task: str, allocator: str, official: list[dict], ours: list[dict], diff: float) -> list:
+    """One table row; every ratio is of the medians printed beside it."""
+    median = {key: [statistics.median(r[key] for r in runs) for runs in (official, ours)] for key in ("seconds", "load_peak_mib", "compute_peak_mib")}
+    seconds, load, compute = median["seconds"], median["load_peak_mib"], median["compute_peak_mib"]
+    return [task, allocator, spread([r["seconds"] for r in official]), spread([r["seconds"] for r in ours]), f"{seconds[1] / seconds[0]:.2f}",
+            f"{load[0]:.0f}", f"{load[1]:.0f}", f"{compute[0]:.0f}", f"{compute[1]:.0f}", f"{compute[1] / compute[0]:.2f}", f"{diff:.1e}"]
 
 
 def main() -> None:
@@ -127,10 +166,14 @@ def main() -> None:
     parser.add_argument("--official-src", required=True, type=Path, help="checkout of bok-bok/AV2T-SAM")
     parser.add_argument("--official-python", required=True, type=Path, help="python of an environment that runs it")
     parser.add_argument("--official-weights", required=True, type=Path, help="full AVTSAM state dict (.pth)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tasks", default="infer,train")
+    parser.add_argument("--allocators", default="tuned,untuned", help="tuned: the avseg command's setting from avseg.engine.memory, on both sides; untuned: glibc's defaults")
+    parser.add_argument("--make-random-weights", action="store_true", help="first write a randomly initialised official AVTSAM state dict to --official-weights")
     args = parser.parse_args()
+    if args.make_random_weights:
+        measure("official", "random-weights", "untuned", args.official_weights.parent, args)
 
     from avseg.models.av2t_sam.convert import convert
 
@@ -140,22 +183,22 @@ def main() -> None:
         convert(args.official_weights, folder / "avseg", projector="mul")  # the official side runs projector_type="mul"
         print(f"converted the official weights in {time.perf_counter() - started:.0f} s", flush=True)
         torch.save(official_inputs(), folder / "inputs.pt")
-        results: dict[tuple[str, str], list[dict]] = {}
-        for task in args.tasks.split(","):
-            for _ in range(args.repeats if task == "infer" else 1):
-                for side in ("official", "avseg"):
-                    results.setdefault((side, task), []).append(measure(side, task, folder, args))
-                    print(f"{side} {task}: {results[(side, task)][-1]}", flush=True)
-        rows = []
-        for task in args.tasks.split(","):
-            official, ours = results[("official", task)], results[("avseg", task)]
-            diff = (torch.load(folder / f"avseg-{task}.pt") - torch.load(folder / f"official-{task}.pt")).abs().max().item()
-            seconds = [[r["seconds"] for r in runs] for runs in (official, ours)]
-            memory = [max(r["peak_rss_mib"] for r in runs) for runs in (official, ours)]
-            rows.append([task, spread(seconds[0]), spread(seconds[1]), f"{sorted(seconds[1])[len(seconds[1]) // 2] / sorted(seconds[0])[len(seconds[0]) // 2]:.2f}",
-                         f"{memory[0]:.0f}", f"{memory[1]:.0f}", f"{memory[1] / memory[0]:.2f}", f"{diff:.1e}"])
-    print(machine() + f", {args.threads} threads, fp32, 1 frame (S4: B=1, T=1)")
-    print(table(["task", "official s", "avseg s", "time ratio", "official peak RSS MiB", "avseg peak RSS MiB", "memory ratio", "max |Δ logits|"], rows))
+        rows, versions = [], {}
+        for allocator in args.allocators.split(","):
+            for task in args.tasks.split(","):
+                results: dict[str, list[dict]] = {"official": [], "avseg": []}
+                for repeat in range(args.repeats):
+                    for side in ("official", "avseg") if repeat % 2 == 0 else ("avseg", "official"):  # alternate who runs first
+                        results[side].append(measure(side, task, allocator, folder, args))
+                        versions[side] = results[side][-1]["torch"]
+                        print(f"{allocator} {task} {side}: {results[side][-1]}", flush=True)
+                diff = (torch.load(folder / f"avseg-{task}.pt") - torch.load(folder / f"official-{task}.pt")).abs().max().item()
+                rows.append(row(task, allocator, results["official"], results["avseg"], diff))
+    print(machine() + f", {args.threads} threads, fp32, 1 frame (S4: B=1, T=1), {args.repeats} runs per side")
+    print(f"torch: official {versions['official']}, avseg {versions['avseg']}")
+    header = ["task", "allocator", "official s", "avseg s", "time ratio", "official load peak MiB", "avseg load peak MiB",
+              "official compute peak MiB", "avseg compute peak MiB", "compute memory ratio", "max |Δ logits|"]
+    print(table(header, rows))
 
 
 if __name__ == "__main__":

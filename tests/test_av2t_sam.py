@@ -281,11 +281,12 @@ def test_sam2_video_parts_are_kept_apart_by_their_official_names(tmp_path, monke
 
     official = official_av2t_state(AV2TSAM(AV2TSAMConfig.tiny()))
     official["model.visual_model.obj_ptr_proj.layers.2.bias"] = torch.ones(4)
+    official["model.visual_model.memory_encoder.fuser.layers.0.weight"] = torch.ones(4)  # EVF's fork renamed SAM 2's gamma
     torch.save(official, tmp_path / "official.pth")
     tiny_config_patch(monkeypatch)
     convert(tmp_path / "official.pth", tmp_path / "out", projector="mul")
     kept = load_file(str(tmp_path / "out" / "sam2_memory.safetensors"))
-    assert set(kept) == {"maskmem_tpos_enc", "memory_attention.layers.0.self_attn.q_proj.weight", "obj_ptr_proj.layers.2.bias"}
+    assert set(kept) == {"maskmem_tpos_enc", "memory_attention.layers.0.self_attn.q_proj.weight", "obj_ptr_proj.layers.2.bias", "memory_encoder.fuser.layers.0.weight"}
     torch.save({**official, "model.visual_model.memory_encoder.fuser.extra": torch.ones(1)}, tmp_path / "junk.pth")
     with pytest.raises(AvsegError, match=r"no place in AV2T-SAM: model\.visual_model\.memory_encoder\.fuser\.extra$"):
         convert(tmp_path / "junk.pth", tmp_path / "junk", projector="mul")

@@ -57,6 +57,26 @@ def test_segment_writes_masks_overlay_and_summary(tmp_path, model_dir, capsys):
     assert "overlay.mp4" in capsys.readouterr().out
 
 
+
+def test_segment_takes_the_commands_allocator_setting_and_releases_memory_after_each_window(tmp_path, model_dir, monkeypatch):
+    import collections
+
+    import avseg.engine.frame_outputs
+    import avseg.engine.report
+    import avseg.engine.segment
+    from avseg.engine import memory
+
+    calls = collections.Counter()
+    monkeypatch.setattr(avseg.engine.segment, "reuse_freed_memory", lambda: calls.update(["reuse"]))
+    monkeypatch.setattr(avseg.engine.segment, "release_freed_memory", lambda: calls.update(["after a model call"]))
+    monkeypatch.setattr(avseg.engine.frame_outputs, "release_freed_memory", lambda: calls.update(["overlay second"]))
+    video = make_video(tmp_path / "clip.mp4", seconds=7, fps=4, size=(64, 48))
+    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--window", "3", "--rate", "1"]) == 0
+    # the writer runs in its own thread, so only the counts are fixed: 3 model calls (3 + 3 + 1 seconds), 7 seconds of overlay
+    assert calls == {"reuse": 1, "after a model call": 3, "overlay second": 7}
+    assert avseg.engine.report.reuse_freed_memory is memory.reuse_freed_memory  # evaluate: the same setting
+
+
 def test_segment_errors_are_one_line(tmp_path, model_dir):
     video = make_video(tmp_path / "clip.mp4", seconds=2)
     run = lambda *a: subprocess.run([sys.executable, "-m", "avseg.cli", *map(str, a)], capture_output=True, text=True, timeout=300)  # noqa: E731

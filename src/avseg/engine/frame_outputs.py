@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from avseg.engine import rle
+from avseg.engine.memory import release_freed_memory
 from avseg.media import VideoWriter
 
 MASK_FORMATS = ("png", "rle")
@@ -38,6 +39,7 @@ class FrameOutputs:
         self.summary.write(head[: head.rindex("[]") + 1])  # '... "frames": [' : rows follow
         self.rows = 0
         self.overlay = VideoWriter(folder / "overlay.mp4", fps, *size, audio_from=video if has_audio else None)
+        self.overlay_frames, self.frames_per_release = 0, max(1, round(fps))
 
     def handle(self, item: tuple) -> None:
         """``("mask", index, time, mask, row)`` or ``("overlay", image, mask)``."""
@@ -60,6 +62,9 @@ class FrameOutputs:
         tinted[mask] = (1 - self.alpha) * tinted[mask] + self.alpha * OVERLAY_COLOUR
         tinted[_outline(mask)] = 255.0  # visible whatever the object's own colour
         self.overlay.write_frame(tinted.astype(np.uint8))
+        self.overlay_frames += 1
+        if self.overlay_frames % self.frames_per_release == 0:
+            release_freed_memory()  # about once a second: every frame passes through the heap here
 
     def close(self) -> None:
         self.summary.write("\n ]\n}" if self.rows else "]\n}")

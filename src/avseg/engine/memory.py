@@ -1,9 +1,29 @@
-"""Process-wide glibc allocator settings of the long-running commands.
+"""The process-wide glibc allocator setting of the long-running commands.
 
-Which one a command takes is a trade between peak memory and speed: ``avseg train`` and
-``avseg segment`` return large buffers to the system (flat, lower peak memory);
-``avseg evaluate`` keeps freed memory for reuse (no page faults on every large buffer).
-The library API leaves glibc's defaults alone.
+``avseg segment`` and ``avseg evaluate`` take :func:`reuse_freed_memory`, and ``segment`` gives the
+heap's free pages back after each window with :func:`release_freed_memory`. ``avseg train`` keeps
+:func:`keep_large_buffers_mmapped` (below: its peak, not its speed, is what limits it). The library
+API leaves glibc's defaults alone.
+
+Why: a full-size AV2T-SAM forward allocates and frees thousands of large temporary
+activations (up to 150 MiB each in Hiera-L's first stage). glibc serves a buffer above its mmap
+threshold (128 KiB, raised on free up to 32 MiB) with a fresh ``mmap`` and unmaps it when freed,
+so the next block's buffer of the same size is mapped again and every 4 KiB page of it costs a
+page fault (and zeroing). Measured on one full-size AV2T-SAM forward (one 1024x1024 frame, 2 CPU
+threads): with the threshold pinned at 128 KiB (what ``segment`` used to set), 3.8 million minor
+page faults per forward, i.e. 14.5 GiB of freshly mapped and zeroed pages, every forward alike;
+with :func:`reuse_freed_memory`, 214 000 in the first forward, 62 000 in the second and none from
+the third on. That is the cause of the 40% (12.3 s -> 17.4 s) that ``segment`` paid over
+``evaluate``. The price is a higher peak inside a forward, where freed pages wait for reuse:
+4691 MiB against 4223 MiB.
+
+Serving every buffer from the heap and never trimming it on free makes the next buffer reuse the
+pages the last one freed; trimming between windows and once a second while writing the overlay
+(not inside a forward) holds the peak close to one window's. ``benchmarks/segment_memory.py``
+(tiny TeSO, 360p, half a minute -> two minutes): 616 -> 634 MiB, against 596 -> 598 MiB with the
+threshold pinned and 612 -> 655 MiB when trimming after windows only. Not yet flat: the 18 MiB
+left are unexplained; 1 and 10 minutes of 720p not re-measured.
+Other C libraries have no such switches, and nothing changes for them.
 """
 
 from __future__ import annotations
@@ -12,37 +32,53 @@ import ctypes
 import ctypes.util
 
 
-def keep_large_buffers_mmapped() -> None:
-    """Pin glibc's mmap threshold at its default (128 KiB).
+def reuse_freed_memory() -> None:
+    """Serve large buffers from the heap and keep freed pages for reuse (no trim on free).
 
-    Frames and activations are large, short-lived buffers. glibc raises its mmap threshold
-    after freeing such a buffer, so later ones come from the heap, whose fragmentation keeps
-    freed memory resident: peak RSS crept up with video length in ``avseg segment`` (866 ->
-    928 MiB from 1 to 10 minutes of 720p), and an AV2T-SAM training step at full size peaked
-    at 6.3 GB instead of 4.6 GB. A fixed threshold returns such buffers to the system when
-    they are freed. Other C libraries have no such switch, and nothing changes for them.
-
-    The price is a fresh mapping, and page faults, for every large buffer: a full-size
-    AV2T-SAM forward takes about 40% longer with it (17.4 s against 12.3 s on 2 CPU cores).
-    """
-    _mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-
-
-def keep_freed_memory() -> None:
-    """Serve large buffers from the heap and never trim it, so freed activations are reused
-    without page faults. Repeated same-sized forward passes (evaluation) then run at full
-    speed: a full-size AV2T-SAM forward takes 9.8 s instead of 11.2 s with glibc's defaults
-    on 2 CPU cores; the heap keeps its high-water mark.
+    The mmap threshold goes to 1 GiB (glibc takes it, and stops raising it by itself) and the
+    trim threshold to its maximum: a freed activation's pages stay resident, and the next one
+    takes them without page faults. The heap then keeps its high-water mark until
+    :func:`release_freed_memory`.
     """
     _mallopt(M_MMAP_THRESHOLD, 1 << 30)
     _mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 
 
+def keep_large_buffers_mmapped() -> None:
+    """Pin glibc's mmap threshold at its default (128 KiB), for training.
+
+    A training step frees activations in a different order than it made them (backward, and
+    recomputation of the frozen encoders' blocks), so heap reuse fragments, and the heap's high-water
+    mark grows past what is live: a full-size AV2T-SAM training step peaked at 6.3 GB with glibc's
+    defaults (their raised threshold keeps freed buffers on the heap), against 4.6 GB with every
+    large buffer mapped and unmapped on its own (measured again: 4644 MiB, 10.7 million page
+    faults, 21 s of system time in 172 s of CPU time).
+    """
+    _mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def release_freed_memory() -> None:
+    """Give every free heap page back to the system (``malloc_trim(0)``): RSS returns to what is live.
+
+    Called between units of work (a window of ``avseg segment``), never inside a forward pass, so the
+    page faults it causes are paid once per window, not once per block; peak RSS is then the peak
+    of one window, whatever the video's length.
+    """
+    try:
+        _libc().malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _mallopt(option: int, value: int) -> None:
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(option, value)
+        _libc().mallopt(option, value)
     except (OSError, AttributeError):
         pass

@@ -22,7 +22,7 @@ from avseg.config import Recipe
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.data.perturb import NoiseBank
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference, evaluate_robust, robust_conditions_not_run
-from avseg.engine.memory import keep_freed_memory
+from avseg.engine.memory import reuse_freed_memory
 from avseg.engine.precision import Inference
 from avseg.engine.robust import plot_robust, robust_markdown
 from avseg.engine.train import resolve_device
@@ -52,7 +52,7 @@ def evaluate_recipe(
     ``silence_gate=False`` evaluates the network without its silence gate; ``robust`` adds
     AVSBench-Robust's negative audio (``noise_dir``: noise recordings); ``precision``, ``compile``:
     see :mod:`avseg.engine.precision`."""
-    keep_freed_memory()
+    reuse_freed_memory()
     inference = Inference.resolve(resolve_device(recipe.train.device), precision, compile)
     if noise_dir is not None and not robust:
         raise ConfigError("--noise-dir: the noise clips are for --robust; add --robust")

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from avseg.data.clip import Clip
 from avseg.engine.dense import OutputFrame, Sampling, ShownFrame, check_sampling, estimated_outputs, stream_frames
 from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
-from avseg.engine.memory import keep_large_buffers_mmapped
+from avseg.engine.memory import release_freed_memory, reuse_freed_memory
 from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import ConfigError
 from avseg.media import probe
@@ -72,7 +72,7 @@ def segment_video(
         raise ConfigError(f"window must be at least 1 frame, got {window}")
     if mask_format not in MASK_FORMATS:
         raise ConfigError(f"--format {mask_format!r}: expected one of {', '.join(MASK_FORMATS)}")
-    keep_large_buffers_mmapped()
+    reuse_freed_memory()
     video = Path(video)
     out = Path(out_root) / video.stem
     fps = check_sampling(video, sampling)
@@ -141,6 +141,7 @@ class _Loop:
         self.bar.update(len(self.outputs))
         self.outputs = []
         self.write_shown()
+        release_freed_memory()  # after each model call, so peak RSS stays that of one call
 
     def write_shown(self, final: bool = False) -> None:
         """Overlay frames whose mask is known (at the end: the rest, with the last mask, as before)."""

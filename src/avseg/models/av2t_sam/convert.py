@@ -144,6 +144,7 @@ SAM2_VIDEO_NAMES = NameTable(
         ("memory_encoder.fuser.layers.{i}.norm.", "memory_encoder.memory_fuser.layers.{i}.layer_norm."),
         ("memory_encoder.fuser.layers.{i}.pwconv{n}.", "memory_encoder.memory_fuser.layers.{i}.pointwise_conv{n}."),
         ("memory_encoder.fuser.layers.{i}.gamma", "memory_encoder.memory_fuser.layers.{i}.scale"),
+        ("memory_encoder.fuser.layers.{i}.weight", "memory_encoder.memory_fuser.layers.{i}.scale"),  # EVF's fork (AV2T-SAM) renames gamma
         *_mlp("obj_ptr_proj", "object_pointer_proj", 3),
         ("obj_ptr_tpos_proj.", "temporal_positional_encoding_projection_layer."),
         ("mask_downsample.", "mask_downsample."),
