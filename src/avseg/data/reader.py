@@ -7,8 +7,8 @@ padding, flags) happens here, once, for all of them, and so does the clip's
 ``meta["sounding_labels"]`` (per frame, the names of the sounding categories),
 from the subset's :meth:`ClipReader.sounding_labels` or, for a layout whose
 files name no category, from ``label_source`` (the synthetic benchmark's
-record of what sounds, :func:`avseg.data.synthetic.attach_sounding_labels`). The synthetic benchmark
-writes its files to the paths these same records name, so the readers are what
+record of what sounds: :func:`avseg.data.synthetic.attach_sounding_labels`).
+The synthetic benchmark writes its files to the paths these same records name, so the readers are what
 the tests exercise.
 """
 
