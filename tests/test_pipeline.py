@@ -239,3 +239,16 @@ def test_evaluate_robust_bad_input_is_one_line(tmp_path, model_dir, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
         assert not out.exists()  # refused before evaluating: nothing written
+
+
+def test_no_silence_gate_on_a_model_without_one_is_refused():
+    from avseg.engine.report import _silence_gate
+    from avseg.errors import ConfigError
+
+    class Plain:  # a segmenter with no silence gate (AV2T-SAM's)
+        def predict(self, clips):
+            return []
+
+    with pytest.raises(ConfigError, match="^--no-silence-gate: av2t-sam has no silence gate$"):
+        _silence_gate(Plain(), False, "av2t-sam")
+    assert _silence_gate(Plain(), True, "av2t-sam") == {"dbfs": None, "on": False, "text": "silence gate: none"}

@@ -36,7 +36,7 @@ from avseg.audio import second_windows
 from avseg.data.clip import Clip
 
 SILENCE_GATE_DBFS = -60.0
-"""The default threshold (avseg's choice, from TeSO's dynamic mask design): a second below it is silent."""
+"""The default threshold (avseg's choice, from TeSO's dynamic mask design): a second at or below it is silent."""
 LEVEL_FRAME_SECONDS = 0.025
 LEVEL_PERCENTILE = 90.0
 DIGITAL_SILENCE_DBFS = -200.0

@@ -13,7 +13,8 @@ under muted audio both with and without its gate, from one pass of the network
 ``silence_gate`` switch like every other row, and ``mute (gate off)`` (or
 ``mute (gate on)`` when the switch is off) sits beside it. The gate empties
 every muted frame, so the gated mute row measures the rule; the ungated one
-measures what the network learned.
+measures what the network learned. (The zero-shot model skips its models on
+gated seconds, so its ungated pass runs them on every muted second.)
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ class _Scores:
             self.accumulator, self.with_targets = BinaryAccumulator(batch_size=batch_clips), True
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        self.accumulator.update(logits, targets) if self.with_targets else self.accumulator.update(logits)
+        if self.with_targets:
+            self.accumulator.update(logits, targets)
+        else:
+            self.accumulator.update(logits)
 
     def compute(self) -> dict[str, float]:
         return self.accumulator.compute()
