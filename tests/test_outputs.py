@@ -128,7 +128,7 @@ def small_model(tmp_path_factory):
 
 
 def segment(model, out, *videos, window=5):
-    return main(["segment", *map(str, videos), "--model", str(model), "--out", str(out), "--cues", "bell", "--window", str(window)])
+    return main(["segment", *map(str, videos), "--model", str(model), "--out", str(out), "--cues", "bell", "--window", str(window), "--rate", "1"])
 
 
 def test_a_last_window_of_one_frame(tmp_path, small_model):

@@ -8,6 +8,7 @@ from conftest import make_video
 
 from avseg.cli import build_parser, main
 from avseg.config import EncodersConfig, Recipe
+from avseg.engine.dense import Sampling
 from avseg.engine.precision import Inference, repeated_blocks
 from avseg.engine.session import load_segmenter
 from avseg.errors import ConfigError
@@ -67,14 +68,14 @@ def test_bf16_segment_runs_the_encoders_in_bf16_and_writes_fp32_results(model, v
         loaded = load_segmenter(model, device="cpu", precision=precision)
         sam = loaded.segmenter.model.sam.vision_encoder
         sam.register_forward_hook(lambda module, args, output, p=precision: dtypes.update({p: output.last_hidden_state.dtype}) and None)
-        out = loaded.segment(video, tmp_path / precision, progress=False)
+        out = loaded.segment(video, tmp_path / precision, progress=False, sampling=Sampling(1))  # one frame a second: fast
         summary = json.loads((out / "summary.json").read_text())
         assert len(summary["frames"]) == 2 and (out / "overlay.mp4").is_file()
     assert dtypes == {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def test_bf16_through_the_command_line(model, video, tmp_path, capsys):
-    assert main(["segment", str(video), "--model", str(model), "--out", str(tmp_path / "o"), "--device", "cpu", "--precision", "bf16"]) == 0
+    assert main(["segment", str(video), "--model", str(model), "--out", str(tmp_path / "o"), "--device", "cpu", "--precision", "bf16", "--rate", "1"]) == 0
     assert "masks, overlay.mp4 and summary.json" in capsys.readouterr().out
     assert len(list((tmp_path / "o" / "clip" / "masks").glob("*.png"))) == 2
 
