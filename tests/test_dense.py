@@ -218,3 +218,75 @@ def test_a_writer_error_is_raised_as_itself_and_the_writer_stops():
     with pytest.raises(OSError, match="No space left"):
         writer.close()
     assert handled == [0, 1] and not writer._thread.is_alive()
+
+
+def make_chirp_video(path, seconds, fps, rate=16000):
+    """A grey video whose audio changes every instant (a rising, swelling chirp), so each second embeds apart."""
+    import av
+    from fractions import Fraction
+
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=Fraction(fps))
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="mono")
+        for i in range(int(seconds * fps)):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((24, 32, 3), 5 * i, np.uint8), format="rgb24")))
+        container.mux(video.encode(None))
+        t = np.arange(int(seconds * rate)) / rate
+        chirp = (0.8 * t / seconds * np.sin(2 * np.pi * (100 + 400 * t) * t)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(chirp, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return path
+
+
+def test_teso_hears_the_seconds_around_each_dense_frame(tmp_path, loaded):
+    """At a dense rate SeDAM's audio rows for frame ``t`` are the windows centred at ``t-1, t, t+1`` seconds
+    (not the neighbouring frames' windows 1/fps apart); past the track's ends they are invalid."""
+    video = make_chirp_video(tmp_path / "clip.mp4", seconds=4, fps=4)
+    segmenter = loaded.segmenter
+    received = []
+    hook = segmenter.model.sedam.register_forward_pre_hook(lambda module, args: received.append(args[2:4]))  # (cues, cue_valid, audio, audio_valid)
+    try:
+        segmenter.cues = fixed_cues(("bell",), "clip", 4)
+        segment_video(segmenter, video, tmp_path / "out", 16000, "teso", window=4, progress=False, sampling=Sampling(rate=None))
+    finally:
+        hook.remove()
+    audio = torch.cat([call[0] for call in received]).cpu()
+    valid = torch.cat([call[1] for call in received]).cpu()
+    frames = list(iter_frames(video, "all"))
+    assert len(audio) == len(frames) == 16
+    waveform, _ = read_audio(video, 16000)
+    encoder = segmenter.inputs.audio_encoder
+    for index in (2, 7, 9, 15):
+        time = frames[index].time
+        for column, offset in enumerate((-1, 0, 1)):
+            first = int(round((time + offset - 0.5) * 16000))
+            inside = first + 16000 > 0 and first < len(waveform)
+            assert bool(valid[index, column]) == inside, (index, offset)
+            if not inside:
+                assert not audio[index, column].any()
+                continue
+            window = np.zeros(16000, np.float32)
+            low, high = max(0, first), min(len(waveform), first + 16000)
+            window[low - first : high - first] = waveform[low:high]
+            expected = encoder.embed(window, 16000, 1)[0].float()
+            # the same window embedded alone in both; tolerance as streamed decoding may round differently
+            # from read_audio's (see test_each_frame_hears_the_second_centred_on_it)
+            torch.testing.assert_close(audio[index, column], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_teso_hearing_more_than_the_dense_context_is_refused():
+    from avseg.data.audio_span import CONTEXT_SECONDS, AudioSpan
+    from avseg.encoders.logmel import LogMelEncoder
+    from avseg.errors import ConfigError
+    from avseg.models.teso.inputs import TeSOInputs
+
+    span = AudioSpan((1.0,), np.zeros(16000 * (1 + 2 * CONTEXT_SECONDS), np.float32), -16000 * CONTEXT_SECONDS + 8000, 16000)
+    inputs = TeSOInputs(LogMelEncoder(), None, text_dim=8, image_size=16, audio_window=CONTEXT_SECONDS + 1)
+    with pytest.raises(ConfigError, match=f"audio_window of {CONTEXT_SECONDS + 1} s is more than the {CONTEXT_SECONDS} s"):
+        inputs.span_windows(span)
+    inputs.audio_window = CONTEXT_SECONDS  # the most a span holds
+    audio, valid = inputs.span_windows(span)
+    assert audio.shape == (1, 2 * CONTEXT_SECONDS + 1, LogMelEncoder.dim) and valid.tolist() == [[False, True, True, True, True]]

@@ -11,7 +11,11 @@
   the track), the length of audio every model was trained to pair with a frame.
   A model call gets a :class:`~avseg.data.clip.Clip` of ``window`` frames whose
   waveform is their windows one after the other, so a model that pairs frame
-  ``i`` with second ``i`` of its clip pairs each frame with its own window.
+  ``i`` with second ``i`` of its clip pairs each frame with its own window. The
+  clip's ``meta["audio_span"]`` (:class:`~avseg.data.audio_span.AudioSpan`)
+  holds the frames' times and the audio ``CONTEXT_SECONDS`` around them, for a
+  model that hears the seconds around a frame (TeSO): neighbouring frames of a
+  dense call are 1/rate s apart, not the second before and after.
 * With a propagator, the first output frame of each ``1/keyframes`` s interval is
   a keyframe: the model segments it and its mask re-anchors the propagator, which
   carries the mask over the frames in between.
@@ -31,6 +35,7 @@ from typing import Iterator
 
 import numpy as np
 
+from avseg.data.audio_span import CONTEXT_SECONDS, AudioSpan, centred_window_start
 from avseg.errors import ConfigError, MediaError
 from avseg.media import avsbench_frame_index, iter_audio, iter_frames, probe
 from avseg.media.read import _open
@@ -67,6 +72,10 @@ class OutputFrame:
     image: np.ndarray
     keyframe: bool
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    context: np.ndarray | None = None
+    """Dense rates, model frames: the audio from ``CONTEXT_SECONDS`` before ``audio`` to as many after it."""
+    context_start: int = 0
+    track_length: int | None = None
 
 
 @dataclass
@@ -152,7 +161,8 @@ class _SecondChunks:
 
 
 class _CentredWindows:
-    """Dense rates: the second of audio centred on each frame, streamed (frames come in time order)."""
+    """Dense rates: the second of audio centred on each frame, and the ``CONTEXT_SECONDS`` either side of it
+    (:mod:`avseg.data.audio_span`), streamed (frames come in time order)."""
 
     def __init__(self, video: Path, sample_rate: int):
         self.chunks = iter_audio(video, sample_rate, 1)
@@ -162,8 +172,11 @@ class _CentredWindows:
         self.ended = False
 
     def next_for(self, output: OutputFrame) -> np.ndarray:
-        first = int(round((output.time - 0.5) * self.rate))
-        last = first + self.rate
+        """``output``'s centred window; its context goes into ``output.context`` (starting at track sample
+        ``output.context_start``)."""
+        margin = CONTEXT_SECONDS * self.rate
+        first = centred_window_start(output.time, self.rate) - margin
+        last = first + self.rate + 2 * margin
         while not self.ended and self.start + len(self.buffer) < last:
             chunk = next(self.chunks, None)
             if chunk is None:
@@ -172,11 +185,23 @@ class _CentredWindows:
                 self.buffer = np.concatenate([self.buffer, chunk])
         drop = min(len(self.buffer), max(0, first - self.start))
         self.buffer, self.start = self.buffer[drop:], self.start + drop
-        window = np.zeros(self.rate, dtype=np.float32)
+        context = np.zeros(last - first, dtype=np.float32)
         low, high = max(first, self.start), min(last, self.start + len(self.buffer))
         if high > low:
-            window[low - first : high - first] = self.buffer[low - self.start : high - self.start]
-        return window
+            context[low - first : high - first] = self.buffer[low - self.start : high - self.start]
+        output.context, output.context_start = context, first
+        output.track_length = self.start + len(self.buffer) if self.ended else None
+        return context[margin : margin + self.rate]
+
+
+def audio_span(outputs: list[OutputFrame], sample_rate: int) -> AudioSpan:
+    """The contexts of a model call's frames joined into one :class:`AudioSpan`."""
+    start = outputs[0].context_start
+    samples = np.zeros(outputs[-1].context_start + len(outputs[-1].context) - start, dtype=np.float32)
+    for output in outputs:
+        samples[output.context_start - start : output.context_start - start + len(output.context)] = output.context
+    lengths = [output.track_length for output in outputs if output.track_length is not None]
+    return AudioSpan(tuple(output.time for output in outputs), samples, start, sample_rate, max(lengths, default=None))
 
 
 def estimated_outputs(duration: float, fps: float, sampling: Sampling) -> int:

@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
-from avseg.engine.dense import OutputFrame, Sampling, ShownFrame, check_sampling, estimated_outputs, stream_frames
+from avseg.engine.dense import OutputFrame, Sampling, ShownFrame, audio_span, check_sampling, estimated_outputs, stream_frames
 from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
 from avseg.engine.memory import release_freed_memory, reuse_freed_memory
 from avseg.engine.stream import Prefetch, Worker
@@ -156,8 +156,9 @@ class _Loop:
 
     def _clip(self, keyframes: list[OutputFrame]) -> Clip:
         meta: dict[str, Any] = {"id": self.clip_id}
-        if not self.sampling.avsbench:  # TeSO's per-second cues: the second each frame falls in
+        if not self.sampling.avsbench:  # TeSO's per-second cues: the second each frame falls in; its audio context
             meta["seconds"] = [int(output.time) for output in keyframes]
+            meta["audio_span"] = audio_span(keyframes, self.sample_rate)
         waveform = np.concatenate([output.audio for output in keyframes])
         return Clip(frames=np.stack([output.image for output in keyframes]), waveform=waveform, sample_rate=self.sample_rate, meta=meta)
 

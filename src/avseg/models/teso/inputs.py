@@ -10,7 +10,10 @@ Per frame ``t``:
 * ``pixel_values``: the frame resized to ``image_size`` (bilinear) and
   normalised with the ImageNet mean and std, as Mask2Former's Swin expects;
 * ``audio``: the embeddings of seconds ``t-w..t+w`` (zeros and
-  ``audio_valid=False`` past the clip's ends);
+  ``audio_valid=False`` past the clip's ends); for a dense clip of
+  ``avseg segment`` (``meta["audio_span"]``, whose frames are not a second
+  apart) the 1-second windows centred at ``t-w..t+w`` seconds, cut from the
+  span (:meth:`TeSOInputs.span_windows`);
 * ``audio_level_db``: the level of second ``t`` in dBFS
   (:func:`avseg.silence.robust_level_db`), for the silence gate; not a
   network input;
@@ -21,6 +24,7 @@ Per frame ``t``:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -28,9 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from avseg.data.audio_span import AudioSpan
 from avseg.data.clip import Clip
 from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD, AudioEncoder
 from avseg.encoders.cache import MemoryCache
+from avseg.errors import ConfigError
 from avseg.silence import robust_level_db
 
 
@@ -114,6 +120,7 @@ class TeSOInputs:
         self.max_cues = max_cues
         self._cue_cache: dict[str, torch.Tensor] = {}
         self._audio_cache = MemoryCache()
+        self._recent_windows: dict[tuple[str, int], torch.Tensor] = {}
 
     def cue_embeddings(self, frame_cues: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame cue names -> ``(T, K, D)`` embeddings and ``(T, K)`` validity."""
@@ -137,12 +144,45 @@ class TeSOInputs:
         epoch on the same clips; perturbed audio hashes differently)."""
         return self._audio_cache.get((waveform, sample_rate, num_seconds), lambda: self.audio_encoder.embed(waveform, sample_rate, num_seconds).float())
 
+    def span_windows(self, span: AudioSpan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense clips: per frame the embeddings of the windows centred at ``t-w .. t+w`` seconds
+        (:mod:`avseg.data.audio_span`), ``(T, 2w+1, D)`` and validity ``(T, 2w+1)``; a window holding no
+        sample of the track is zeros and invalid, as a second past a clip's end is.
+
+        Each window is embedded on its own (``embed(window, rate, 1)``): VGGish's examples are 0.96 s, so
+        the second ``i`` of a longer waveform would not be the window. A window is embedded once per call
+        and reused by the next call (frames a whole number of seconds apart share windows); only those two
+        calls' windows are kept, so memory stays bounded over a long video."""
+        if self.audio_window > span.context:
+            raise ConfigError(f"TeSO's audio_window of {self.audio_window} s is more than the {span.context} s of audio context a dense clip carries")
+        offsets = range(-self.audio_window, self.audio_window + 1)
+        starts = [[span.window_start(frame, offset) for offset in offsets] for frame in range(len(span.times))]
+        valid = torch.tensor([[span.holds_track(first) for first in row] for row in starts])
+        embeddings, recent = {}, {}
+        for first in sorted({first for row in starts for first in row if span.holds_track(first)}):
+            window = span.window(first)
+            key = (hashlib.sha1(window.tobytes()).hexdigest(), span.sample_rate)
+            if key not in recent:
+                recent[key] = self._recent_windows.get(key)
+                if recent[key] is None:
+                    with torch.no_grad():
+                        recent[key] = self.audio_encoder.embed(window, span.sample_rate, 1)[0].float().cpu()
+            embeddings[first] = recent[key]
+        self._recent_windows = recent
+        zeros = torch.zeros(self.audio_encoder.dim)
+        audio = torch.stack([torch.stack([embeddings.get(first, zeros) for first in row]) for row in starts])
+        return audio, valid
+
     def frames(self, clip: Clip, frame_cues: Sequence[Sequence[str]], sound_labels: torch.Tensor | None = None) -> FrameBatch:
         """The valid frames of ``clip`` as rows; ``frame_cues`` has one list of names per frame."""
         keep = torch.from_numpy(clip.frame_valid)
         num_seconds = clip.num_frames
-        embeddings = self.audio_embeddings(clip.waveform, clip.sample_rate, num_seconds)
-        audio, audio_valid = audio_windows(embeddings, self.audio_window)
+        span = clip.meta.get("audio_span")
+        if span is None:
+            embeddings = self.audio_embeddings(clip.waveform, clip.sample_rate, num_seconds)
+            audio, audio_valid = audio_windows(embeddings, self.audio_window)
+        else:
+            audio, audio_valid = self.span_windows(span)
         frame_cues = list(frame_cues)[:num_seconds]
         cues, cue_valid = self.cue_embeddings(frame_cues + [[]] * (num_seconds - len(frame_cues)))
         levels = torch.from_numpy(robust_level_db(clip.waveform, clip.sample_rate, num_seconds)).float()
