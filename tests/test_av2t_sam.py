@@ -370,9 +370,9 @@ def test_trains_evaluates_and_segments_through_the_pipeline(tmp_path):
     assert all(math.isfinite(row["total"]) for row in log if "total" in row)
     assert 0.0 <= log[-1]["val"]["J"] <= 1.0
     video = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(80, 64))
-    assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg")]) == 0
+    assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg"), "--rate", "2"]) == 0
     summary = json.loads((tmp_path / "seg" / "clip" / "summary.json").read_text())
-    assert len(summary["frames"]) == 3 and (tmp_path / "seg" / "clip" / "overlay.mp4").is_file()
+    assert len(summary["frames"]) == 6 and (tmp_path / "seg" / "clip" / "overlay.mp4").is_file()  # 2 frames a second, each its own audio
     assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg"), "--cues", "dog"]) == 2
 
 

@@ -288,6 +288,6 @@ def test_trains_evaluates_and_segments_through_the_pipeline(tmp_path):
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert 0.0 <= log[-1]["val"]["J"] <= 1.0
     video = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(80, 64))
-    assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg")]) == 0
+    assert main(["segment", str(video), "--model", str(out / "best"), "--out", str(tmp_path / "seg"), "--rate", "1"]) == 0
     summary = json.loads((tmp_path / "seg" / "clip" / "summary.json").read_text())
     assert len(summary["frames"]) == 3 and "av2t-sam3" in summary["model"]

@@ -90,11 +90,11 @@ def test_compile_selects_the_repeated_blocks():
 
 def test_compiled_blocks_give_the_same_masks_and_report_the_first_call(model, video, tmp_path, capsys):
     """``eager``: dynamo traces the blocks (hooks and all) without inductor's C++ build, which takes minutes here."""
-    plain = load_segmenter(model, device="cpu").segment(video, tmp_path / "plain", progress=False)
+    plain = load_segmenter(model, device="cpu").segment(video, tmp_path / "plain", progress=False, sampling=Sampling(1))
     loaded = load_segmenter(model, device="cpu")
     loaded.inference = Inference(torch.device("cpu"), "fp32", compile=True, compile_backend="eager")
     loaded.inference.prepare(loaded.segmenter)
-    compiled = loaded.segment(video, tmp_path / "compiled", progress=False)
+    compiled = loaded.segment(video, tmp_path / "compiled", progress=False, sampling=Sampling(1))
     assert loaded.inference.first_call_seconds is not None
     assert "compile: first call" in capsys.readouterr().err
     for first, second in zip(*(json.loads((out / "summary.json").read_text())["frames"] for out in (plain, compiled))):

@@ -93,7 +93,7 @@ def test_av2t_sams_sam2_video_weights_travel_with_the_pushed_model(stand_in, run
 def test_a_pushed_model_segments_a_video_by_repo_id(stand_in, run, tmp_path):
     assert main(["push", str(run), "org/tiny-av2t"]) == 0
     video = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(48, 40))
-    assert main(["segment", str(video), "--model", "org/tiny-av2t", "--out", str(tmp_path / "seg"), "--device", "cpu"]) == 0
+    assert main(["segment", str(video), "--model", "org/tiny-av2t", "--out", str(tmp_path / "seg"), "--device", "cpu", "--rate", "1"]) == 0
     summary = json.loads((tmp_path / "seg" / "clip" / "summary.json").read_text())
     assert len(summary["frames"]) == 2
 
