@@ -9,6 +9,7 @@ downloads; ``release_config`` is patched to the tiny sizes, as in the converter 
 import json
 
 import pytest
+from conftest import make_video
 import torch
 from hub_stand_in import publish, use_hub_cache
 from test_av2t_sam import inputs, official_av2t_state, randomised, tiny_config_patch
@@ -132,7 +133,8 @@ def test_new_weights_under_the_same_name_are_converted_into_a_new_entry(hub, tmp
 
 
 def test_unknown_name_is_one_line_with_the_list(tmp_path, capsys):
-    assert main(["segment", str(tmp_path / "clip.mp4"), "--model", "av2t-sam-s5", "--out", str(tmp_path / "out")]) == 2
+    video = make_video(tmp_path / "clip.mp4", seconds=1)  # a real video: the video is checked before the model is looked up
+    assert main(["segment", str(video), "--model", "av2t-sam-s5", "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "av2t-sam-s5" in error
     assert all(row.name in error for row in pretrained_models())

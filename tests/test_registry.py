@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_video
 import torch
 from test_zero_shot import model_dirs  # noqa: F401  (the tiny CLAP and SAM 3 folders, a fixture)
 
@@ -83,7 +84,8 @@ def test_unknown_model_names_give_one_line_with_the_table(tmp_path):
 
 
 def test_segment_with_an_unknown_name_says_which_names_work(tmp_path, capsys):
-    assert main(["segment", str(tmp_path / "v.mp4"), "--model", "sam9", "--out", str(tmp_path / "o")]) == 2
+    video = make_video(tmp_path / "v.mp4", seconds=1)  # a real video: the video is checked before the model is looked up
+    assert main(["segment", str(video), "--model", "sam9", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("avseg: error: sam9: ") and err.count("\n") == 1
     assert all(row["name"] in err for row in avseg.available_models() if row["kind"] == "pretrained")
