@@ -9,6 +9,22 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def save_tiny_teso(folder: Path) -> Path:
+    """An untrained tiny TeSO (MiniLM and log-mel widths) saved as ``avseg train`` saves it for the demo
+    recipe (weights + system.json): the segment plumbing's model, which need not be a good one."""
+    import torch
+
+    from avseg.config import load_recipe
+    from avseg.engine.demo import DEMO_RECIPE
+    from avseg.models.registry import save_system_info
+    from avseg.models.teso import TeSO, TeSOConfig
+
+    torch.manual_seed(0)
+    TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(folder)
+    save_system_info(folder, load_recipe(DEMO_RECIPE))
+    return folder
+
+
 def make_video(
     path: Path,
     seconds: float = 5.0,

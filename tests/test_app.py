@@ -8,29 +8,20 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client, handle_file
-from conftest import make_audio_file, make_video
+from conftest import make_audio_file, make_video, save_tiny_teso
 from PIL import Image
 
 from avseg.app.inputs import check_upload, write_examples
 from avseg.media import audio_condition_copy
 from avseg.engine.session import mask_agreement, run_segment
-from avseg.config import load_recipe
-from avseg.engine.demo import DEMO_RECIPE
 from avseg.errors import MediaError
 from avseg.media import iter_frames, probe, read_audio, read_frames
-from avseg.models.registry import save_system_info
-from avseg.models.teso import TeSO, TeSOConfig
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained tiny TeSO saved as avseg train saves it (the page's plumbing does not need a good model)."""
-    folder = tmp_path_factory.mktemp("model") / "teso"
-    torch.manual_seed(0)
-    TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(folder)
-    save_system_info(folder, load_recipe(DEMO_RECIPE))
-    return folder
+    return save_tiny_teso(tmp_path_factory.mktemp("model") / "teso")
 
 
 def test_audio_condition_copy_keeps_the_frames(tmp_path):

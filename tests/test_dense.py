@@ -6,13 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_video
+from conftest import make_video, save_tiny_teso
 from legacy_segment import legacy_segment
 from PIL import Image
 
 from avseg.cli import main
-from avseg.config import load_recipe
-from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.dense import OutputFrame, Sampling, _CentredWindows, stream_frames
 from avseg.engine.rle import decode, encode
 from avseg.engine.segment import fixed_cues, segment_video
@@ -20,18 +18,12 @@ from avseg.engine.session import load_segmenter
 from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import MediaError
 from avseg.media import iter_frames, read_audio
-from avseg.models.registry import save_system_info
-from avseg.models.teso import TeSO, TeSOConfig
 from avseg.propagation.hold import HoldPropagator
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model") / "teso"
-    torch.manual_seed(0)
-    TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(folder)
-    save_system_info(folder, load_recipe(DEMO_RECIPE))
-    return folder
+    return save_tiny_teso(tmp_path_factory.mktemp("model") / "teso")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import make_video
+from conftest import make_video, save_tiny_teso
 from PIL import Image
 
 from avseg.cli import main
@@ -18,8 +17,6 @@ from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.report import write_report
 from avseg.media import probe, read_audio
 from avseg.metrics import preference_drop, robust_summary
-from avseg.models.registry import save_system_info
-from avseg.models.teso import TeSO, TeSOConfig
 
 
 def strict_json(text):
@@ -30,12 +27,7 @@ def strict_json(text):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """An untrained tiny TeSO saved as avseg train saves it (weights + system.json)."""
-    folder = tmp_path_factory.mktemp("model") / "teso"
-    recipe = load_recipe(DEMO_RECIPE)
-    torch.manual_seed(0)
-    TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(folder)
-    save_system_info(folder, recipe)
-    return folder
+    return save_tiny_teso(tmp_path_factory.mktemp("model") / "teso")
 
 
 def test_segment_writes_masks_overlay_and_summary(tmp_path, model_dir, capsys):
