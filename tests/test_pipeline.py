@@ -118,7 +118,8 @@ def test_bad_config_values_are_one_line(tmp_path):
 def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--set", "data.synthetic_videos=12", "--set", "train.epochs=1"]) == 0
     printed = capsys.readouterr().out
-    assert "| sounding clips | muted |" in printed and "overlay.mp4" in printed
+    assert "| sounding clips | muted |" in printed and "| sounding clips | muted, gate off |" in printed and "overlay.mp4" in printed
+    assert "with the silence gate off: the network" in printed  # the verdict is the network's, not the gate's
     assert (tmp_path / "demo" / "segment").is_dir()
     run = tmp_path / "demo" / "runs" / "demo"
     overrides = ["--set", f"data.root={tmp_path / 'demo' / 'data' / 'ms3'}"]
