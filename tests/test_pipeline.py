@@ -142,6 +142,9 @@ def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
     assert ungated["results"]["mute (gate on)"] == report["results"]["mute"]
     for condition in ("normal", "wgn10", "swap"):
         assert ungated["results"][condition] == report["results"][condition], condition
+    # a later run without --perturb into the same folder leaves no stale drops plot
+    assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--out", str(ungated_out), *overrides]) == 0
+    assert not (ungated_out / "drops.png").exists() and strict_json((ungated_out / "report.json").read_text())["drops"] == []
 
     # refused before any evaluation: an --out that is a file or holds other files, a checkpoint of another model
     from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig

@@ -124,12 +124,11 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(text + "\n")
     (out / "report.md").write_text(markdown + "\n")
-    if report["drops"]:
-        plot_drops(report["drops"], out / "drops.png")
-    if report.get("robust"):
-        plot_robust(report["robust"], out / "robust.png")
-    else:
-        (out / "robust.png").unlink(missing_ok=True)  # not this run's: an earlier --robust run's plot
+    for name, plot, values in (("drops.png", plot_drops, report["drops"]), ("robust.png", plot_robust, report.get("robust"))):
+        if values:
+            plot(values, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)  # not this run's: an earlier run's plot
 
 
 def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list) -> str:
