@@ -37,8 +37,7 @@ import numpy as np
 
 from avseg.data.audio_span import CONTEXT_SECONDS, AudioSpan, centred_window_start
 from avseg.errors import ConfigError, MediaError
-from avseg.media import avsbench_frame_index, iter_audio, iter_frames, probe
-from avseg.media.read import _open
+from avseg.media import MediaInfo, avsbench_frame_index, iter_audio, iter_frames, probe
 
 _TIME_EPSILON = 1e-6  # a frame time a hair under a boundary (float rounding of pts * time_base) is on it
 
@@ -99,16 +98,14 @@ def check_sampling(video: Path, sampling: Sampling) -> float:
     if sampling.keyframes > rate + _TIME_EPSILON:
         raise ConfigError(f"--keyframes {sampling.keyframes} is more than the {rate:g} output frames per second of {video.name}")
     if not sampling.avsbench:
-        _check_constant_rate(video)
+        _check_constant_rate(video, info)
     return info.fps
 
 
-def _check_constant_rate(video: Path) -> None:
-    with _open(video) as container:
-        stream = container.streams.video[0]
-        average, nominal = stream.average_rate, stream.base_rate or stream.guessed_rate
-    if average and nominal and abs(float(average) / float(nominal) - 1) > 0.01:
-        raise MediaError(video, f"has a variable frame rate (average {float(average):g} fps, nominal {float(nominal):g}); "
+def _check_constant_rate(video: Path, info: MediaInfo) -> None:
+    average, nominal = info.fps, info.nominal_fps
+    if average and nominal and abs(average / nominal - 1) > 0.01:
+        raise MediaError(video, f"has a variable frame rate (average {average:g} fps, nominal {nominal:g}); "
                          "re-encode it at a constant rate (ffmpeg -i IN -vf fps=25 OUT.mp4) or use --rate 1")
 
 

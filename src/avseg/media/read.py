@@ -44,6 +44,8 @@ class MediaInfo:
     fps: float | None
     sample_rate: int | None
     channels: int | None
+    nominal_fps: float | None = None
+    """The stream's declared frame rate; differs from ``fps`` (the average) in a variable-rate video."""
 
     @property
     def has_video(self) -> bool:
@@ -106,10 +108,12 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         if video is None and audio is None:
             raise MediaError(path, "has neither a video nor an audio stream")
         durations = [_stream_duration(container, s) for s in (video, audio) if s is not None]
-        fps = None
+        fps = nominal = None
         if video is not None:
             rate = video.average_rate or video.guessed_rate or video.base_rate
             fps = float(rate) if rate else None
+            declared = video.base_rate or video.guessed_rate
+            nominal = float(declared) if declared else None
         return MediaInfo(
             path=str(path),
             duration=max(durations),
@@ -118,6 +122,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             fps=fps,
             sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             channels=audio.codec_context.channels if audio is not None else None,
+            nominal_fps=nominal,
         )
 
 
