@@ -16,7 +16,7 @@ so both see the same contention on a shared machine. A run reports:
   builds a randomly initialised model and loads the state dict on top of it; avseg maps safetensors);
 - the **compute peak**: peak RSS of what follows, after resetting ``VmHWM`` to the current RSS
   (writing ``5`` to ``/proc/self/clear_refs``), so it counts the loaded model plus the work;
-- seconds of the timed step, after one untimed warm-up step of the same kind:
+- seconds of the timed step (the median of ``--steps`` timed steps), after one untimed warm-up step of the same kind:
   ``infer``: one-frame inference (``no_grad``);
   ``train``: one-frame training step (forward, BCE + soft IoU against a fixed mask, backward,
   AdamW step on the trainable parameters). avseg recomputes the frozen encoders' activations in
@@ -45,9 +45,9 @@ import torch
 from _common import machine, spread, table
 
 WORKER = r"""
-import importlib.util, json, re, sys, time, types
+import importlib.util, json, re, statistics, sys, time, types
 import torch
-side, task, folder, threads, allocator, memory_py = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+side, task, folder, threads, allocator, memory_py, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], int(sys.argv[9])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 if allocator == "tuned":  # avseg.engine.memory's file itself, so the official side gets the very same setting
@@ -117,9 +117,12 @@ else:
         optimizer.step()
         return logits.detach()
 logits = step()  # the warm-up; its logits, from the loaded weights on both sides, are the ones compared
-started = time.perf_counter()
-step()
-seconds = time.perf_counter() - started
+durations = []
+for _ in range(steps):
+    started = time.perf_counter()
+    step()
+    durations.append(time.perf_counter() - started)
+seconds = statistics.median(durations)
 torch.save(logits, f"{folder}/{side}-{task}.pt")
 print(json.dumps({"seconds": seconds, "load_peak_mib": load_peak, "compute_peak_mib": peak_mib(), "torch": torch.__version__}))
 """
@@ -146,7 +149,7 @@ def official_inputs(seed: int = 1) -> dict[str, torch.Tensor]:
 def measure(side: str, task: str, allocator: str, folder: Path, args: argparse.Namespace) -> dict:
     python = sys.executable if side == "avseg" else str(args.official_python)
     memory_py = Path(__file__).resolve().parents[1] / "src" / "avseg" / "engine" / "memory.py"
-    command = [python, "-c", WORKER, side, task, str(folder), str(args.threads), allocator, str(memory_py), str(args.official_src), str(args.official_weights)]
+    command = [python, "-c", WORKER, side, task, str(folder), str(args.threads), allocator, str(memory_py), str(args.official_src), str(args.official_weights), str(args.steps)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{side} {task} ({allocator} allocator) failed:\n{done.stderr[-3000:]}")
@@ -168,6 +171,7 @@ def main() -> None:
     parser.add_argument("--official-weights", required=True, type=Path, help="full AVTSAM state dict (.pth)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per run after the warm-up; a run reports their median")
     parser.add_argument("--tasks", default="infer,train")
     parser.add_argument("--allocators", default="tuned,untuned", help="tuned: the avseg command's setting from avseg.engine.memory, on both sides; untuned: glibc's defaults")
     parser.add_argument("--make-random-weights", action="store_true", help="first write a randomly initialised official AVTSAM state dict to --official-weights")
@@ -194,7 +198,7 @@ def main() -> None:
                         print(f"{allocator} {task} {side}: {results[side][-1]}", flush=True)
                 diff = (torch.load(folder / f"avseg-{task}.pt") - torch.load(folder / f"official-{task}.pt")).abs().max().item()
                 rows.append(row(task, allocator, results["official"], results["avseg"], diff))
-    print(machine() + f", {args.threads} threads, fp32, 1 frame (S4: B=1, T=1), {args.repeats} runs per side")
+    print(machine() + f", {args.threads} threads, fp32, 1 frame (S4: B=1, T=1), {args.repeats} runs per side, {args.steps} timed steps per run")
     print(f"torch: official {versions['official']}, avseg {versions['avseg']}")
     header = ["task", "allocator", "official s", "avseg s", "time ratio", "official load peak MiB", "avseg load peak MiB",
               "official compute peak MiB", "avseg compute peak MiB", "compute memory ratio", "max |Δ logits|"]

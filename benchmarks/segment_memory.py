@@ -5,8 +5,10 @@
 For each length it writes a synthetic 720p H.264/AAC video (moving shapes and
 a tone), then runs ``avseg segment`` on it with a tiny TeSO (untrained
 weights: the cost is the same) in a fresh process, and reports wall time,
-video seconds per second and that process's peak RSS. Memory must not grow
-with the length: the video and its audio are streamed in windows. It also
+video seconds per second, that process's peak RSS, and the highest RSS in
+each quarter of the run (sampled every half second). Memory must not grow
+with the length: the video and its audio are streamed in windows, so the
+peak must not rise from one length to the next nor from one quarter to the next. It also
 checks that the overlay carries the original audio track.
 """
 
@@ -33,12 +35,24 @@ from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
 
 RUN = """
-import resource, sys
+import json, resource, sys, threading, time
 from avseg.cli import main
+samples = []  # resident set every half second: a leak shows as a rising curve, whatever the peak
+def sample():
+    while True:
+        samples.append(int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20)
+        time.sleep(0.5)
+threading.Thread(target=sample, daemon=True).start()
 code = main(sys.argv[1:])
 print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("RSS_SAMPLES", json.dumps(samples))
 sys.exit(code)
 """
+
+
+def quarter_peaks(samples: list[float]) -> str:
+    """The highest resident set in each quarter of the run (wall time), MiB."""
+    return " / ".join(f"{part.max():.0f}" for part in np.array_split(np.array(samples), 4) if part.size)
 
 
 def make_video(path: Path, minutes: float, fps: int, height: int) -> None:
@@ -91,13 +105,14 @@ def main() -> None:
             if result.returncode != 0:
                 raise SystemExit(result.stderr[-2000:])
             peak = int(next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")))
+            samples = json.loads(next(line.split(maxsplit=1)[1] for line in result.stdout.splitlines() if line.startswith("RSS_SAMPLES")))
             out = tmp / "out" / video.stem
             overlay = probe(out / "overlay.mp4")
             masks = len(json.loads((out / "summary.json").read_text())["frames"])
-            rows.append([f"{minutes:g} min", f"{args.height}p @ {args.fps} fps", masks, f"{seconds:.0f}", f"{minutes * 60 / seconds:.2f}", f"{peak / 1024:.0f}", overlay.has_audio and overlay.sample_rate == 44100])
+            rows.append([f"{minutes:g} min", f"{args.height}p @ {args.fps} fps", masks, f"{seconds:.0f}", f"{minutes * 60 / seconds:.2f}", f"{peak / 1024:.0f}", quarter_peaks(samples), overlay.has_audio and overlay.sample_rate == 44100])
             video.unlink()
     print(f"--rate {args.rate}")
-    print(table(["video", "format", "masks", "wall s", "video s per s", "peak RSS MiB", "overlay has the audio"], rows))
+    print(table(["video", "format", "masks", "wall s", "video s per s", "peak RSS MiB", "peak RSS MiB per quarter of the run", "overlay has the audio"], rows))
 
 
 if __name__ == "__main__":

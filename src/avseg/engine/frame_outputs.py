@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from avseg.engine import rle
-from avseg.engine.memory import release_freed_memory
+from avseg.engine.memory import release_freed_memory_between_model_calls
 from avseg.media import VideoWriter
 
 MASK_FORMATS = ("png", "rle")
@@ -64,7 +64,7 @@ class FrameOutputs:
         self.overlay.write_frame(tinted.astype(np.uint8))
         self.overlay_frames += 1
         if self.overlay_frames % self.frames_per_release == 0:
-            release_freed_memory()  # about once a second: every frame passes through the heap here
+            release_freed_memory_between_model_calls()  # about once a second: every frame passes through the heap here
 
     def close(self) -> None:
         self.summary.write("\n ]\n}" if self.rows else "]\n}")

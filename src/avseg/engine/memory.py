@@ -1,7 +1,8 @@
 """The process-wide glibc allocator setting of the long-running commands.
 
 ``avseg segment`` and ``avseg evaluate`` take :func:`reuse_freed_memory`, and ``segment`` gives the
-heap's free pages back after each window with :func:`release_freed_memory`. ``avseg train`` keeps
+heap's free pages back after each window with :func:`release_freed_memory` (its overlay writer thread
+too, about once a second, but only between model calls: :func:`model_call`). ``avseg train`` keeps
 :func:`keep_large_buffers_mmapped` (below: its peak, not its speed, is what limits it). The library
 API leaves glibc's defaults alone.
 
@@ -30,6 +31,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def reuse_freed_memory() -> None:
@@ -70,6 +74,28 @@ def release_freed_memory() -> None:
         pass
 
 
+def release_freed_memory_between_model_calls() -> None:
+    """:func:`release_freed_memory`, unless a :func:`model_call` is running in another thread: then nothing.
+
+    For a thread working beside the model (``avseg segment``'s overlay writer). A trim during a forward
+    gives back the pages of the activations it has just freed, so the next block faults them in and
+    zeroes them again (what :func:`reuse_freed_memory` avoids); the model loop releases after each call.
+    """
+    if _model_calls.acquire(blocking=False):
+        try:
+            release_freed_memory()
+        finally:
+            _model_calls.release()
+
+
+@contextmanager
+def model_call() -> Iterator[None]:
+    """The enclosed model calls keep their freed pages: see :func:`release_freed_memory_between_model_calls`."""
+    with _model_calls:
+        yield
+
+
+_model_calls = threading.Lock()
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 

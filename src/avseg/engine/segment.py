@@ -40,7 +40,7 @@ from tqdm import tqdm
 from avseg.data.clip import Clip
 from avseg.engine.dense import OutputFrame, Sampling, ShownFrame, audio_span, check_sampling, estimated_outputs, stream_frames
 from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
-from avseg.engine.memory import release_freed_memory, reuse_freed_memory
+from avseg.engine.memory import model_call, release_freed_memory, reuse_freed_memory
 from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import ConfigError
 from avseg.media import probe
@@ -120,6 +120,15 @@ class _Loop:
         self.write_shown(final=True)
 
     def flush(self) -> None:
+        with model_call():  # the writer thread gives freed memory back only between model calls
+            self.mask_outputs()
+        self.bar.update(len(self.outputs))
+        self.outputs = []
+        self.write_shown()
+        release_freed_memory()  # after each model call, so peak RSS stays that of one call
+
+    def mask_outputs(self) -> None:
+        """The masks of the pending outputs (the model on the keyframes, the propagator on the rest), queued for writing."""
         keyframes = [output for output in self.outputs if output.keyframe]
         logits, details = _predict(self.segmenter, self._clip(keyframes)) if keyframes else (None, [])
         probabilities = iter(_foreground_probability(logits)) if keyframes else iter(())
@@ -138,10 +147,6 @@ class _Loop:
                 row = {"time": output.time, "frame": output.frame, **row, "kind": kind}
             self.masks[output.index] = mask.numpy()
             self.writer.put(("mask", output.index, output.time, self.masks[output.index], row))
-        self.bar.update(len(self.outputs))
-        self.outputs = []
-        self.write_shown()
-        release_freed_memory()  # after each model call, so peak RSS stays that of one call
 
     def write_shown(self, final: bool = False) -> None:
         """Overlay frames whose mask is known (at the end: the rest, with the last mask, as before)."""
