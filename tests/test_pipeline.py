@@ -61,11 +61,18 @@ def test_segment_takes_the_commands_allocator_setting_and_releases_memory_after_
     calls = collections.Counter()
     monkeypatch.setattr(avseg.engine.segment, "reuse_freed_memory", lambda: calls.update(["reuse"]))
     monkeypatch.setattr(avseg.engine.segment, "release_freed_memory", lambda: calls.update(["after a model call"]))
-    monkeypatch.setattr(avseg.engine.frame_outputs, "release_freed_memory", lambda: calls.update(["overlay second"]))
+    monkeypatch.setattr(avseg.engine.frame_outputs, "release_freed_memory_between_model_calls", lambda: calls.update(["overlay second"]))
+    predict = avseg.engine.segment._predict
+
+    def predict_holding_the_model_call(segmenter, clip):  # the writer thread's releases wait for the gaps
+        calls.update(["model call held"] * memory._model_calls.locked())
+        return predict(segmenter, clip)
+
+    monkeypatch.setattr(avseg.engine.segment, "_predict", predict_holding_the_model_call)
     video = make_video(tmp_path / "clip.mp4", seconds=7, fps=4, size=(64, 48))
     assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--window", "3", "--rate", "1"]) == 0
     # the writer runs in its own thread, so only the counts are fixed: 3 model calls (3 + 3 + 1 seconds), 7 seconds of overlay
-    assert calls == {"reuse": 1, "after a model call": 3, "overlay second": 7}
+    assert calls == {"reuse": 1, "after a model call": 3, "model call held": 3, "overlay second": 7}
     assert avseg.engine.report.reuse_freed_memory is memory.reuse_freed_memory  # evaluate: the same setting
 
 
