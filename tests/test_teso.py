@@ -280,3 +280,23 @@ def test_info_nce_runs_on_real_layouts_and_reaches_sedam(tmp_path, layout):
     sedam = dict(model.sedam.named_parameters())
     gradients = torch.autograd.grad(losses["infonce"], [sedam["audio_proj.weight"], sedam["audio_proj.bias"]])
     assert all(g.abs().sum() > 0 for g in gradients)
+
+
+def test_class_scores_are_mask2former_semantic_post_processing_at_any_output_size():
+    # transformers' post_process_semantic_segmentation (the PIL processor: no torchvision) combines the
+    # query masks at the 384x384 input size and resizes the class maps; TeSO's full-size config works at 384.
+    from types import SimpleNamespace
+
+    from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
+
+    from avseg.models.teso.model import class_scores
+
+    generator = torch.Generator().manual_seed(0)
+    class_logits, mask_logits = torch.randn(2, 10, 4, generator=generator), torch.randn(2, 10, 96, 96, generator=generator)
+    for size in ((720, 1280), (224, 224)):
+        reference = Mask2FormerImageProcessorPil().post_process_semantic_segmentation(
+            SimpleNamespace(class_queries_logits=class_logits, masks_queries_logits=mask_logits), target_sizes=[size] * 2, return_segmentation_scores=True
+        )
+        ours = class_scores(class_logits, mask_logits, (384, 384), size)
+        # the same operations in the same order; the tolerance only allows for einsum's summation order
+        torch.testing.assert_close(ours, torch.stack([item.segmentation_scores for item in reference]), rtol=0, atol=1e-6)

@@ -304,7 +304,8 @@ class TeSO(nn.Module):
 
     def segmentation_logits(self, outputs: TeSOOutput, size: tuple[int, int], rows: slice = slice(None)) -> torch.Tensor:
         """Logits at ``size`` for ``rows``: binary ``(N, H, W)``, or ``(N, C, H, W)`` log-scores for AVSS."""
-        scores = class_scores(outputs.class_logits[rows], outputs.mask_logits[rows], size).clamp(min=1e-6)
+        work_size = (self.config.image_size, self.config.image_size)
+        scores = class_scores(outputs.class_logits[rows], outputs.mask_logits[rows], work_size, size).clamp(min=1e-6)
         if self.config.num_classes > 2:
             return scores.log()
         return scores[:, 1:].sum(1).log() - scores[:, 0].log()
@@ -349,9 +350,19 @@ class TeSO(nn.Module):
         return model
 
 
-def class_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Mask2Former semantic inference ``sum_q softmax(class_q)[:-1] * sigmoid(mask_q)``: ``(N, C, H, W)``."""
+def class_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, work_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Mask2Former semantic inference ``sum_q softmax(class_q)[:-1] * sigmoid(mask_q)``: ``(N, C, H, W)`` at ``size``.
+
+    As transformers' ``post_process_semantic_segmentation``: the query masks are upsampled to the model's
+    input size (``work_size``), combined there, and the ``C`` class maps are resized to ``size``. At a
+    video's own resolution this is what keeps the cost down: upsampling all ``Q`` query masks to ``size``
+    instead (what avseg did before) held two ``(N, Q, H, W)`` float tensors, 3.7 GB for a 5-frame window of
+    720p with Mask2Former's 100 queries, against two class maps here.
+    """
     probabilities = class_logits.softmax(-1)[..., :-1]
-    masks = nn.functional.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid()
-    return torch.einsum("nqc,nqhw->nchw", probabilities, masks)
+    masks = nn.functional.interpolate(mask_logits, size=work_size, mode="bilinear", align_corners=False).sigmoid()
+    scores = torch.einsum("nqc,nqhw->nchw", probabilities, masks)
+    if scores.shape[-2:] == size:
+        return scores
+    return nn.functional.interpolate(scores, size=size, mode="bilinear", align_corners=False)
 
