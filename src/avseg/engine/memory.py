@@ -20,10 +20,9 @@ the third on. That is the cause of the 40% (12.3 s -> 17.4 s) that ``segment`` p
 
 Serving every buffer from the heap and never trimming it on free makes the next buffer reuse the
 pages the last one freed; trimming between windows and once a second while writing the overlay
-(not inside a forward) holds the peak close to one window's. ``benchmarks/segment_memory.py``
-(tiny TeSO, 360p, half a minute -> two minutes): 616 -> 634 MiB, against 596 -> 598 MiB with the
-threshold pinned and 612 -> 655 MiB when trimming after windows only. Not yet flat: the 18 MiB
-left are unexplained; 1 and 10 minutes of 720p not re-measured.
+(never inside a forward: :func:`model_call`) holds the peak close to one window's.
+``benchmarks/segment_memory.py`` (tiny TeSO, 720p at 10 fps, a mask for every frame): 1275 MiB for
+one minute, 1235 MiB for ten, and the same peak in each quarter of the ten-minute run (1193-1217 MiB).
 Other C libraries have no such switches, and nothing changes for them.
 """
 

@@ -305,7 +305,8 @@ class TeSO(nn.Module):
     def segmentation_logits(self, outputs: TeSOOutput, size: tuple[int, int], rows: slice = slice(None)) -> torch.Tensor:
         """Logits at ``size`` for ``rows``: binary ``(N, H, W)``, or ``(N, C, H, W)`` log-scores for AVSS."""
         work_size = (self.config.image_size, self.config.image_size)
-        scores = class_scores(outputs.class_logits[rows], outputs.mask_logits[rows], work_size, size).clamp(min=1e-6)
+        with torch.autocast(outputs.mask_logits.device.type, enabled=False):  # fp32 whatever the network ran at: log of bf16 sums is coarse
+            scores = class_scores(outputs.class_logits[rows].float(), outputs.mask_logits[rows].float(), work_size, size).clamp(min=1e-6)
         if self.config.num_classes > 2:
             return scores.log()
         return scores[:, 1:].sum(1).log() - scores[:, 0].log()
