@@ -300,3 +300,15 @@ def test_class_scores_are_mask2former_semantic_post_processing_at_any_output_siz
         ours = class_scores(class_logits, mask_logits, (384, 384), size)
         # the same operations in the same order; the tolerance only allows for einsum's summation order
         torch.testing.assert_close(ours, torch.stack([item.segmentation_scores for item in reference]), rtol=0, atol=1e-6)
+
+
+def test_the_semantic_combination_runs_in_fp32_under_bf16_autocast(frozen_model):
+    from avseg.models.teso.model import TeSOOutput
+
+    generator = torch.Generator().manual_seed(0)
+    outputs = TeSOOutput(torch.randn(2, 10, 3, generator=generator).bfloat16(), torch.randn(2, 10, 16, 16, generator=generator).bfloat16(), [], None)
+    expected = frozen_model.segmentation_logits(outputs, (40, 48))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = frozen_model.segmentation_logits(outputs, (40, 48))
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)  # the same fp32 ops on the same inputs, in one process
