@@ -1,7 +1,10 @@
 """AV2T-SAM at full size: avseg against the official implementation, one frame, same weights and inputs.
 
     python benchmarks/av2t_sam.py --official-src PATH/TO/AV2T-SAM --official-python PATH/TO/venv/bin/python \
-        --official-weights WEIGHTS.pth [--repeats 3] [--threads 2] [--allocators tuned,untuned]
+        --official-weights WEIGHTS.pth [--repeats 3] [--threads 2] [--allocators tuned,untuned] [--tasks infer,train] [--steps 1]
+
+``--steps 3`` times the steady state: avseg's second forward in a process still faults in its memory-mapped
+weights and fills its heap, so one timed step after one warm-up favours the official side (README).
 
 ``WEIGHTS.pth`` is a full official ``AVTSAM`` state dict (the released ``Kyungbok/AV2T-SAM`` checkpoint,
 or random weights: ``--make-random-weights`` writes them with the official code); it is converted once with ``avseg convert``. The official code runs
