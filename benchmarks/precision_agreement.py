@@ -51,9 +51,12 @@ model: {name}
 preset: tiny
 data: {{layout: ms3, root: {root}, synthetic_videos: {videos}, synthetic_size: 64, cues: oracle}}
 encoders: {{audio: logmel, image: thumbnail, text: minilm-offline}}
-train: {{epochs: {epochs}, batch_clips: 4, lr: 2.0e-3, min_lr: 2.0e-5, seed: 0, checkpoint_every: 1000}}
+train: {{epochs: {epochs}, batch_clips: 4, lr: {lr}, min_lr: 2.0e-5, seed: 0, checkpoint_every: 1000}}
 output: {out}
 """
+
+LEARNING_RATE = {"av2t-sam": 1.0e-3}
+"""At 2e-3 the tiny AV2T-SAM (random frozen Hiera) learns to predict nothing; ``preference.py`` trains it at 1e-3."""
 
 
 def trained_segmenter(name: str, folder: Path, epochs: int, videos: int, device: torch.device):
@@ -63,7 +66,7 @@ def trained_segmenter(name: str, folder: Path, epochs: int, videos: int, device:
     from avseg.engine.train import train
     from avseg.models.registry import build_system, load_model
 
-    (folder / f"{name}.yaml").write_text(TRAINED_RECIPE.format(name=name, root=folder / "ms3", out=folder / "runs", epochs=epochs, videos=videos))
+    (folder / f"{name}.yaml").write_text(TRAINED_RECIPE.format(name=name, root=folder / "ms3", out=folder / "runs", epochs=epochs, videos=videos, lr=LEARNING_RATE.get(name, 2.0e-3)))
     recipe = load_recipe(folder / f"{name}.yaml", [])
     run = train(recipe, overwrite=True)
     system = build_system(recipe, model=load_model(run / "final"))

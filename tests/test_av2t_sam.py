@@ -424,3 +424,17 @@ def test_silence_augmentation_mutes_whole_clips_with_empty_targets(tmp_path):
     served = [rows for batch in plain.batches(0) for rows in batch]
     assert sorted(map(id, served)) == sorted(map(id, plain.rows))
     assert any(rows.masks.any() for rows in served)
+
+
+@pytest.mark.parametrize("backbone", ["sam2", "sam"])
+def test_the_iou_head_that_picks_the_mask_runs_in_fp32_under_bf16_autocast(backbone, tmp_path):
+    # bf16 would put the predicted IoUs on a 1/256 grid, where close candidates tie and argmax takes the first
+    model = AV2TSAM(AV2TSAMConfig.tiny(backbone))
+    model.save_pretrained(tmp_path)
+    for head in (model.sam.mask_decoder.iou_prediction_head, load_model(tmp_path).sam.mask_decoder.iou_prediction_head):
+        tokens = torch.randn(4, 1, head.proj_in.in_features).bfloat16()
+        expected = head(tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            scores = head(tokens)
+        assert scores.dtype == torch.float32
+        torch.testing.assert_close(scores, expected, rtol=0, atol=0)  # the same fp32 ops on the same inputs, in one process

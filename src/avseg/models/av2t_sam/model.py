@@ -34,7 +34,7 @@ from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backw
 from avseg.models.av2t_sam.beit3 import BEiT3Config
 from avseg.models.av2t_sam.evf import EVFPrompt
 from avseg.models.av2t_sam.projector import AudioVisualProjector
-from avseg.models.av2t_sam.sam import PromptedSam, PromptedSam2
+from avseg.models.av2t_sam.sam import PromptedSam, PromptedSam2, predict_iou_in_fp32
 
 BACKBONES = ("sam2", "sam")
 MEMORY_FILE = "sam2_memory.safetensors"
@@ -171,6 +171,7 @@ class AV2TSAM(nn.Module):
         super().__init__()
         self.config = config = config or AV2TSAMConfig()
         self.sam = PromptedSam2(config.sam_config()) if config.backbone == "sam2" else PromptedSam(config.sam_config())
+        predict_iou_in_fp32(self.sam.mask_decoder.iou_prediction_head)  # it picks the mask: see there
         beit3 = config.beit3_config()
         self.projector = AudioVisualProjector(config.projector, config.audio_dim, config.vision_dim, config.common_dim, config.text_tokens, beit3.dim)
         self.evf = EVFPrompt(beit3, self.sam.prompt_dim)

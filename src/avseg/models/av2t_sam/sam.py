@@ -40,6 +40,24 @@ class OneTokenPrompt:
         return masks[:, 0], iou[:, 0]
 
 
+def predict_iou_in_fp32(head: nn.Module) -> None:
+    """Run SAM's IoU-prediction head in fp32 whatever autocast says (its input is cast up; it is a small MLP).
+
+    AV2T-SAM keeps the candidate mask with the highest predicted IoU. Under bf16 autocast the head's
+    sigmoid scores would fall on bf16's grid (steps of 1/256 between 0.5 and 1), so candidates closer
+    than a step tie and ``argmax`` takes the first: a different mask from fp32's. Measured on the tiny
+    AV2T-SAM trained 60 epochs on synthetic MS3 (``benchmarks/precision_agreement.py``), whose head scores
+    its candidates 0.5000 / 0.5000 / 0.5002: bf16 chose another mask on all 80 test frames.
+    """
+    forward = head.forward
+
+    def forward_in_fp32(hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            return forward(hidden.float())
+
+    head.forward = forward_in_fp32
+
+
 class PromptedSam2(OneTokenPrompt, Sam2Model):
     """SAM 2 (transformers :class:`Sam2Model`, unchanged) prompted by one token per frame, with :meth:`segment`.
 
