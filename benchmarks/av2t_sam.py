@@ -179,6 +179,8 @@ def main() -> None:
     parser.add_argument("--allocators", default="tuned,untuned", help="tuned: the avseg command's setting from avseg.engine.memory, on both sides; untuned: glibc's defaults")
     parser.add_argument("--make-random-weights", action="store_true", help="first write a randomly initialised official AVTSAM state dict to --official-weights")
     args = parser.parse_args()
+    if min(args.repeats, args.steps, args.threads) < 1:
+        parser.error("--repeats, --steps and --threads must be at least 1")
     if args.make_random_weights:
         measure("official", "random-weights", "untuned", args.official_weights.parent, args)
 

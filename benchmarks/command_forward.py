@@ -24,12 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
-from _common import machine, spread, table
+from _common import machine, spread, synthetic_video, table
 
 WORKER = r"""
 import json, resource, sys, time
@@ -75,28 +72,6 @@ print(json.dumps({"seconds_per_frame": seconds, "peak_rss_mib": resource.getrusa
 """
 
 
-def make_video(path: Path, seconds: int, fps: int, height: int) -> None:
-    """A moving disc over a gradient, with a stereo tone at 44.1 kHz."""
-    width = height * 16 // 9 // 2 * 2
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=Fraction(fps))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        audio = container.add_stream("aac", rate=44100, layout="stereo")
-        y, x = np.mgrid[0:height, 0:width]
-        for i in range(seconds * fps):
-            image = np.dstack([x * 255 // width, y * 255 // height, np.full_like(x, 90)]).astype(np.uint8)
-            image[(x - (i * 9) % width) ** 2 + (y - height // 2) ** 2 < (height // 5) ** 2] = (230, 200, 40)
-            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(video.encode(None))
-        for second in range(seconds):
-            t = np.arange(44100) / 44100 + second
-            tone = (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 44100, second * 44100
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="video length: seconds / window model calls per process")
@@ -107,11 +82,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: a quick correctness run")
     args = parser.parse_args()
+    if args.seconds < 2 * args.window or min(args.repeats, args.window, args.threads) < 1:
+        parser.error("--seconds must give at least two model calls (2 x --window); --repeats, --window and --threads at least 1")
     print(machine(), flush=True)
     results: dict[str, list[dict]] = {"segment": [], "evaluate": []}
     with tempfile.TemporaryDirectory(prefix="avseg-command-forward-") as tmp:
         video = Path(tmp) / "video.mp4"
-        make_video(video, args.seconds, args.fps, args.height)
+        synthetic_video(video, args.seconds, args.fps, args.height)
         for repeat in range(args.repeats):
             for command in ("segment", "evaluate") if repeat % 2 == 0 else ("evaluate", "segment"):
                 worker = [sys.executable, "-c", WORKER, command, str(video), str(Path(tmp) / "out"), str(args.window), str(args.threads), str(Path(__file__).parent), args.size]

@@ -20,13 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
-from _common import machine, table
+from _common import machine, synthetic_video, table
 
 from avseg.engine.demo import DEMO_RECIPE
 from avseg.config import load_recipe
@@ -55,31 +53,6 @@ def quarter_peaks(samples: list[float]) -> str:
     return " / ".join(f"{part.max():.0f}" for part in np.array_split(np.array(samples), 4) if part.size)
 
 
-def make_video(path: Path, minutes: float, fps: int, height: int) -> None:
-    width = height * 16 // 9 // 2 * 2
-    rate = 44100
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=Fraction(fps))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "ultrafast"}
-        audio = container.add_stream("aac", rate=rate, layout="stereo")
-        y, x = np.mgrid[0:height, 0:width]
-        for i in range(int(minutes * 60 * fps)):
-            image = np.zeros((height, width, 3), np.uint8)
-            cx = (i * 7) % width
-            image[(x - cx) ** 2 + (y - height // 2) ** 2 < (height // 6) ** 2] = (200, 60, 60)
-            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(video.encode(None))
-        samples = rate  # one second at a time
-        for second in range(int(minutes * 60)):
-            t = (np.arange(samples) + second * samples) / rate
-            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = rate, second * samples
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", default="1,3,10")
@@ -97,7 +70,7 @@ def main() -> None:
         save_system_info(model, load_recipe(DEMO_RECIPE))
         for minutes in [float(m) for m in args.minutes.split(",")]:
             video = tmp / f"video_{minutes:g}min.mp4"
-            make_video(video, minutes, args.fps, args.height)
+            synthetic_video(video, minutes * 60, args.fps, args.height)
             started = time.perf_counter()
             command = [sys.executable, "-c", RUN, "segment", str(video), "--model", str(model), "--out", str(tmp / "out"), "--cues", "ball", "--rate", args.rate]
             result = subprocess.run(command, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", **__import__("os").environ})
