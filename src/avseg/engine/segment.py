@@ -64,10 +64,12 @@ def segment_video(
     sampling: Sampling = Sampling(),
     propagator: Any = None,
     mask_format: str = "png",
+    video_name: str | None = None,
 ) -> Path:
     """Segment ``video`` into ``out_root/<stem>/``, written whole or not at all (see :mod:`avseg.outputs`).
     ``window``: frames per model call; ``propagator``: carries keyframe masks over the other frames
-    (:class:`avseg.propagation.Propagator`), or None for the model on every output frame."""
+    (:class:`avseg.propagation.Propagator`), or None for the model on every output frame; ``video_name``: what
+    ``summary.json`` calls the video (the app gives the user's file name, not its upload path)."""
     if window < 1:
         raise ConfigError(f"window must be at least 1 frame, got {window}")
     if mask_format not in MASK_FORMATS:
@@ -77,7 +79,7 @@ def segment_video(
     out = Path(out_root) / video.stem
     fps = check_sampling(video, sampling)
     info = probe(video)
-    header = {"model": model_name, "video": str(video), "sampling": sampling.describe(fps)}
+    header = {"model": model_name, "video": video_name or str(video), "sampling": sampling.describe(fps)}
     with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
         outputs = FrameOutputs(staging, video, info.fps, (info.width, info.height), info.has_audio, header, mask_format)
         try:

@@ -54,7 +54,7 @@ class LoadedSegmenter:
         """``avseg segment`` on ``video`` into ``out_root/<stem>``. ``audio``: None keeps the video's own
         audio, ``"mute"`` silences it, a file path puts that file's audio in its place (cut or looped
         to the video's length); the summary then records the condition. ``options``: ``sampling``,
-        ``propagator`` and ``mask_format`` of :func:`~avseg.engine.segment.segment_video`."""
+        ``propagator``, ``mask_format`` and ``video_name`` of :func:`~avseg.engine.segment.segment_video`."""
         video = Path(video)
         if self.cue_names:
             self.segmenter.cues = fixed_cues(self.cue_names, video.stem, window)
@@ -68,7 +68,7 @@ class LoadedSegmenter:
             out = segment_video(runner, copy, out_root, self.info["sample_rate"], self.label, window, progress=progress, **options)
         summary_path = out / "summary.json"
         summary = json.loads(summary_path.read_text())
-        summary.update(video=str(video), audio="muted" if audio == "mute" else f"swapped with {Path(audio).name}")
+        summary.update(video=options.get("video_name") or str(video), audio="muted" if audio == "mute" else f"swapped with {Path(audio).name}")
         write_json(summary_path, summary)
         return out
 
