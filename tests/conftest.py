@@ -50,6 +50,40 @@ def make_video(
     return path
 
 
+def make_timed_video(
+    path: Path,
+    times: list[float],
+    size: tuple[int, int] = (64, 48),
+    audio_rate: int | None = 16000,
+    rotation: int = 0,
+    hflip: bool = False,
+    vflip: bool = False,
+    image=None,
+) -> Path:
+    """An mp4 whose frame k is shown at ``times[k]`` seconds (a variable rate when they are uneven), flat grey
+    ``(5 * k) % 256`` unless ``image(k)`` draws it, stored with a display rotation (degrees counter-clockwise,
+    then mirrored) as phones store portrait video, and a sine as long as the video."""
+    time_base = Fraction(1, 1000)
+    average = Fraction(len(times) - 1, 1) / Fraction(times[-1]).limit_denominator(1000) if len(times) > 1 else Fraction(10)
+    seconds = times[-1] + float(1 / average)
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=average.limit_denominator(1000))
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        video.codec_context.time_base = time_base
+        if rotation or hflip or vflip:
+            video.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
+        audio = container.add_stream("aac", rate=audio_rate, layout="mono") if audio_rate else None
+        for k, time in enumerate(times):
+            pixels = image(k) if image is not None else np.full((size[1], size[0], 3), (5 * k) % 256, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = round(time / time_base), time_base
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if audio is not None:
+            write_audio_stream(container, audio, seconds, 440.0)
+    return path
+
+
 def write_audio_stream(container, stream, seconds, tone_hz):
     rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
     channels = len(stream.codec_context.layout.channels)

@@ -55,8 +55,8 @@ def disk_full_after(monkeypatch, saves):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["segment", "v.mp4", "--model", "m", "--out", "o", "--window", "0"], "argument --window: must be at least 1, got 0"),
-        (["segment", "v.mp4", "--model", "m", "--out", "o", "--window", "-2"], "argument --window: must be at least 1, got -2"),
+        (["segment", "v.mp4", "--model", "m", "--out", "o", "--window", "0"], "argument --window: must be between 1 and 256, got 0"),
+        (["segment", "v.mp4", "--model", "m", "--out", "o", "--window", "-2"], "argument --window: must be between 1 and 256, got -2"),
         (["extract", "v.mp4", "--out", "o", "--size", "-1"], "argument --size: must be between 0 and 8192, got -1"),
         (["extract", "v.mp4", "--out", "o", "--rate", "0"], "argument --rate: must be between 1000 and 384000, got 0"),
         (["extract", "v.mp4", "--out", "o", "--rate", "16k"], "argument --rate: expected an integer, got '16k'"),

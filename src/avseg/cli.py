@@ -12,12 +12,14 @@ from avseg.data.dense import MAX_FPS as MAX_SYNTHETIC_FPS
 from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
 from avseg.engine.data import LAYOUTS, reader_class
+from avseg.engine.dense import MAX_WINDOW
 from avseg.errors import AvsegError
 from avseg.models.catalog import MODELS
 
 MAX_FRAME_SIZE = 8192
 """Beyond this, ``extract --size`` is a typo, not a resolution (8K video is 7680 wide)."""
 MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384000
+ALLOW_SILENT_HELP = "a video without an audio track is segmented (extract: written) with silence as its audio, instead of refused"
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -62,18 +64,21 @@ def cmd_extract(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from avseg.data.synthetic import write_wav
-    from avseg.media import iter_frames, read_audio
+    from avseg.media import check_audio_track, iter_frames, probe, read_audio
     from avseg.outputs import staged_folder
 
     size = (args.size, args.size) if args.size else None
-    waveform, rate = read_audio(args.video, args.rate, missing="silence" if args.allow_silent else "error")
+    info = probe(args.video)
+    check_audio_track(args.video, info, args.allow_silent)
+    waveform, rate = read_audio(args.video, args.rate, missing="silence")
     with staged_folder(args.out, replaceable=("frames", "audio.wav")) as staging:
         (staging / "frames").mkdir()
         count = 0
         for count, frame in enumerate(iter_frames(args.video, args.sampling, size), start=1):
             Image.fromarray(frame.image).save(staging / "frames" / f"{count - 1}.png")
         write_wav(staging / "audio.wav", waveform, rate)
-    print(f"wrote {count} frames and {len(waveform) / rate:.2f}s of {rate} Hz audio to {args.out}")
+    silence = " (silence: the video has no audio track)" if not info.has_audio else ""
+    print(f"wrote {count} frames and {len(waveform) / rate:.2f}s of {rate} Hz audio{silence} to {args.out}")
 
 
 def cmd_cues(args: argparse.Namespace) -> None:
@@ -121,6 +126,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
+    import time
+
     from avseg.config import apply_overrides
     from avseg.engine.dense import Sampling, check_sampling
     from avseg.engine.segment import check_output_folders
@@ -135,15 +142,18 @@ def cmd_segment(args: argparse.Namespace) -> None:
     cue_models = (lambda: load_cue_models(args.captioner, args.llm, args.device)) if auto_cues else None
     sampling = Sampling(None if args.rate == "all" else int(args.rate), args.keyframes)
     for video in args.videos:
-        check_sampling(video, sampling)
+        check_sampling(video, sampling, args.allow_silent)
     loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models, args.precision, args.compile)
     folder = Path(loaded.info["source"]) if Path(loaded.info["source"]).is_dir() else None
     device = str(resolve_device(args.device))
     propagator = load_propagator(args.propagator, folder, {**loaded.info, "sam3_model": args.sam3_model}, device)
     masks = "masks" if args.format == "png" else "masks.jsonl"
     for video in args.videos:
-        out = loaded.segment(video, args.out, args.window, sampling=sampling, propagator=propagator, mask_format=args.format)
-        print(f"{video}: {masks}, overlay.mp4 and summary.json in {out}")
+        started = time.perf_counter()
+        out = loaded.segment(video, args.out, args.window, sampling=sampling, propagator=propagator, mask_format=args.format, allow_silent=args.allow_silent)
+        seconds = time.perf_counter() - started
+        frames = len(json.loads((out / "summary.json").read_text())["frames"])
+        print(f"{video}: {frames} frames in {seconds:.1f}s ({frames / seconds:.2f} frames/s); {masks}, overlay.mp4 and summary.json in {out}", flush=True)
 
 
 def cmd_push(args: argparse.Namespace) -> None:
@@ -269,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--sampling", choices=["avsbench", "all"], default="avsbench")
     extract.add_argument("--size", type=int_between(0, MAX_FRAME_SIZE), default=224, help="square frame size; 0 keeps the native size")
     extract.add_argument("--rate", type=int_between(MIN_AUDIO_RATE, MAX_AUDIO_RATE), default=16000, help="audio sample rate in Hz")
-    extract.add_argument("--allow-silent", action="store_true", help="write silence when the video has no audio track")
+    extract.add_argument("--allow-silent", action="store_true", help=ALLOW_SILENT_HELP)
     extract.set_defaults(run=cmd_extract)
 
     cues = commands.add_parser("cues", help="caption every frame and ask an LLM what could be sounding (TeSO text cues)")
@@ -336,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--keyframes", type=int_between(1), default=1, help="with a propagator: frames per second the model segments (the rest are propagated)")
     segment.add_argument("--propagator", default="none", help="none (the model on every output frame, default), auto (the model's own: AV2T-SAM's SAM 2, zeroshot-sam3's SAM 3 tracker), hold (keyframe masks held), or a SAM 2 video folder or hub name")
     segment.add_argument("--format", default="png", choices=("png", "rle"), help="masks as PNG files (masks/) or COCO RLE lines (masks.jsonl)")
-    segment.add_argument("--window", type=int_between(1), default=5, help="model frames per call (at --rate 1: seconds)")
+    segment.add_argument("--window", type=int_between(1, MAX_WINDOW), default=5, help="model frames per call (at --rate 1: seconds)")
+    segment.add_argument("--allow-silent", action="store_true", help=ALLOW_SILENT_HELP)
     segment.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     add_inference_options(segment)
     segment.set_defaults(run=cmd_segment)

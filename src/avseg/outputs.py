@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Collection, Iterator
 
-from avseg.errors import AvsegError
+from avseg.errors import AvsegError, ConfigError
 
 
 def output_error(exc: OSError, path: str | os.PathLike, staging: Path | None = None) -> AvsegError:
@@ -30,6 +30,20 @@ def output_error(exc: OSError, path: str | os.PathLike, staging: Path | None = N
         target = Path(path) / target.relative_to(staging)
     problem = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
     return AvsegError(f"{target}: cannot write ({problem})")
+
+
+def safe_folder_name(name: str, what: str) -> str:
+    """``name`` when it is one plain folder name; else a one-line error saying ``what`` it names.
+
+    Refused: empty, only dots or spaces (``.``, ``..``: the folder itself or its parent), a path
+    separator, a NUL, or a control character."""
+    if (
+        not name.strip(". ")
+        or any(separator in name for separator in ("/", "\\", "\0"))
+        or any(ord(char) < 32 for char in name)
+    ):
+        raise ConfigError(f"{what}: {name!r} is not a plain folder name (no path separators, not only dots)")
+    return name
 
 
 @contextmanager

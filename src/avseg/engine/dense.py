@@ -20,16 +20,18 @@
   a keyframe: the model segments it and its mask re-anchors the propagator, which
   carries the mask over the frames in between.
 
-A dense rate needs a constant frame rate (frame ``n`` shown at ``n/fps``): a
-video whose container gives no frame rate, or whose average frame rate differs
-from its nominal one (ffprobe's ``avg_frame_rate`` vs ``r_frame_rate``) by more
-than 1%, or whose frames fall off the ``n/fps`` grid while decoding, is refused.
-``--rate 1`` keeps its timestamp-based sampling, which copes with variable rates.
+Frames are placed by their presentation times (:mod:`avseg.media.read`), so all of
+this holds for variable-frame-rate video too: every decoded frame has its own time
+and window, ``--rate N`` takes the frame shown at each interval's instant, and the
+overlay keeps every frame's own time. A video without an audio track is refused
+unless ``allow_silent``: then every model hears silence (what each model makes of
+silence is in the README).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -37,8 +39,10 @@ import numpy as np
 
 from avseg.data.audio_span import CONTEXT_SECONDS, AudioSpan, centred_window_start
 from avseg.errors import ConfigError, MediaError
-from avseg.media import MediaInfo, avsbench_frame_index, iter_audio, iter_frames, probe
+from avseg.media import MediaInfo, check_audio_track, check_frame_times, decode_frames, iter_audio, probe, sampling_instants
 
+MAX_WINDOW = 256
+"""Frames per model call beyond which ``--window`` is a typo: no device holds a model's activations for more."""
 _TIME_EPSILON = 1e-6  # a frame time a hair under a boundary (float rounding of pts * time_base) is on it
 
 
@@ -54,10 +58,11 @@ class Sampling:
     def avsbench(self) -> bool:
         return self.rate == 1
 
-    def describe(self, fps: float) -> str:
+    def describe(self, video: VideoTiming) -> str:
         if self.avsbench:
             return "avsbench, one frame per second"
-        rate = f"every frame ({fps:g} fps)" if self.rate is None else f"{self.rate} frames per second"
+        fps = f"a variable rate, {video.fps:g} fps on average" if video.variable else f"{video.fps:g} fps"
+        rate = f"every frame ({fps})" if self.rate is None else f"{self.rate} frames per second"
         return f"{rate}, each with the 1-second audio window centred on it"
 
 
@@ -79,55 +84,62 @@ class OutputFrame:
 
 @dataclass
 class ShownFrame:
-    """A decoded frame of the overlay, tinted with the mask of output ``interval``."""
+    """A decoded frame of the overlay, shown at ``time``, tinted with the mask of output ``interval``."""
 
     interval: int
+    time: float
     image: np.ndarray
 
 
-def check_sampling(video: Path, sampling: Sampling) -> float:
-    """The video's frame rate, once ``sampling`` fits it (one line per problem); before any work."""
+@dataclass(frozen=True)
+class VideoTiming:
+    """What segmenting a video needs to know before decoding it: its header, and whether its frames keep
+    their own times in a time base of their own (a variable rate) or fall on the grid of its rate."""
+
+    info: MediaInfo
+    time_base: Fraction | None
+    """A variable-rate video's time base (its overlay frames keep their own times in it); None at a constant rate."""
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    @property
+    def variable(self) -> bool:
+        return self.time_base is not None
+
+
+def check_sampling(video: Path, sampling: Sampling, allow_silent: bool = False) -> VideoTiming:
+    """The video's timing, once ``sampling`` fits it and it has audio (or ``allow_silent``): one line per
+    problem, before any work."""
     info = probe(video)
     if not info.has_video:
         raise MediaError(video, "has no video stream")
     if not info.fps:
         raise MediaError(video, "video stream has no frame rate")
+    check_audio_track(video, info, allow_silent)
     if sampling.rate is not None and sampling.rate > info.fps + _TIME_EPSILON:
         raise ConfigError(f"--rate {sampling.rate} is more than {video.name}'s {info.fps:g} frames per second; use --rate all for every frame")
     rate = info.fps if sampling.rate is None else sampling.rate
     if sampling.keyframes > rate + _TIME_EPSILON:
         raise ConfigError(f"--keyframes {sampling.keyframes} is more than the {rate:g} output frames per second of {video.name}")
-    if not sampling.avsbench:
-        _check_constant_rate(video, info)
-    return info.fps
-
-
-def _check_constant_rate(video: Path, info: MediaInfo) -> None:
-    average, nominal = info.fps, info.nominal_fps
-    if average and nominal and abs(average / nominal - 1) > 0.01:
-        raise MediaError(video, f"has a variable frame rate (average {average:g} fps, nominal {nominal:g}); "
-                         "re-encode it at a constant rate (ffmpeg -i IN -vf fps=25 OUT.mp4) or use --rate 1")
+    return VideoTiming(info, check_frame_times(video, info.fps))
 
 
 def stream_frames(video: Path, sampling: Sampling, fps: float, sample_rate: int, window: int, propagated: bool) -> Iterator[OutputFrame | ShownFrame]:
     """The video decoded once, in order: each decoded frame as a :class:`ShownFrame`, preceded by the
-    :class:`OutputFrame` (s) it provides, with their audio (only on the frames the model sees)."""
-    step = fps if sampling.rate is None else fps / sampling.rate
+    :class:`OutputFrame` (s) it provides, with their audio (only on the frames the model sees; silence
+    for a video without an audio track)."""
     audio = _SecondChunks(video, sample_rate, window) if sampling.avsbench else _CentredWindows(video, sample_rate)
-    outputs, last_key, first_index = 0, -1, None
-    for decoded, frame in enumerate(iter_frames(video, "all")):
-        if first_index is None:
-            first_index = frame.index
-        if not sampling.avsbench and frame.index != first_index + decoded:
-            raise MediaError(video, f"has a variable frame rate: frame {decoded} is shown at {frame.time:.3f}s, off the {fps:g} fps grid; "
-                             "re-encode it at a constant rate or use --rate 1")
+    frames = decode_frames(video)
+    # at a rate, a frame that stays on screen over several sampling instants stands in for each (as AVSBench's rule)
+    paired = ((frame, 1) for frame in frames) if sampling.rate is None else sampling_instants(frames, sampling.rate, fps)
+    outputs, last_key = 0, -1
+    for frame, due in paired:
         if sampling.rate is None:
-            due, interval = 1, decoded
-        else:  # a frame that jumps over several sampling points stands in for each (as AVSBench sampling does)
-            due = 0
-            while frame.index >= avsbench_frame_index(outputs + due, step):
-                due += 1
-            interval = int(frame.time * sampling.rate + (_TIME_EPSILON if sampling.rate > 1 else 0.0))
+            interval = frame.index
+        else:
+            interval = max(0, int(frame.time * sampling.rate + (_TIME_EPSILON if sampling.rate > 1 else 0.0)))
         for _ in range(due):
             key_interval = int(frame.time * sampling.keyframes + _TIME_EPSILON)
             keyframe = sampling.avsbench or not propagated or key_interval != last_key
@@ -137,7 +149,7 @@ def stream_frames(video: Path, sampling: Sampling, fps: float, sample_rate: int,
                 output.audio = audio.next_for(output)
             outputs += 1
             yield output
-        yield ShownFrame(interval, frame.image)
+        yield ShownFrame(interval, frame.time, frame.image)
     if outputs == 0:
         raise MediaError(video, "is shorter than its first sampling instant (15/16 of a second); nothing to sample")
 
@@ -146,7 +158,7 @@ class _SecondChunks:
     """``--rate 1``: ``window`` seconds of contiguous audio on the first frame of each model call."""
 
     def __init__(self, video: Path, sample_rate: int, window: int):
-        self.chunks = iter_audio(video, sample_rate, window)
+        self.chunks = iter_audio(video, sample_rate, window, missing="silence")
         self.window = window
         self.seen = 0
 
@@ -162,7 +174,7 @@ class _CentredWindows:
     (:mod:`avseg.data.audio_span`), streamed (frames come in time order)."""
 
     def __init__(self, video: Path, sample_rate: int):
-        self.chunks = iter_audio(video, sample_rate, 1)
+        self.chunks = iter_audio(video, sample_rate, 1, missing="silence")
         self.rate = sample_rate
         self.buffer = np.zeros(0, dtype=np.float32)
         self.start = 0

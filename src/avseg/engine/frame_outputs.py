@@ -1,15 +1,22 @@
 """What ``avseg segment`` writes for each output frame, written by a background thread.
 
 Masks go to ``masks/00000.png, ...`` (0/255) or, with ``--format rle``, to one
-``masks.jsonl`` line per frame (``{"frame", "time", "size", "counts"}``, COCO
-RLE: :mod:`avseg.engine.rle`); summary rows are streamed into ``summary.json``
+``masks.jsonl`` line per frame (``{"mask", "frame", "time", "size", "counts"}``,
+COCO RLE: :mod:`avseg.engine.rle`); summary rows are streamed into ``summary.json``
 in the layout ``json.dumps(summary, indent=1)`` gives, so nothing grows with the
-video's length; overlay frames are tinted and encoded as they come.
+video's length; overlay frames are tinted and encoded as they come, each at its
+own time.
+
+One meaning per key in every output: ``mask`` is the mask's number (the PNG's
+name, the line of ``masks.jsonl``, the row of ``summary.json``), ``frame`` the
+video frame it was made from (0-based among the decoded frames, in presentation
+order), ``time`` that frame's presentation time in seconds.
 """
 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,10 @@ OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 class FrameOutputs:
     """Masks, summary rows and overlay frames of one video into ``folder`` (see the module doc)."""
 
-    def __init__(self, folder: Path, video: Path, fps: float, size: tuple[int, int], has_audio: bool, header: dict[str, Any], mask_format: str = "png", alpha: float = 0.5):
+    def __init__(
+        self, folder: Path, video: Path, fps: float, size: tuple[int, int], has_audio: bool, header: dict[str, Any],
+        mask_format: str = "png", alpha: float = 0.5, time_base: Fraction | None = None,
+    ):  # fmt: skip
         self.mask_format, self.alpha = mask_format, alpha
         if mask_format == "png":
             self.masks_dir = folder / "masks"
@@ -38,30 +48,30 @@ class FrameOutputs:
         head = json.dumps({**header, "frames": []}, indent=1, allow_nan=False)
         self.summary.write(head[: head.rindex("[]") + 1])  # '... "frames": [' : rows follow
         self.rows = 0
-        self.overlay = VideoWriter(folder / "overlay.mp4", fps, *size, audio_from=video if has_audio else None)
+        self.overlay = VideoWriter(folder / "overlay.mp4", fps, *size, audio_from=video if has_audio else None, time_base=time_base)
         self.overlay_frames, self.frames_per_release = 0, max(1, round(fps))
 
     def handle(self, item: tuple) -> None:
-        """``("mask", index, time, mask, row)`` or ``("overlay", image, mask)``."""
+        """``("mask", index, frame, time, mask, row)`` or ``("overlay", image, time, mask)``."""
         if item[0] == "mask":
             self.write_mask(*item[1:])
         else:
             self.write_overlay(*item[1:])
 
-    def write_mask(self, index: int, time: float, mask: np.ndarray, row: dict[str, Any]) -> None:
+    def write_mask(self, index: int, frame: int, time: float, mask: np.ndarray, row: dict[str, Any]) -> None:
         if self.mask_format == "png":
             Image.fromarray(mask.astype(np.uint8) * 255).save(self.masks_dir / f"{index:05d}.png")
         else:
-            self.masks_file.write(json.dumps({"frame": index, "time": time, **rle.encode(mask)}) + "\n")
+            self.masks_file.write(json.dumps({"mask": index, "frame": frame, "time": time, **rle.encode(mask)}) + "\n")
         text = json.dumps(row, indent=1, allow_nan=False).replace("\n", "\n  ")
         self.summary.write(f"{',' if self.rows else ''}\n  {text}")
         self.rows += 1
 
-    def write_overlay(self, image: np.ndarray, mask: np.ndarray) -> None:
+    def write_overlay(self, image: np.ndarray, time: float, mask: np.ndarray) -> None:
         tinted = image.astype(np.float32)
         tinted[mask] = (1 - self.alpha) * tinted[mask] + self.alpha * OVERLAY_COLOUR
         tinted[_outline(mask)] = 255.0  # visible whatever the object's own colour
-        self.overlay.write_frame(tinted.astype(np.uint8))
+        self.overlay.write_frame(tinted.astype(np.uint8), time)
         self.overlay_frames += 1
         if self.overlay_frames % self.frames_per_release == 0:
             release_freed_memory_between_model_calls()  # about once a second: every frame passes through the heap here

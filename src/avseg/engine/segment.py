@@ -13,8 +13,13 @@ and moved into place whole, replacing an earlier run's result; see
   track copied unchanged;
 * ``summary.json``: per output frame its time, mask area (fraction of the frame)
   and sounding score (the highest foreground probability), plus the model; at a
-  dense rate also the frame's index in the video and how its mask was made
-  (``inferred`` by the model, or with a propagator ``keyframe`` / ``propagated``).
+  dense rate also the mask's number (``mask``), the video frame it was made from
+  (``frame``; :mod:`avseg.engine.frame_outputs` gives each key its one meaning)
+  and how its mask was made (``inferred`` by the model, or with a propagator
+  ``keyframe`` / ``propagated``). A rotated video (a phone's portrait video) is
+  segmented upright, as players show it, and ``orientation`` records the rotation
+  applied; a video without an audio track (``allow_silent``) is segmented with
+  silence, and ``audio`` says so.
   A segmenter with ``predict_with_details`` (logits and per-frame fields) adds
   its own fields or replaces the score (zero-shot: CLAP's top class probability
   and the prompted classes). ``rate=1`` writes exactly what avseg wrote before
@@ -38,18 +43,18 @@ import torch
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
-from avseg.engine.dense import OutputFrame, Sampling, ShownFrame, audio_span, check_sampling, estimated_outputs, stream_frames
+from avseg.engine.dense import MAX_WINDOW, OutputFrame, Sampling, ShownFrame, VideoTiming, audio_span, check_sampling, estimated_outputs, stream_frames
 from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
 from avseg.engine.memory import model_call, release_freed_memory, reuse_freed_memory
 from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import ConfigError
-from avseg.media import probe
-from avseg.outputs import check_writable, staged_folder
+from avseg.outputs import check_writable, safe_folder_name, staged_folder
 
 OUTPUT_NAMES = ("masks", "masks.jsonl", "overlay.mp4", "summary.json")
 """What :func:`segment_video` writes in a video's folder; a folder holding only these is replaced."""
 QUEUE_FRAMES = 16
 """Decoded frames the decoder may run ahead, and frames the writer may lag behind."""
+MISSING_AUDIO = "missing: the video has no audio track, so the model heard silence (--allow-silent)"
 
 
 def segment_video(
@@ -65,26 +70,27 @@ def segment_video(
     propagator: Any = None,
     mask_format: str = "png",
     video_name: str | None = None,
+    allow_silent: bool = False,
 ) -> Path:
     """Segment ``video`` into ``out_root/<stem>/``, written whole or not at all (see :mod:`avseg.outputs`).
     ``window``: frames per model call; ``propagator``: carries keyframe masks over the other frames
     (:class:`avseg.propagation.Propagator`), or None for the model on every output frame; ``video_name``: what
-    ``summary.json`` calls the video (the app gives the user's file name, not its upload path)."""
-    if window < 1:
-        raise ConfigError(f"window must be at least 1 frame, got {window}")
+    ``summary.json`` calls the video (the app gives the user's file name, not its upload path); ``allow_silent``:
+    segment a video without an audio track with silence (else it is refused)."""
+    check_window(window)
     if mask_format not in MASK_FORMATS:
         raise ConfigError(f"--format {mask_format!r}: expected one of {', '.join(MASK_FORMATS)}")
     reuse_freed_memory()
     video = Path(video)
-    out = Path(out_root) / video.stem
-    fps = check_sampling(video, sampling)
-    info = probe(video)
-    header = {"model": model_name, "video": video_name or str(video), "sampling": sampling.describe(fps)}
+    out = Path(out_root) / output_folder_name(video)
+    timing = check_sampling(video, sampling, allow_silent)
+    info = timing.info
+    header = _summary_header(model_name, video_name or str(video), sampling, timing)
     with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
-        outputs = FrameOutputs(staging, video, info.fps, (info.width, info.height), info.has_audio, header, mask_format)
+        outputs = FrameOutputs(staging, video, info.fps, (info.width, info.height), info.has_audio, header, mask_format, time_base=timing.time_base)
         try:
-            frames = stream_frames(video, sampling, fps, sample_rate, window, propagator is not None)
-            bar = tqdm(total=estimated_outputs(info.duration, fps, sampling), desc=video.name, unit="frame", disable=None if progress else True)
+            frames = stream_frames(video, sampling, timing.fps, sample_rate, window, propagator is not None)
+            bar = tqdm(total=estimated_outputs(info.duration, timing.fps, sampling), desc=video.name, unit="frame", disable=None if progress else True)
             with Prefetch(frames, QUEUE_FRAMES) as decoded, bar:
                 writer = Worker(outputs.handle, QUEUE_FRAMES)
                 try:
@@ -96,6 +102,26 @@ def segment_video(
             raise
         outputs.close()
     return out
+
+
+def _summary_header(model_name: str, video_name: str, sampling: Sampling, timing: VideoTiming) -> dict[str, Any]:
+    """``summary.json`` before its rows; what was done to an unusual video is named only when it was done."""
+    header: dict[str, Any] = {"model": model_name, "video": video_name, "sampling": sampling.describe(timing)}
+    if timing.info.rotation or timing.info.mirrored:
+        header["orientation"] = {"rotation": timing.info.rotation, "mirrored": timing.info.mirrored, "applied": "masks and overlay are upright, as players show the video"}
+    if not timing.info.has_audio:
+        header["audio"] = MISSING_AUDIO
+    return header
+
+
+def check_window(window: int) -> None:
+    if not 1 <= window <= MAX_WINDOW:
+        raise ConfigError(f"--window must be between 1 and {MAX_WINDOW} frames per model call, got {window}")
+
+
+def output_folder_name(video: Path) -> str:
+    """``OUT/<name>/`` for ``video``: its stem, refused when that is not one plain folder name (``...mp4``)."""
+    return safe_folder_name(video.stem, f"{video}: the output folder named after this video")
 
 
 class _Loop:
@@ -146,9 +172,9 @@ class _Loop:
             row = {"time": output.time, "mask_area": float(mask.float().mean()), "sounding_score": float(probability.max()), **detail}
             if not self.sampling.avsbench:
                 kind = "propagated" if not output.keyframe else "keyframe" if self.propagator is not None else "inferred"
-                row = {"time": output.time, "frame": output.frame, **row, "kind": kind}
+                row = {"mask": output.index, "frame": output.frame, **row, "kind": kind}
             self.masks[output.index] = mask.numpy()
-            self.writer.put(("mask", output.index, output.time, self.masks[output.index], row))
+            self.writer.put(("mask", output.index, output.frame, output.time, self.masks[output.index], row))
 
     def write_shown(self, final: bool = False) -> None:
         """Overlay frames whose mask is known (at the end: the rest, with the last mask, as before)."""
@@ -157,7 +183,7 @@ class _Loop:
             return
         while self.shown and (final or self.shown[0].interval <= last):
             frame = self.shown.popleft()
-            self.writer.put(("overlay", frame.image, self.masks[min(frame.interval, last)]))
+            self.writer.put(("overlay", frame.image, frame.time, self.masks[min(frame.interval, last)]))
             for index in [k for k in self.masks if k < min(frame.interval, last)]:
                 del self.masks[index]
 
@@ -175,10 +201,11 @@ def check_output_folders(videos: Sequence[str | Path], out_root: str | Path) -> 
     or to one that holds files avseg did not write."""
     seen: dict[str, Path] = {}
     for video in map(Path, videos):
-        if video.stem in seen:
-            raise ConfigError(f"{seen[video.stem]} and {video} would both write to OUT/{video.stem}/; segment them in separate calls or rename one")
-        seen[video.stem] = video
-        check_writable(Path(out_root) / video.stem, OUTPUT_NAMES)
+        name = output_folder_name(video)
+        if name in seen:
+            raise ConfigError(f"{seen[name]} and {video} would both write to OUT/{name}/; segment them in separate calls or rename one")
+        seen[name] = video
+        check_writable(Path(out_root) / name, OUTPUT_NAMES)
 
 
 def _predict(segmenter: Any, clip: Clip) -> tuple[torch.Tensor, list[dict[str, Any]]]:

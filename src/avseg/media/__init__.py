@@ -7,26 +7,38 @@ from avseg.media.read import (
     MediaInfo,
     SampledFrame,
     avsbench_frame_index,
+    decode_frames,
+    frame_rate,
     iter_audio,
     iter_frames,
     probe,
     read_audio,
     read_frames,
+    sampling_instants,
+    check_audio_track,
+    check_frame_times,
 )
+from avseg.media.orientation import Orientation
 from avseg.media.write import VideoWriter, audio_condition_copy, replace_audio, write_video
 
 __all__ = [
     "FrameSampling",
     "MediaInfo",
+    "Orientation",
     "SampledFrame",
     "VideoWriter",
     "audio_condition_copy",
     "avsbench_frame_index",
+    "decode_frames",
+    "frame_rate",
     "iter_audio",
     "iter_frames",
     "probe",
     "read_audio",
     "read_frames",
     "replace_audio",
+    "sampling_instants",
+    "check_audio_track",
+    "check_frame_times",
     "write_video",
 ]

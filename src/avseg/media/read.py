@@ -3,11 +3,25 @@
 Everything that reads a user's media goes through this module, so every
 failure becomes one :class:`~avseg.errors.MediaError` naming the file.
 
-Frame sampling follows how AVSBench was built: for second ``l`` of the video,
-the frame with index ``int(l * fps + 15/16 * fps)`` is taken, one per second.
-Frame indices come from presentation timestamps (``round(t * fps)``), so
-variable-frame-rate files sample the frame shown at that instant rather than
-the n-th decoded frame.
+**Frames are placed by their presentation time**, the frame's ``pts`` times
+its stream's time base (from the stream's start): the nominal and average
+frame rates are only hints, and phones, screen recorders and messaging apps
+write variable-frame-rate video. A frame is *shown* from its own time until
+the next frame's (the last one for one average frame period). A video whose
+frames have no timestamps, or whose timestamps do not increase, cannot be
+placed in time and is refused.
+
+**Frame sampling follows how AVSBench was built**, on the time axis: for
+second ``l`` the frame shown at ``l + 15/16`` s is taken (at a constant rate
+that is frame ``int(l * fps + 15/16 * fps)``, the official rule). A frame
+that a gap in a variable-rate video leaves on screen over several sampling
+instants stands in for each of them. :func:`sampling_instants` applies the
+rule at any rate (``(j + 15/16) / rate`` s for interval ``j``).
+
+**Frames are upright**, as a player shows them: the display matrix that
+phones store beside portrait video (rotations of 90, 180 and 270 degrees,
+mirrored or not) is applied to every frame (:mod:`avseg.media.orientation`),
+and :func:`probe` reports the displayed size.
 
 Audio is returned as mono float32 in [-1, 1]. Channels are averaged (the
 same downmix as the official VGGish front end, ``np.mean(data, axis=1)``),
@@ -19,20 +33,25 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from math import gcd
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterable, Iterator, Literal
 
 import av
 import numpy as np
 
 from avseg.audio import resample
 from avseg.errors import MediaError
+from avseg.media.orientation import UPRIGHT, Orientation
 
 FrameSampling = Literal["avsbench", "all"]
 
 # A stream whose decoded content ends this much earlier than its header says
 # is reported as truncated rather than silently returned short.
 _TRUNCATION_TOLERANCE_S = 0.5
+_UNTIMED_HINT = " (a raw stream? put it in a container at its rate: ffmpeg -r 25 -i IN -c copy OUT.mp4)"
+_ROUNDING_S = 1e-9
+"""Float rounding of ``pts * time_base``: a frame this close after a sampling instant is shown at it."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,10 @@ class MediaInfo:
     channels: int | None
     nominal_fps: float | None = None
     """The stream's declared frame rate; differs from ``fps`` (the average) in a variable-rate video."""
+    rotation: int = 0
+    """Degrees counter-clockwise a player turns the stored picture (``width``/``height`` are the displayed size)."""
+    mirrored: bool = False
+    """Whether a player mirrors the picture left-right (after the rotation)."""
 
     @property
     def has_video(self) -> bool:
@@ -59,7 +82,7 @@ class MediaInfo:
 @dataclass(frozen=True)
 class SampledFrame:
     index: int
-    """Index of the frame in the video's nominal frame grid."""
+    """Position of the frame among the video's decoded frames (0-based, in presentation order)."""
     time: float
     """Presentation time in seconds from the start of the stream."""
     image: np.ndarray
@@ -108,22 +131,56 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         if video is None and audio is None:
             raise MediaError(path, "has neither a video nor an audio stream")
         durations = [_stream_duration(container, s) for s in (video, audio) if s is not None]
-        fps = nominal = None
+        fps = nominal = width = height = None
+        orientation = UPRIGHT
         if video is not None:
             rate = video.average_rate or video.guessed_rate or video.base_rate
             fps = float(rate) if rate else None
             declared = video.base_rate or video.guessed_rate
             nominal = float(declared) if declared else None
+            orientation = _first_frame_orientation(container, video, path)
+            width, height = orientation.displayed_size(video.codec_context.width, video.codec_context.height)
         return MediaInfo(
             path=str(path),
             duration=max(durations),
-            width=video.codec_context.width if video is not None else None,
-            height=video.codec_context.height if video is not None else None,
+            width=width,
+            height=height,
             fps=fps,
             sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             channels=audio.codec_context.channels if audio is not None else None,
             nominal_fps=nominal,
+            rotation=orientation.rotation,
+            mirrored=orientation.mirrored,
         )
+
+
+def _first_frame_orientation(container, stream, path) -> Orientation:
+    """The display orientation, read from the first decoded frame (PyAV gives the display matrix there, not on
+    the stream)."""
+    try:
+        for frame in container.decode(stream):
+            return frame_orientation(frame, path)
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"video stream is corrupt ({_reason(exc)})") from None
+    return UPRIGHT
+
+
+def frame_orientation(frame: av.VideoFrame, path) -> Orientation:
+    """How a player turns ``frame`` upright (its display matrix; none is upright already)."""
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            orientation = Orientation.from_display_matrix(bytes(data))
+            if orientation is None:
+                raise MediaError(path, f"has a display rotation of {frame.rotation} degrees, not a multiple of 90 (or a skewed display matrix); "
+                                 "re-encode it upright (ffmpeg -i IN OUT.mp4 applies it)")
+            return orientation
+    return UPRIGHT
+
+
+def check_audio_track(path: str | os.PathLike, info: MediaInfo, allow_silent: bool) -> None:
+    """Refuse a video without an audio track unless ``allow_silent`` (``--allow-silent``: silence stands in)."""
+    if not info.has_audio and not allow_silent:
+        raise MediaError(path, "has no audio track; pass --allow-silent to use silence as its audio")
 
 
 def avsbench_frame_index(second: int, fps: float) -> int:
@@ -136,17 +193,43 @@ def iter_frames(
     sampling: FrameSampling = "avsbench",
     size: tuple[int, int] | None = None,
 ) -> Iterator[SampledFrame]:
-    """Stream RGB frames from a video, decoding one frame at a time.
+    """Stream upright RGB frames from a video, decoding one frame at a time.
 
     Args:
         sampling: ``"avsbench"`` yields one frame per second (see module doc),
             and a video shorter than the first sampling instant is an error
             (no command has anything to do with it); ``"all"`` yields every
             decoded frame.
-        size: ``(width, height)`` to resize to (bilinear); native size if None.
+        size: displayed ``(width, height)`` to resize to (bilinear); native size if None.
     """
     if sampling not in ("avsbench", "all"):
         raise ValueError(f"unknown frame sampling {sampling!r}; expected 'avsbench' or 'all'")
+    frames = decode_frames(path, size)
+    if sampling == "all":
+        yield from frames
+        return
+    sampled = False
+    for frame, due in sampling_instants(frames, 1, frame_rate(path)):
+        for _ in range(due):
+            sampled = True
+            yield frame
+    if not sampled:
+        raise MediaError(path, "is shorter than its first sampling instant (15/16 of a second); nothing to sample")
+
+
+def frame_rate(path: str | os.PathLike) -> float:
+    """The video stream's average frame rate (a hint: see the module doc); an error when it has none."""
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(path, "has no video stream")
+    if not info.fps:
+        raise MediaError(path, "video stream has no frame rate")
+    return info.fps
+
+
+def decode_frames(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Iterator[SampledFrame]:
+    """Every frame of the video, upright, with its presentation time (see the module doc): refused when a
+    frame has no timestamp or is not after the one before it, or when the stream is corrupt or truncated."""
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError(path, "has no video stream")
@@ -158,26 +241,19 @@ def iter_frames(
         fps = float(rate)
         start = _stream_start(stream)
         declared = _stream_duration(container, stream)
-        width, height = size if size is not None else (None, None)
-
-        second, counter, last_time = 0, 0, None
+        orientation, last_time = None, None
         try:
-            for frame in container.decode(stream):
-                time = (frame.time - start) if frame.time is not None else counter / fps
-                index = int(round(time * fps))
-                counter += 1
+            for position, frame in enumerate(container.decode(stream)):
+                if frame.pts is None:
+                    raise MediaError(path, f"frame {position} has no timestamp, so it cannot be placed in time{_UNTIMED_HINT}")
+                time = frame.time - start
+                if last_time is not None and time <= last_time:
+                    raise MediaError(path, f"frame {position} is shown at {time:.3f}s, not after frame {position - 1} ({last_time:.3f}s): "
+                                     "its timestamps do not increase, so its frames cannot be placed in time")
+                if orientation is None:
+                    orientation = frame_orientation(frame, path)
                 last_time = time
-                if sampling == "all":
-                    yield SampledFrame(index, time, _to_rgb(frame, width, height))
-                    continue
-                image = None
-                # A frame that jumps over several sampling points (a gap in a
-                # variable-frame-rate file) stands in for each of them.
-                while index >= avsbench_frame_index(second, fps):
-                    if image is None:
-                        image = _to_rgb(frame, width, height)
-                    yield SampledFrame(index, time, image)
-                    second += 1
+                yield SampledFrame(position, time, _to_rgb(frame, size, orientation))
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"video stream is corrupt ({_reason(exc)})") from None
         if last_time is None:
@@ -186,14 +262,73 @@ def iter_frames(
             raise MediaError(
                 path, f"video stream is truncated: decoded {last_time + 1 / fps:.2f}s of {declared:.2f}s"
             )
-        if sampling == "avsbench" and second == 0:
-            raise MediaError(path, "is shorter than its first sampling instant (15/16 of a second); nothing to sample")
 
 
-def _to_rgb(frame: av.VideoFrame, width: int | None, height: int | None) -> np.ndarray:
-    if width is None:
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+def check_frame_times(path: str | os.PathLike, fps: float) -> Fraction | None:
+    """Refuse a video whose frames cannot be placed in time (a frame without a timestamp, two frames at one
+    time), before any work: reads the packets' timestamps only, no decoding. Returns None when every frame
+    lies on the grid of ``fps`` (frame ``n`` at ``n / fps`` after the first, to within a tick of the time
+    base: a constant-rate video), else the stream's time base, in which a copy keeps each frame's own time.
+    Decoding checks the order of the frames it shows (:func:`decode_frames`)."""
+    grid = Fraction(fps).limit_denominator(1001)  # the rate an overlay of a constant-rate video is written at
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        time_base = stream.time_base
+        ticks = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is None:
+                    raise MediaError(path, f"frame {len(ticks)} has no timestamp, so it cannot be placed in time{_UNTIMED_HINT}")
+                if packet.size:
+                    ticks.append(packet.pts)
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"video stream is corrupt ({_reason(exc)})") from None
+    ticks.sort()
+    for before, after in zip(ticks, ticks[1:]):
+        if before == after:
+            raise MediaError(path, f"two frames are shown at {float((before - ticks[0]) * time_base):.3f}s: its timestamps do not increase, "
+                             "so its frames cannot be placed in time")
+    tolerance = max(float(time_base), 1e-6)
+    for count, tick in enumerate(ticks):
+        if abs(float((tick - ticks[0]) * time_base - count / grid)) > tolerance:
+            return time_base
+    return None
+
+
+def sampling_instants(frames: Iterable[SampledFrame], rate: int, fps: float) -> Iterator[tuple[SampledFrame, int]]:
+    """Each frame, in order, with the number of sampling instants ``(j + 15/16) / rate`` s it is shown at
+    (AVSBench's rule on the time axis, see the module doc).
+
+    A frame is shown from its time until the next frame's, the last one for ``1 / fps`` (the average
+    period); the first also stands for instants before it (nothing else is on screen then). Each frame is
+    yielded once the next one is decoded: only then is its time on screen known.
+    """
+    instant, held = 0, None
+    for frame in frames:
+        if held is not None:
+            due = _instants_before(frame.time, instant, rate)
+            yield held, due
+            instant += due
+        held = frame
+    if held is not None:
+        yield held, _instants_before(held.time + 1 / fps, instant, rate)
+
+
+def _instants_before(time: float, first: int, rate: int) -> int:
+    """How many sampling instants from number ``first`` on fall before ``time``."""
+    count = 0
+    while (first + count + 15 / 16) / rate < time - _ROUNDING_S:
+        count += 1
+    return count
+
+
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None, orientation: Orientation) -> np.ndarray:
+    if size is None:
+        image = frame.to_ndarray(format="rgb24")
+    else:
+        width, height = orientation.displayed_size(*size)  # the stored size that displays as ``size``
+        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+    return image if orientation.identity else np.ascontiguousarray(orientation.apply(image))
 
 
 def read_frames(

@@ -20,6 +20,10 @@ class VideoWriter:
     is written to a temporary name beside it, so a crash never leaves a
     half-written video under the final name. Odd frame sizes are rounded down to
     even, which yuv420p requires.
+
+    Frames follow one another at ``fps``, or, with a ``time_base``, each at the
+    time given with it (a variable-rate video's frames keep their own times;
+    ``fps`` is then only the encoder's hint).
     """
 
     def __init__(
@@ -31,6 +35,7 @@ class VideoWriter:
         sample_rate: int | None = None,
         crf: int = 20,
         audio_from: str | os.PathLike | None = None,
+        time_base: Fraction | None = None,
     ):
         self.path = Path(path)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
@@ -41,6 +46,9 @@ class VideoWriter:
         self._video.height = max(2, height - height % 2)
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(crf), "preset": "veryfast"}
+        self._time_base = time_base
+        if time_base is not None:
+            self._video.codec_context.time_base = time_base
         self._audio = None
         self._audio_samples = 0
         self._audio_source = None
@@ -54,9 +62,14 @@ class VideoWriter:
             self._copied = self._container.add_stream_from_template(self._audio_source.streams.audio[0])
         self._closed = False
 
-    def write_frame(self, image: np.ndarray) -> None:
+    def write_frame(self, image: np.ndarray, time: float | None = None) -> None:
+        """The next frame; ``time`` (seconds) is required with a ``time_base`` and ignored without."""
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24")
         frame = frame.reformat(width=self._video.width, height=self._video.height, format="yuv420p")
+        if self._time_base is not None:
+            if time is None:
+                raise ValueError("a writer with a time base needs each frame's time")
+            frame.pts, frame.time_base = round(time / self._time_base), self._time_base
         self._container.mux(self._video.encode(frame))
 
     def write_audio(self, samples: np.ndarray) -> None:
