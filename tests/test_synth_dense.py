@@ -133,7 +133,7 @@ def hand_made(tmp_path):
     return tmp_path, truth
 
 
-@pytest.mark.parametrize("mask_format", ["png", "rle"])
+@pytest.mark.parametrize("mask_format", ["png", "rle", "rle before mask numbers had their own key"])
 def test_dense_evaluation_per_frame_by_hand(hand_made, mask_format):
     tmp_path, truth = hand_made
     one_pixel = _rect(slice(0, 1), slice(0, 1))
@@ -141,9 +141,10 @@ def test_dense_evaluation_per_frame_by_hand(hand_made, mask_format):
     masks = [one_pixel, _rect(slice(None), slice(0, 2)), _rect(slice(0, 2), slice(None)), top_half_but_two]
     if mask_format == "png":
         _save_masks(tmp_path / "pred" / "clip" / "masks", masks)
-    else:  # avseg segment --format rle
+    else:  # avseg segment --format rle: ``frame`` is the video frame a mask was made from, ``mask`` its number
         (tmp_path / "pred" / "clip").mkdir(parents=True)
-        lines = [json.dumps({"frame": k, "time": k / 2, **rle.encode(mask)}) for k, mask in enumerate(masks)]
+        numbers = (lambda k: {"frame": k}) if "before" in mask_format else (lambda k: {"mask": k, "frame": 3 * k + 2})
+        lines = [json.dumps({**numbers(k), "time": k / 2, **rle.encode(mask)}) for k, mask in enumerate(masks)]
         (tmp_path / "pred" / "clip" / "masks.jsonl").write_text("\n".join(lines) + "\n")
     scores = evaluate_dense(tmp_path / "pred", truth)
     # J per frame: 15/16 of an empty frame left empty, exact, 4/8, 6/8.

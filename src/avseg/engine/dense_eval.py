@@ -48,12 +48,15 @@ def read_predicted_masks(folder: Path) -> np.ndarray:
 
 
 def _read_rle_lines(path: Path) -> np.ndarray:
+    """The masks of ``masks.jsonl`` in the order of their numbers: ``mask`` (``frame`` in files written before
+    the mask's number had a name of its own, when ``frame`` meant it)."""
     masks = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             entry = json.loads(line)
-            if entry["frame"] != len(masks):
-                raise ValueError(f"frame {entry['frame']} where frame {len(masks)} was expected")
+            key = "mask" if "mask" in entry else "frame"
+            if entry[key] != len(masks):
+                raise ValueError(f"{key} {entry[key]} where {key} {len(masks)} was expected")
             masks.append(rle.decode(entry))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DatasetError(path, f"line {number}: not a COCO-RLE mask line ({exc})") from None
