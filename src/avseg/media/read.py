@@ -30,6 +30,7 @@ then resampled with :func:`avseg.audio.resample`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from math import gcd
@@ -315,9 +316,15 @@ def sampling_instants(frames: Iterable[SampledFrame], rate: int, fps: float) -> 
 
 
 def _instants_before(time: float, first: int, rate: int) -> int:
-    """How many sampling instants from number ``first`` on fall before ``time``."""
-    count = 0
-    while (first + count + 15 / 16) / rate < time - _ROUNDING_S:
+    """How many sampling instants from number ``first`` on fall before ``time`` (a long gap costs no loop)."""
+
+    def before(instant: int) -> bool:
+        return (instant + 15 / 16) / rate < time - _ROUNDING_S
+
+    count = max(0, math.ceil((time - _ROUNDING_S) * rate - 15 / 16) - first)
+    while count and not before(first + count - 1):  # the estimate, settled by the exact comparison
+        count -= 1
+    while before(first + count):
         count += 1
     return count
 
