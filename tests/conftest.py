@@ -25,6 +25,20 @@ def save_tiny_teso(folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def tiny_teso_dir(tmp_path_factory) -> Path:
+    """:func:`save_tiny_teso`, once per test module."""
+    return save_tiny_teso(tmp_path_factory.mktemp("model") / "teso")
+
+
+@pytest.fixture(scope="module")
+def tiny_teso(tiny_teso_dir):
+    """The tiny TeSO loaded as ``avseg segment`` loads it, with the cues ``bell, dog``."""
+    from avseg.engine.session import load_segmenter
+
+    return load_segmenter(tiny_teso_dir, ("bell", "dog"), device="cpu")
+
+
 def make_video(
     path: Path,
     seconds: float = 5.0,

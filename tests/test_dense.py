@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_video, save_tiny_teso
+from conftest import make_video
 from legacy_segment import legacy_segment
 from PIL import Image
 
@@ -14,32 +14,22 @@ from avseg.cli import main
 from avseg.engine.dense import OutputFrame, Sampling, _CentredWindows, stream_frames
 from avseg.engine.rle import decode, encode
 from avseg.engine.segment import fixed_cues, segment_video
-from avseg.engine.session import load_segmenter
 from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import MediaError
 from avseg.media import iter_frames, read_audio
 from avseg.propagation.hold import HoldPropagator
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_teso(tmp_path_factory.mktemp("model") / "teso")
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    return load_segmenter(model_dir, ("bell", "dog"), device="cpu")
-
 
 def masks_of(folder):
     return [np.asarray(Image.open(path)) > 0 for path in sorted((folder / "masks").glob("*.png"))]
 
 
-def test_rate_1_reproduces_the_per_second_output_byte_for_byte(tmp_path, loaded):
+def test_rate_1_reproduces_the_per_second_output_byte_for_byte(tmp_path, tiny_teso):
     video = make_video(tmp_path / "clip.mp4", seconds=7.5, fps=12, size=(80, 60), audio_rate=44100, layout="stereo")
-    new = loaded.segment(video, tmp_path / "new", window=3, progress=False, sampling=Sampling(rate=1))
-    loaded.segmenter.cues = fixed_cues(loaded.cue_names, video.stem, 3)
-    old = legacy_segment(loaded.segmenter, video, tmp_path / "old" / "clip", loaded.info["sample_rate"], loaded.label, window=3)
+    new = tiny_teso.segment(video, tmp_path / "new", window=3, progress=False, sampling=Sampling(rate=1))
+    tiny_teso.segmenter.cues = fixed_cues(tiny_teso.cue_names, video.stem, 3)
+    old = legacy_segment(tiny_teso.segmenter, video, tmp_path / "old" / "clip", tiny_teso.info["sample_rate"], tiny_teso.label, window=3)
     names = sorted(p.name for p in (old / "masks").iterdir())
     assert names == sorted(p.name for p in (new / "masks").iterdir()) and len(names) == 7
     for name in names:
@@ -48,9 +38,9 @@ def test_rate_1_reproduces_the_per_second_output_byte_for_byte(tmp_path, loaded)
     assert (old / "overlay.mp4").read_bytes() == (new / "overlay.mp4").read_bytes()
 
 
-def test_every_frame_by_default_with_its_own_row(tmp_path, model_dir, capsys):
+def test_every_frame_by_default_with_its_own_row(tmp_path, tiny_teso_dir, capsys):
     video = make_video(tmp_path / "clip.mp4", seconds=2, fps=6, size=(40, 30))
-    assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--window", "4"]) == 0
+    assert main(["segment", str(video), "--model", str(tiny_teso_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--window", "4"]) == 0
     out = tmp_path / "out" / "clip"
     masks = masks_of(out)
     frames = list(iter_frames(video, "all"))
@@ -89,10 +79,10 @@ def test_each_frame_hears_the_second_centred_on_it(tmp_path):
         assert window[: max(0, -first)].max(initial=0) == 0  # silence before the start
 
 
-def test_the_model_gets_window_frames_with_their_own_windows(tmp_path, loaded):
+def test_the_model_gets_window_frames_with_their_own_windows(tmp_path, tiny_teso):
     video = make_video(tmp_path / "clip.mp4", seconds=2, fps=5, audio_rate=16000)
     calls = []
-    segmenter = loaded.segmenter
+    segmenter = tiny_teso.segmenter
 
     class Recording:  # the real segmenter, its inputs recorded
         def predict(self, clips):
@@ -106,19 +96,19 @@ def test_the_model_gets_window_frames_with_their_own_windows(tmp_path, loaded):
     assert calls[0].meta["seconds"] == [0, 0, 0, 0] and calls[2].meta["seconds"] == [1, 1]
 
 
-def test_auto_cues_of_a_dense_clip_are_those_of_the_second_each_frame_falls_in(loaded):
+def test_auto_cues_of_a_dense_clip_are_those_of_the_second_each_frame_falls_in(tiny_teso):
     from avseg.cues.video import PerSecondCues
     from avseg.data.clip import Clip
 
-    per_second = PerSecondCues(loaded.segmenter, [["bell"], ["dog"], ["cat"]])
+    per_second = PerSecondCues(tiny_teso.segmenter, [["bell"], ["dog"], ["cat"]])
     clip = Clip(frames=np.zeros((5, 16, 16, 3), np.uint8), waveform=np.zeros(5 * 16000, np.float32), sample_rate=16000, meta={"id": "v", "seconds": [0, 0, 1, 2, 5]})
     assert len(per_second.predict([clip])[0]) == 5
-    assert loaded.segmenter.cues == {"v": [["bell"], ["bell"], ["dog"], ["cat"], ["cat"]]}
+    assert tiny_teso.segmenter.cues == {"v": [["bell"], ["bell"], ["dog"], ["cat"], ["cat"]]}
 
 
-def test_keyframes_anchor_the_propagator_and_the_rest_are_propagated(tmp_path, loaded):
+def test_keyframes_anchor_the_propagator_and_the_rest_are_propagated(tmp_path, tiny_teso):
     video = make_video(tmp_path / "clip.mp4", seconds=2, fps=6, audio_rate=16000)
-    out = loaded.segment(video, tmp_path / "out", window=2, progress=False, sampling=Sampling(keyframes=2), propagator=HoldPropagator())
+    out = tiny_teso.segment(video, tmp_path / "out", window=2, progress=False, sampling=Sampling(keyframes=2), propagator=HoldPropagator())
     rows = json.loads((out / "summary.json").read_text())["frames"]
     assert [row["kind"] for row in rows] == (["keyframe"] + ["propagated"] * 2) * 4
     masks = masks_of(out)
@@ -126,14 +116,14 @@ def test_keyframes_anchor_the_propagator_and_the_rest_are_propagated(tmp_path, l
         assert np.array_equal(masks[k], masks[k - k % 3])  # held from its keyframe
 
 
-def test_dense_segment_with_a_sam2_video_propagator_end_to_end(tmp_path, model_dir):
+def test_dense_segment_with_a_sam2_video_propagator_end_to_end(tmp_path, tiny_teso_dir):
     """Through ``avseg segment --propagator FOLDER``: a tiny random ``Sam2VideoModel`` (random weights cannot track;
     only the flow and the bounded memory are checked)."""
     from test_propagation import random_video_model
 
     random_video_model().save_pretrained(tmp_path / "sam2")
     video = make_video(tmp_path / "clip.mp4", seconds=2, fps=4, size=(48, 40))
-    args = ["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--propagator", str(tmp_path / "sam2")]
+    args = ["segment", str(video), "--model", str(tiny_teso_dir), "--out", str(tmp_path / "out"), "--cues", "bell", "--propagator", str(tmp_path / "sam2")]
     assert main(args) == 0
     rows = json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())["frames"]
     assert [row["kind"] for row in rows] == (["keyframe"] + ["propagated"] * 3) * 2
@@ -149,10 +139,10 @@ def test_an_empty_keyframe_ends_the_hold():
     assert hold.step(frame).dtype == np.float32 and not hold.step(frame).any() and hold.memory_entries() == 0
 
 
-def test_rle_format_writes_the_png_masks_as_coco_rle(tmp_path, loaded):
+def test_rle_format_writes_the_png_masks_as_coco_rle(tmp_path, tiny_teso):
     video = make_video(tmp_path / "clip.mp4", seconds=1, fps=8, size=(40, 30), audio_rate=16000)
-    png = loaded.segment(video, tmp_path / "png", window=3, progress=False)
-    rle = loaded.segment(video, tmp_path / "rle", window=3, progress=False, mask_format="rle")
+    png = tiny_teso.segment(video, tmp_path / "png", window=3, progress=False)
+    rle = tiny_teso.segment(video, tmp_path / "rle", window=3, progress=False, mask_format="rle")
     assert sorted(p.name for p in rle.iterdir()) == ["masks.jsonl", "overlay.mp4", "summary.json"]
     lines = [json.loads(line) for line in (rle / "masks.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(8)) and all(line["size"] == [30, 40] for line in lines)
@@ -233,11 +223,11 @@ def make_chirp_video(path, seconds, fps, rate=16000):
     return path
 
 
-def test_teso_hears_the_seconds_around_each_dense_frame(tmp_path, loaded):
+def test_teso_hears_the_seconds_around_each_dense_frame(tmp_path, tiny_teso):
     """At a dense rate SeDAM's audio rows for frame ``t`` are the windows centred at ``t-1, t, t+1`` seconds
     (not the neighbouring frames' windows 1/fps apart); past the track's ends they are invalid."""
     video = make_chirp_video(tmp_path / "clip.mp4", seconds=4, fps=4)
-    segmenter = loaded.segmenter
+    segmenter = tiny_teso.segmenter
     received = []
     hook = segmenter.model.sedam.register_forward_pre_hook(lambda module, args: received.append(args[2:4]))  # (cues, cue_valid, audio, audio_valid)
     try:

@@ -10,14 +10,12 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from conftest import make_timed_video, make_video, save_tiny_teso
+from conftest import make_timed_video, make_video
 from PIL import Image
 
 from avseg.cli import main
-from avseg.data.clip import Clip
 from avseg.engine.dense import Sampling
 from avseg.engine.segment import fixed_cues, segment_video
-from avseg.engine.session import load_segmenter
 from avseg.errors import AvsegError, MediaError
 from avseg.media import avsbench_frame_index, decode_frames, iter_frames, probe, read_audio, sampling_instants
 from avseg.media.read import SampledFrame
@@ -25,15 +23,6 @@ from avseg.media.read import SampledFrame
 UNEVEN = [0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.6, 0.8, 1.0, 1.05, 1.1, 1.15, 1.2, 1.4, 1.8, 2.0, 2.3, 2.35, 2.9]
 """A phone's frame times: bursts, gaps and a steady stretch (about 7 fps on average, 20 at the fastest)."""
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_teso(tmp_path_factory.mktemp("model") / "teso")
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    return load_segmenter(model_dir, ("bell", "dog"), device="cpu")
 
 
 def shown_at(times: list[float], instant: float) -> int:
@@ -67,16 +56,16 @@ def test_a_gap_leaves_its_frame_standing_in_for_each_instant():
     assert [(frame.index, due) for frame, due in sampling_instants(iter(frames), 1, 1.0)] == [(0, 0), (1, 3), (2, 1)]
 
 
-def test_every_frame_of_a_variable_rate_video_gets_its_own_time_mask_and_window(tmp_path, loaded):
+def test_every_frame_of_a_variable_rate_video_gets_its_own_time_mask_and_window(tmp_path, tiny_teso):
     video = make_timed_video(tmp_path / "phone.mp4", UNEVEN)
     calls = []
 
     class Recording:  # the real segmenter, its inputs recorded
         def predict(self, clips):
             calls.append(clips[0])
-            return loaded.segmenter.predict(clips)
+            return tiny_teso.segmenter.predict(clips)
 
-    loaded.segmenter.cues = fixed_cues(("bell",), "phone", 4)
+    tiny_teso.segmenter.cues = fixed_cues(("bell",), "phone", 4)
     out = segment_video(Recording(), video, tmp_path / "out", 16000, "teso", window=4, progress=False, sampling=Sampling(rate=None))
     summary = json.loads((out / "summary.json").read_text())
     rows = summary["frames"]
@@ -96,9 +85,9 @@ def test_every_frame_of_a_variable_rate_video_gets_its_own_time_mask_and_window(
 
 
 @pytest.mark.parametrize("rate", [1, 2, 4])
-def test_rate_n_takes_the_frame_shown_at_each_instant_of_a_variable_rate_video(tmp_path, loaded, rate):
+def test_rate_n_takes_the_frame_shown_at_each_instant_of_a_variable_rate_video(tmp_path, tiny_teso, rate):
     video = make_timed_video(tmp_path / "phone.mp4", UNEVEN)
-    out = loaded.segment(video, tmp_path / "out", window=3, progress=False, sampling=Sampling(rate=rate))
+    out = tiny_teso.segment(video, tmp_path / "out", window=3, progress=False, sampling=Sampling(rate=rate))
     rows = json.loads((out / "summary.json").read_text())["frames"]
     end = UNEVEN[-1] + 1 / probe(video).fps  # the last frame stays one average period
     instants = [(j + 15 / 16) / rate for j in range(int(end * rate) + 1) if (j + 15 / 16) / rate < end]
@@ -171,7 +160,7 @@ def test_frames_are_decoded_upright_as_players_show_them(tmp_path, rotation, hfl
     assert small.image.shape == (expected.shape[0] // 2, expected.shape[1] // 2, 3)
 
 
-def test_masks_overlay_and_summary_of_a_rotated_video_are_upright(tmp_path, loaded):
+def test_masks_overlay_and_summary_of_a_rotated_video_are_upright(tmp_path, tiny_teso):
     video = make_timed_video(tmp_path / "portrait.mp4", [k / 10 for k in range(12)], rotation=90, hflip=True, image=lambda k: STORED)
     expected = displayed(90, True, False)
     seen = []
@@ -179,9 +168,9 @@ def test_masks_overlay_and_summary_of_a_rotated_video_are_upright(tmp_path, load
     class Recording:
         def predict(self, clips):
             seen.extend(clips[0].frames)
-            return loaded.segmenter.predict(clips)
+            return tiny_teso.segmenter.predict(clips)
 
-    loaded.segmenter.cues = fixed_cues(("bell",), "portrait", 5)
+    tiny_teso.segmenter.cues = fixed_cues(("bell",), "portrait", 5)
     out = segment_video(Recording(), video, tmp_path / "out", 16000, "teso", progress=False, sampling=Sampling(rate=None))
     assert all(np.abs(frame.astype(int) - expected).mean() < 8 for frame in seen)  # the model sees the video upright
     assert all(np.asarray(Image.open(path)).shape == expected.shape[:2] for path in (out / "masks").iterdir())
@@ -195,10 +184,10 @@ def test_masks_overlay_and_summary_of_a_rotated_video_are_upright(tmp_path, load
 # --- 3. one meaning per key ------------------------------------------------------------------------------------
 
 
-def test_mask_frame_and_time_mean_the_same_in_every_output(tmp_path, loaded):
+def test_mask_frame_and_time_mean_the_same_in_every_output(tmp_path, tiny_teso):
     video = make_video(tmp_path / "clip.mp4", seconds=3, fps=10)
-    png = loaded.segment(video, tmp_path / "png", window=3, progress=False, sampling=Sampling(rate=2))
-    rle = loaded.segment(video, tmp_path / "rle", window=3, progress=False, sampling=Sampling(rate=2), mask_format="rle")
+    png = tiny_teso.segment(video, tmp_path / "png", window=3, progress=False, sampling=Sampling(rate=2))
+    rle = tiny_teso.segment(video, tmp_path / "rle", window=3, progress=False, sampling=Sampling(rate=2), mask_format="rle")
     rows = json.loads((png / "summary.json").read_text())["frames"]
     lines = [json.loads(line) for line in (rle / "masks.jsonl").read_text().splitlines()]
     frames = list(iter_frames(video, "all"))
@@ -211,9 +200,9 @@ def test_mask_frame_and_time_mean_the_same_in_every_output(tmp_path, loaded):
 # --- 4. no audio track -----------------------------------------------------------------------------------------
 
 
-def test_a_video_without_audio_is_segmented_with_silence_only_when_asked(tmp_path, model_dir, capsys):
+def test_a_video_without_audio_is_segmented_with_silence_only_when_asked(tmp_path, tiny_teso_dir, capsys):
     video = make_video(tmp_path / "mute.mp4", seconds=2, audio_rate=None)
-    segment = ["segment", str(video), "--model", str(model_dir), "--cues", "bell", "--out", str(tmp_path / "out"), "--rate", "2"]
+    segment = ["segment", str(video), "--model", str(tiny_teso_dir), "--cues", "bell", "--out", str(tmp_path / "out"), "--rate", "2"]
     assert main(segment) == 2
     assert f"{video}: has no audio track; pass --allow-silent to use silence as its audio" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -230,28 +219,28 @@ def test_a_video_without_audio_is_segmented_with_silence_only_when_asked(tmp_pat
 # --- 8, 10, 12: safe folder names, the window, the closing line ---------------------------------------------
 
 
-def test_a_video_whose_name_is_dots_cannot_write_outside_out(tmp_path, model_dir, capsys):
+def test_a_video_whose_name_is_dots_cannot_write_outside_out(tmp_path, tiny_teso_dir, capsys):
     (tmp_path / "in").mkdir()
     video = make_video(tmp_path / "in" / "...mp4", seconds=2)
     out = tmp_path / "in" / "out"
-    assert main(["segment", str(video), "--model", str(model_dir), "--cues", "bell", "--out", str(out)]) == 2
+    assert main(["segment", str(video), "--model", str(tiny_teso_dir), "--cues", "bell", "--out", str(out)]) == 2
     assert "is not a plain folder name" in capsys.readouterr().err
     assert sorted(path.name for path in (tmp_path / "in").iterdir()) == ["...mp4"]
     with pytest.raises(AvsegError, match="not a plain folder name"):
         segment_video(None, video, out, 16000, "m")
 
 
-def test_a_huge_window_is_refused_before_any_work(tmp_path, model_dir, capsys):
+def test_a_huge_window_is_refused_before_any_work(tmp_path, tiny_teso_dir, capsys):
     video = make_video(tmp_path / "clip.mp4", seconds=2)
     with pytest.raises(SystemExit, match="2"):  # a usage error, as argparse reports them
-        main(["segment", str(video), "--model", str(model_dir), "--cues", "bell", "--out", str(tmp_path / "out"), "--window", "1000000000000"])
+        main(["segment", str(video), "--model", str(tiny_teso_dir), "--cues", "bell", "--out", str(tmp_path / "out"), "--window", "1000000000000"])
     assert "argument --window: must be between 1 and 256" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
-def test_segment_ends_with_frames_seconds_and_speed_when_piped(tmp_path, model_dir):
+def test_segment_ends_with_frames_seconds_and_speed_when_piped(tmp_path, tiny_teso_dir):
     video = make_video(tmp_path / "clip.mp4", seconds=2, fps=5)
-    command = [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(model_dir), "--cues", "bell", "--out", str(tmp_path / "out")]
+    command = [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(tiny_teso_dir), "--cues", "bell", "--out", str(tmp_path / "out")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)  # stdout is a pipe, not a terminal
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
