@@ -153,7 +153,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
         out = loaded.segment(video, args.out, args.window, sampling=sampling, propagator=propagator, mask_format=args.format, allow_silent=args.allow_silent)
         seconds = time.perf_counter() - started
         frames = len(json.loads((out / "summary.json").read_text())["frames"])
-        print(f"{video}: {frames} frames in {seconds:.1f}s ({frames / seconds:.2f} frames/s); {masks}, overlay.mp4 and summary.json in {out}", flush=True)
+        print(f"{video}: {frames} frame{'s' if frames != 1 else ''} in {seconds:.1f}s ({frames / seconds:.2f} frames/s); {masks}, overlay.mp4 and summary.json in {out}", flush=True)
 
 
 def cmd_push(args: argparse.Namespace) -> None:

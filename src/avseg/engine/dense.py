@@ -151,7 +151,8 @@ def stream_frames(video: Path, sampling: Sampling, fps: float, sample_rate: int,
             yield output
         yield ShownFrame(interval, frame.time, frame.image)
     if outputs == 0:
-        raise MediaError(video, "is shorter than its first sampling instant (15/16 of a second); nothing to sample")
+        first = "15/16 of a second" if sampling.rate in (None, 1) else f"15/16 of 1/{sampling.rate} s"
+        raise MediaError(video, f"is shorter than its first sampling instant ({first}); nothing to sample")
 
 
 class _SecondChunks:
