@@ -1,4 +1,4 @@
-"""Pretrained models by name: the catalogue, hub downloads (offline, from a pre-filled hub cache),
+"""Pretrained models by name: the pretrained table, hub downloads (offline, from a pre-filled hub cache),
 conversion on first use with a cache keyed by the source files, and the one-line errors.
 
 The official files are tiny AV2T-SAM / EVF-SAM2 models written in the official key layout (as the
@@ -18,7 +18,7 @@ from test_zero_shot import model_dirs  # noqa: F401 (tiny CLAP and SAM 3 folders
 import avseg
 from avseg.cli import main
 from avseg.errors import AvsegError
-from avseg.hub.catalogue import find_pretrained, pretrained_models
+from avseg.hub.pretrained import find_pretrained, pretrained_models
 from avseg.hub.resolve import MARKER, resolve_model
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
 
@@ -27,7 +27,7 @@ AV2T_REPO = "Kyungbok/AV2T-SAM"
 
 @pytest.fixture()
 def hub(tmp_path, monkeypatch):
-    """An offline hub cache holding the official files of every converted catalogue name, and a conversion counter."""
+    """An offline hub cache holding the official files of every converted pretrained name, and a conversion counter."""
     import avseg.models.av2t_sam.convert as conversion
 
     cache = use_hub_cache(monkeypatch, tmp_path)
@@ -49,7 +49,7 @@ def hub(tmp_path, monkeypatch):
     return references, calls
 
 
-def test_models_command_and_catalogue_agree(capsys):
+def test_models_command_and_pretrained_table_agree(capsys):
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert main(["models", "--json"]) == 0

@@ -1,4 +1,5 @@
-"""Files written atomically, readable by everyone the umask allows (model folders are often shared).
+"""Files written atomically, readable by everyone the umask allows (model folders are often shared),
+and a file's content hash.
 
 A file is written under a temporary name beside its destination and renamed into place, so a
 reader never sees half a file. safetensors writes through a private temporary file (mode 0600);
@@ -7,12 +8,13 @@ the mode is set to the usual ``0o666 & ~umask`` before the rename.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-if TYPE_CHECKING:  # torch only where tensors are written: the hub catalogue imports this module, and stays light
+if TYPE_CHECKING:  # torch only where tensors are written: the pretrained table imports this module, and stays light
     import torch
 
 
@@ -47,3 +49,12 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,13 +2,11 @@
 
 Hub files go through ``huggingface_hub`` into its cache, so ``HF_HOME``/``HF_HUB_CACHE``,
 ``HF_HUB_OFFLINE``, ``HF_TOKEN`` (or ``hf auth login``) and revisions work as in every other hub
-library. The environment is read at each call (``huggingface_hub`` reads it once, at import), so a
-program or test that sets ``HF_HOME`` or ``HF_HUB_OFFLINE`` later is still honoured.
+library; where they are is read at each call (:mod:`avseg.hub.locations`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -16,27 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from avseg.errors import AvsegError
-from avseg.files import with_umask_mode
-
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def hub_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    return hf_home() / "hub"
-
-
-def hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface").expanduser()
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
-
-def _endpoint() -> str | None:
-    return os.environ.get("HF_ENDPOINT") or None
+from avseg.files import file_sha256, with_umask_mode
+from avseg.hub.locations import avseg_cache_dir, hub_cache_dir, hub_endpoint, offline
 
 
 def hub_file(repo: str, filename: str, revision: str | None = None) -> Path:
@@ -45,7 +24,7 @@ def hub_file(repo: str, filename: str, revision: str | None = None) -> Path:
 
     with _hub_errors(repo, filename, revision):
         path = huggingface_hub.hf_hub_download(
-            repo, filename, revision=revision, cache_dir=hub_cache_dir(), local_files_only=offline(), library_name="avseg", endpoint=_endpoint()
+            repo, filename, revision=revision, cache_dir=hub_cache_dir(), local_files_only=offline(), library_name="avseg", endpoint=hub_endpoint()
         )
     return Path(path)
 
@@ -56,7 +35,7 @@ def hub_snapshot(repo: str, patterns: list[str], revision: str | None = None) ->
 
     with _hub_errors(repo, " or ".join(patterns), revision):
         path = huggingface_hub.snapshot_download(
-            repo, revision=revision, allow_patterns=patterns, cache_dir=hub_cache_dir(), local_files_only=offline(), library_name="avseg", endpoint=_endpoint()
+            repo, revision=revision, allow_patterns=patterns, cache_dir=hub_cache_dir(), local_files_only=offline(), library_name="avseg", endpoint=hub_endpoint()
         )
     return Path(path)
 
@@ -101,16 +80,12 @@ class _hub_errors:
         return False
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file; free for hub files stored by content (the cache's blob is named by it)."""
+def hub_blob_sha256(path: Path) -> str:
+    """The SHA-256 of a file, free for hub files stored by content (the cache names an LFS blob by it)."""
     blob = Path(os.path.realpath(path)).name
     if re.fullmatch(r"[0-9a-f]{64}", blob):
         return blob
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def url_file(url: str, folder: Path, sha256_prefix: str) -> Path:
@@ -146,6 +121,4 @@ VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/
 
 def vggish_weights() -> Path:
     """``vggish-10086976.pth``, downloaded once into ``<avseg cache>/encoders`` (for ``encoders.audio_weights`` unset)."""
-    from avseg.hub.resolve import avseg_cache_dir
-
     return url_file(VGGISH_URL, avseg_cache_dir() / "encoders", "10086976")

@@ -1,7 +1,7 @@
 """A model name, a hub repo id or a folder -> the local model folder that ``avseg.load_model`` reads.
 
 - A folder that exists is itself.
-- A catalogue name (:mod:`avseg.hub.catalogue`) downloads its official files through the hub cache
+- A pretrained name (:mod:`avseg.hub.pretrained`) downloads its official files through the hub cache
   and converts them, on first use, into ``<avseg cache>/models/<name>-<key>``; ``key`` hashes the
   source files' SHA-256 and the conversion settings, so new weights (another revision) give a new
   folder and the same weights are converted once. The avseg cache is ``$AVSEG_CACHE``, else
@@ -26,9 +26,10 @@ import tempfile
 from pathlib import Path
 
 from avseg.errors import AvsegError
-from avseg.files import with_umask_mode, write_json
-from avseg.hub.catalogue import PretrainedModel, find_pretrained, pretrained_models
-from avseg.hub.download import file_sha256, hf_home, hub_file, hub_snapshot
+from avseg.files import file_sha256, with_umask_mode, write_json
+from avseg.hub.download import hub_blob_sha256, hub_file, hub_snapshot
+from avseg.hub.locations import avseg_cache_dir
+from avseg.hub.pretrained import PretrainedModel, find_pretrained, pretrained_models
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +41,8 @@ MODEL_FILES = ["config.json", "model.safetensors", "sam2_memory.safetensors", "s
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
-def avseg_cache_dir() -> Path:
-    if os.environ.get("AVSEG_CACHE"):
-        return Path(os.environ["AVSEG_CACHE"]).expanduser()
-    return hf_home() / "avseg"
-
-
 def resolve_model(model: str | Path) -> Path | str:
-    """The local model folder for ``model`` (a folder, a catalogue name or a hub repo id); zero-shot names unchanged."""
+    """The local model folder for ``model`` (a folder, a pretrained name or a hub repo id); zero-shot names unchanged."""
     text = str(model)
     if Path(text).exists():
         return Path(text)
@@ -79,7 +74,7 @@ def hub_model_folder(repo_id: str) -> Path:
 
 
 def converted_model(row: PretrainedModel) -> Path:
-    """The cached avseg model folder of a catalogue row: downloaded and converted on first use only."""
+    """The cached avseg model folder of a pretrained row: downloaded and converted on first use only."""
     source, files = _download(row)
     key = conversion_key(row, files)
     folder = avseg_cache_dir() / "models" / f"{row.name}-{key[:16]}"
@@ -113,7 +108,7 @@ def conversion_key(row: PretrainedModel, files: list[Path]) -> str:
         "architecture": row.architecture,
         "converter": row.converter,
         "projector": row.projector,
-        "files": sorted((path.name, file_sha256(path)) for path in files),
+        "files": sorted((path.name, hub_blob_sha256(path)) for path in files),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

@@ -1,6 +1,6 @@
 """The pretrained models avseg knows by name: where their weights come from and what they should score.
 
-Each row names an *architecture* (the model classes in :mod:`avseg.models.registry`), the hub repo and
+Each row names an *architecture* (a name of :mod:`avseg.models.architectures`), the hub repo and
 files its weights are published as, how those files become an avseg model folder (``converter``, with
 the projector mode passed explicitly: a checkpoint does not record it), and the published numbers a
 user should reproduce, with their source. :func:`pretrained_models` returns the rows,
