@@ -12,7 +12,11 @@ from pathlib import Path
 
 
 def use_hub_cache(monkeypatch, root: Path, offline: bool = True) -> Path:
-    """Point avseg at an empty ``HF_HOME`` under ``root``; returns its hub cache folder."""
+    """Point avseg at an empty ``HF_HOME`` under ``root``, with no remembered answer of a hub endpoint;
+    returns its hub cache folder."""
+    import avseg.hub.download
+
+    monkeypatch.setattr(avseg.hub.download, "_probes", {})
     monkeypatch.setenv("HF_HOME", str(root / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("AVSEG_CACHE", raising=False)

@@ -6,7 +6,13 @@ converter tests build them), stored in a temporary hub cache the way ``huggingfa
 downloads; ``release_config`` is patched to the tiny sizes, as in the converter tests.
 """
 
+import errno
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import make_video
@@ -233,3 +239,137 @@ def test_zero_shot_name_loads_its_models_from_the_hub_cache(tmp_path, monkeypatc
     system, info = load_system("zeroshot-sam3", cues=None)
     assert info["model"] == "zeroshot-sam3" and "facebook/sam3" in info["source"]
     assert system.segmenter("cpu") is not None
+
+
+SEGMENT_EACH_NAME = """
+import sys, time
+import avseg.hub.download as download
+from avseg.cli import main
+video, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+for name in names:
+    download._probes.clear()  # each name as its own command would find it
+    print(f"--- {name}", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    code = main(["segment", video, "--model", name, "--out", out])
+    print(f"--- {code} {time.monotonic() - start:.2f}", file=sys.stderr, flush=True)
+"""
+
+
+def without_network(tmp_path, endpoint: str) -> dict:
+    """The environment of a user whose machine has no network and who has not set HF_HUB_OFFLINE."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "AVSEG_CACHE", "HF_HUB_CACHE")}
+    return {**env, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": endpoint}
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_without_a_network_every_name_is_one_line_within_seconds(tmp_path):
+    """huggingface_hub retried a refused hub for ~25 s, a line per try; zeroshot-sam3 ended in transformers'
+    text and a repo id listed seven file patterns. Each is now one line naming HF_HUB_OFFLINE and hf download."""
+    video = make_video(tmp_path / "clip.mp4", seconds=1)
+    names = [row.name for row in pretrained_models()] + ["org/some-model@v1"]
+    result = subprocess.run(
+        [sys.executable, "-c", SEGMENT_EACH_NAME, str(video), str(tmp_path / "out"), *names],
+        env=without_network(tmp_path, f"http://127.0.0.1:{closed_port()}"), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    reports = result.stderr.split("--- ")[1:]
+    assert [report.splitlines()[0] for report in reports[::2]] == names
+    for name, report, ending in zip(names, reports[::2], reports[1::2]):
+        lines = report.splitlines()[1:]
+        code, seconds = ending.split()
+        assert code == "2" and len(lines) == 1 and lines[0].startswith("avseg: error: "), (name, lines)
+        assert "HF_HUB_OFFLINE" in lines[0] and "`hf download " in lines[0] and "could not be reached" in lines[0], lines[0]
+        assert float(seconds) < 15, (name, seconds)
+    assert "laion/larger_clap_general" in reports[2 * names.index("zeroshot-sam3")]
+    assert "pattern" not in result.stderr and "model.safetensors or" not in result.stderr
+
+
+def test_a_hub_that_never_answers_is_one_line_within_seconds(tmp_path):
+    """A listening socket that accepts and never answers (a firewall that drops, a dead proxy): the
+    probe gives up after its own timeout, and huggingface_hub makes no request of its own."""
+    video = make_video(tmp_path / "clip.mp4", seconds=1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", "av2t-sam-s4", "--out", str(tmp_path / "out")],
+            env=without_network(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}"), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        seconds = time.monotonic() - start
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "Kyungbok/AV2T-SAM" in result.stderr and "HF_HUB_OFFLINE" in result.stderr and "hf download" in result.stderr
+    assert seconds < 15
+
+
+def test_cached_weights_load_without_a_network_and_offline_asks_nothing(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    import avseg.hub.download as download
+
+    avseg.load_model("av2t-sam-s4")  # converted while offline
+    monkeypatch.setattr(download, "_answers", lambda endpoint: pytest.fail("HF_HUB_OFFLINE=1, yet the hub was asked"))
+    assert isinstance(avseg.load_model("av2t-sam-s4"), AV2TSAM)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(download, "_answers", lambda endpoint: False)
+    assert isinstance(avseg.load_model("av2t-sam-ms3"), AV2TSAM)  # from the cache, as huggingface_hub does when offline
+    assert constants.HF_HUB_OFFLINE is False, "huggingface_hub was left offline"
+
+
+def test_an_avseg_cache_that_is_a_file_is_one_line(hub, tmp_path, monkeypatch, capsys):
+    (tmp_path / "cache-file").write_text("not a folder")
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache-file"))
+    video = make_video(tmp_path / "clip.mp4", seconds=1)
+    assert main(["segment", str(video), "--model", "av2t-sam-s4", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "AVSEG_CACHE" in error and str(tmp_path / "cache-file") in error
+    assert (tmp_path / "cache-file").read_text() == "not a folder"
+
+
+def read_only(monkeypatch, folder):
+    """``folder`` read-only, as a shared or mounted cache is: its modes, and for root (whom modes do not
+    stop) the kernel's answer to anyone else, EACCES, from the calls that make folders and files."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o555)
+    if os.geteuid() != 0:
+        return
+
+    def inside(path) -> bool:
+        return os.path.abspath(path).startswith(str(folder) + os.sep)
+
+    def refuse(call):
+        def refused(path, *args, **kwargs):
+            if inside(path):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return call(path, *args, **kwargs)
+
+        return refused
+
+    open_file = os.open
+    monkeypatch.setattr(os, "mkdir", refuse(os.mkdir))
+    monkeypatch.setattr(os, "open", lambda path, flags, *a, **k: refuse(open_file)(path, flags, *a, **k) if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) else open_file(path, flags, *a, **k))
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if mode & os.W_OK and inside(path) else True)
+
+
+def test_a_read_only_hf_home_is_one_line(hub, tmp_path, monkeypatch, capsys):
+    """The hub files are cached (a shared, read-only HF_HOME); the conversion cache beside them cannot be written."""
+    video = make_video(tmp_path / "clip.mp4", seconds=1)
+    home = tmp_path / "hf"
+    try:
+        with monkeypatch.context() as patch:
+            read_only(patch, home)
+            code = main(["segment", str(video), "--model", "av2t-sam-s4", "--out", str(tmp_path / "out")])
+    finally:
+        for path in [home, *home.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and "AVSEG_CACHE" in error and str(home) in error, error

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from avseg.errors import AvsegError
+
 _TRUE = {"1", "on", "yes", "true"}
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -30,6 +32,22 @@ def avseg_cache_dir() -> Path:
     if os.environ.get("AVSEG_CACHE"):
         return Path(os.environ["AVSEG_CACHE"]).expanduser()
     return hf_home() / "avseg"
+
+
+def cache_folder(folder: Path) -> Path:
+    """``folder`` of avseg's cache, made if missing; one line when it cannot be (a read-only ``HF_HOME``,
+    an ``AVSEG_CACHE`` that is a file), naming the variable that chose the place."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        chosen_by = f"AVSEG_CACHE={os.environ['AVSEG_CACHE']}" if os.environ.get("AVSEG_CACHE") else f"HF_HOME={hf_home()}"
+        raise AvsegError(
+            f"{folder}: cannot make or write avseg's cache folder ({error.strerror or error}; it follows {chosen_by}); "
+            "set AVSEG_CACHE to a writable folder"
+        ) from None
+    return folder
 
 
 def offline() -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 from avseg.errors import AvsegError
 from avseg.files import file_sha256, with_umask_mode, write_json
 from avseg.hub.download import hub_blob_sha256, hub_file, hub_snapshot
-from avseg.hub.locations import avseg_cache_dir
+from avseg.hub.locations import avseg_cache_dir, cache_folder
 from avseg.hub.pretrained import PretrainedModel, find_pretrained, pretrained_models
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def resolve_model(model: str | Path) -> Path | str:
 def hub_model_folder(repo_id: str) -> Path:
     """The snapshot of a hub repo written by ``avseg push`` (``org/name[@revision]``)."""
     repo, _, revision = repo_id.partition("@")
-    folder = hub_snapshot(repo, MODEL_FILES, revision or None)
+    folder = hub_snapshot(repo, MODEL_FILES, revision or None, what="an avseg model (config.json, model.safetensors)")
     try:
         name = json.loads((folder / "config.json").read_text()).get("model")
     except (OSError, ValueError, AttributeError):
@@ -134,8 +134,7 @@ def _complete(folder: Path, key: str) -> bool:
 def _convert_into(row: PretrainedModel, source: Path, folder: Path, key: str) -> None:
     from avseg.models.av2t_sam import convert as conversion
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    temporary = Path(tempfile.mkdtemp(dir=cache_folder(folder.parent), prefix=f".{folder.name}."))
     try:
         logger.warning("converting %s (%s) into %s; done once", row.name, source.name, folder)
         conversion.convert(source, temporary, kind=row.converter, projector=row.projector)
