@@ -17,7 +17,7 @@ import time
 import pytest
 from conftest import make_video
 import torch
-from hub_stand_in import publish, use_hub_cache
+from hub_stand_in import ServedHub, publish, use_hub_cache
 from test_av2t_sam import inputs, official_av2t_state, randomised, tiny_config_patch
 from test_zero_shot import model_dirs  # noqa: F401 (tiny CLAP and SAM 3 folders)
 
@@ -66,6 +66,10 @@ def test_models_command_and_pretrained_table_agree(capsys):
     assert {"av2t-sam-s4", "av2t-sam-ms3", "evf-sam2", "zeroshot-sam3"} <= set(names)
     for row in pretrained_models():
         assert f"| {row.name} |" in table and row.published_source and row.weights
+        assert row.file_names in ("verified", "inferred", "not named") and row.file_names_source
+        assert f"| {row.file_names} ({row.file_names_source}) |" in table
+        assert next(r for r in rows if r["name"] == row.name)["file_names"] == row.file_names
+    assert {row.name: row.file_names for row in pretrained_models()}["av2t-sam-s4"] == "inferred"
 
 
 def test_every_converted_name_loads_from_the_hub_cache_and_converts_once(hub):
@@ -373,3 +377,91 @@ def test_a_read_only_hf_home_is_one_line(hub, tmp_path, monkeypatch, capsys):
                 path.chmod(0o755)
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1 and "AVSEG_CACHE" in error and str(home) in error, error
+
+
+@pytest.fixture()
+def served(tmp_path, monkeypatch):
+    """``serve(repos)``: the stand-in hub over HTTP with these repos, and avseg pointed at it with
+    downloads on (HF_HUB_OFFLINE unset, an empty HF_HOME, no token)."""
+    import huggingface_hub.constants as constants
+
+    servers = []
+
+    def serve(repos: dict[str, dict[str, bytes]]) -> ServedHub:
+        servers.append(ServedHub(repos))
+        use_hub_cache(monkeypatch, tmp_path, offline=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_ENDPOINT", servers[-1].url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+def official_bytes(model: AV2TSAM, tmp_path) -> bytes:
+    torch.save(official_av2t_state(model), tmp_path / "official.pth")
+    return (tmp_path / "official.pth").read_bytes()
+
+
+def test_the_checkpoint_is_picked_from_the_repos_listing_not_guessed(served, tmp_path, monkeypatch):
+    """The release's checkpoint under another name of the training script's pattern, in a folder: found
+    through the listing, downloaded, converted, and the same model."""
+    tiny_config_patch(monkeypatch)
+    reference = randomised(AV2TSAM(AV2TSAMConfig.tiny()), seed=3).eval()
+    name = "checkpoints/avs_mul_adapter_evf_sam2_s4_0.5_0.0_best.pth"
+    hub = served({AV2T_REPO: {"README.md": b"# AV2T-SAM", name: official_bytes(reference, tmp_path)}})
+    model = avseg.load_model("av2t-sam-s4").eval()
+    batch = inputs(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch), reference(**batch), rtol=0, atol=0)
+    assert ("GET", f"/api/models/{AV2T_REPO}/tree/main") in hub.requests
+    assert not [path for method, path in hub.requests if "README" in path], "a file the row does not match was downloaded"
+
+
+def test_a_repo_of_backbones_says_what_it_holds_in_one_line(served, tmp_path, capsys):
+    served({AV2T_REPO: {"README.md": b"# backbones", "CLAP_weights_2023.pth": b"clap", "evf_sam2/pytorch_model.bin": b"evf"}})
+    video = make_video(tmp_path / "clip.mp4", seconds=1)
+    assert main(["segment", str(video), "--model", "av2t-sam-ms3", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "holds no trained AV2T-SAM checkpoint for av2t-sam-ms3" in error
+    assert "3 files: CLAP_weights_2023.pth, README.md, evf_sam2/pytorch_model.bin" in error
+
+
+def test_two_candidate_checkpoints_are_named_not_chosen(served, capsys, tmp_path):
+    served({AV2T_REPO: {"a_mul_adapter_evf_sam2_s4_0.5_0.5_best.pth": b"1", "b_mul_adapter_evf_sam2_s4_0.0_0.5_best.pth": b"2"}})
+    with pytest.raises(AvsegError) as error:
+        avseg.load_model("av2t-sam-s4")
+    assert "2 files could be av2t-sam-s4's checkpoint" in str(error.value) and "avseg convert av2t-sam" in str(error.value)
+
+
+def test_offline_the_hub_cache_is_the_listing_and_says_what_it_holds(tmp_path, monkeypatch):
+    cache = use_hub_cache(monkeypatch, tmp_path)
+    publish(cache, AV2T_REPO, {"evf_sam2.bin": b"a backbone"})
+    with pytest.raises(AvsegError) as error:
+        avseg.load_model("av2t-sam-s4")
+    message = str(error.value)
+    assert "\n" not in message and "not in the hub cache" in message and "it holds 1 file: evf_sam2.bin of this repo" in message
+    assert "HF_HUB_OFFLINE" in message and "hf download Kyungbok/AV2T-SAM" in message
+
+
+def clap_state() -> dict[str, torch.Tensor]:
+    """The top-level layout of MS-CLAP's CLAP_weights_2023.pth: audio and caption encoders, no AV2T-SAM parts."""
+    return {"audio_encoder.base.htsat.patch_embed.proj.weight": torch.zeros(4, 1, 2, 2), "caption_encoder.base.embeddings.word_embeddings.weight": torch.zeros(8, 4)}
+
+
+def evf_state() -> dict[str, torch.Tensor]:
+    """EVF-SAM2's hub weights: the official AV2T-SAM state's ``model.`` part, without the prefix."""
+    official = official_av2t_state(AV2TSAM(AV2TSAMConfig.tiny()))
+    return {key[len("model.") :]: value for key, value in official.items() if key.startswith("model.")}
+
+
+@pytest.mark.parametrize("backbone, named", [(clap_state, "MS-CLAP"), (evf_state, "EVF-SAM2")])
+def test_the_converter_refuses_a_backbone_in_one_line(tmp_path, capsys, backbone, named):
+    torch.save(backbone(), tmp_path / "_mul_adapter_evf_sam2_s4_0.0_0.0_best.pth")
+    argv = ["convert", "av2t-sam", str(tmp_path / "_mul_adapter_evf_sam2_s4_0.0_0.0_best.pth"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"a backbone, {named}" in error and "not a trained AV2T-SAM checkpoint" in error
+    assert not (tmp_path / "out").exists()

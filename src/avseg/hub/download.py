@@ -68,15 +68,50 @@ def cache_only_reason() -> str | None:
     return None
 
 
-def not_in_cache(repo: str, what: str, revision: str | None, why: str | None) -> AvsegError:
-    """The one line for a hub file that is needed, missing from the cache, and cannot be downloaded now."""
+def not_in_cache(repo: str, what: str, revision: str | None, why: str | None, holds: list[str] | None = None) -> AvsegError:
+    """The one line for a hub file that is needed, missing from the cache, and cannot be downloaded now
+    (``holds``: the files of the repo the cache does have)."""
     fetch = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
     at = f"@{revision}" if revision else ""
     if why is None or why.startswith("downloads are off"):
         advice = f"fetch it once online: unset HF_HUB_OFFLINE, or run `{fetch}`"
     else:
         advice = f"fetch it once where the hub answers (`{fetch}`, into this HF_HOME), or set HF_HUB_OFFLINE=1 to read the cache without asking the hub"
-    return AvsegError(f"{repo}{at}: {what} is not in the hub cache {hub_cache_dir()} and {why or 'the hub could not be reached'}; {advice}")
+    cached = f" (it holds {describe_files(holds)} of this repo)" if holds else ""
+    return AvsegError(f"{repo}{at}: {what} is not in the hub cache {hub_cache_dir()}{cached} and {why or 'the hub could not be reached'}; {advice}")
+
+
+def describe_files(names: list[str], shown: int = 8) -> str:
+    """``3 files: a, b, c`` (the first ``shown`` names, then how many more), or ``no files``."""
+    if not names:
+        return "no files"
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} file{'s' if len(names) > 1 else ''}: {', '.join(names[:shown])}{more}"
+
+
+def repo_file_names(repo: str, revision: str | None = None) -> tuple[list[str], str | None]:
+    """The files of a hub model repo at ``revision``, from the hub's listing, and None; while only the
+    cache can be read, the files of that revision in the hub cache (possibly none), and why
+    (:func:`cache_only_reason`). ``HF_TOKEN`` or a login and ``HF_ENDPOINT`` apply as to downloads."""
+    why = cache_only_reason()
+    if why is not None:
+        return cached_file_names(repo, revision), why
+    from huggingface_hub import HfApi
+
+    with _hub_errors(repo, "the list of its files", revision):
+        return sorted(HfApi(endpoint=hub_endpoint(), library_name="avseg").list_repo_files(repo, revision=revision)), None
+
+
+def cached_file_names(repo: str, revision: str | None = None) -> list[str]:
+    """The files of ``repo`` at ``revision`` (a branch or tag: its ``refs`` entry; or a commit) that the hub
+    cache holds, read from huggingface_hub's documented layout (``models--ORG--NAME/snapshots/COMMIT/``)."""
+    storage = hub_cache_dir() / ("models--" + repo.replace("/", "--"))
+    ref = storage / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snapshot = storage / "snapshots" / commit if commit else None
+    if snapshot is None or not snapshot.is_dir():
+        return []
+    return sorted(path.relative_to(snapshot).as_posix() for path in snapshot.rglob("*") if path.is_file())
 
 
 def hub_file(repo: str, filename: str, revision: str | None = None) -> Path:
@@ -182,7 +217,7 @@ class _hub_errors:
                 f"{where}: cannot write the hub cache {hub_cache_dir()} ({error.strerror or error}); "
                 "point HF_HOME (or HF_HUB_CACHE) at a writable folder, or set HF_HUB_OFFLINE=1 to read it only"
             ) from None
-        if isinstance(error, (errors.HfHubHTTPError, OSError, ValueError)):
+        if isinstance(error, Exception):  # HTTP, connection (httpx's own classes), file system, validation
             first = str(error).splitlines()[0][:200] if str(error) else ""
             raise AvsegError(f"{where}: downloading {self.what} failed ({type(error).__name__}: {first})") from None
         return False

@@ -17,6 +17,7 @@ whose files are missing, resized, or whose safetensors header does not parse, is
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from avseg.errors import AvsegError
 from avseg.files import file_sha256, with_umask_mode, write_json
-from avseg.hub.download import hub_blob_sha256, hub_file, hub_snapshot
+from avseg.hub.download import describe_files, hub_blob_sha256, hub_file, hub_snapshot, not_in_cache, repo_file_names
 from avseg.hub.locations import avseg_cache_dir, cache_folder
 from avseg.hub.pretrained import PretrainedModel, find_pretrained, pretrained_models
 
@@ -86,17 +87,42 @@ def converted_model(row: PretrainedModel) -> Path:
     return folder
 
 
+CONVERTED_KINDS = {"av2t-sam": "trained AV2T-SAM checkpoint", "evf-sam": "EVF-SAM weights"}
+"""What a row's converter turns into a model, as messages name it."""
+
+
 def _download(row: PretrainedModel) -> tuple[Path, list[Path]]:
-    """What to convert (a file, or a snapshot folder for patterns) and the source files it consists of."""
+    """What to convert (a file, or the snapshot folder of several) and the source files it consists of:
+    the first of the row's patterns that matches any file of the repo's listing, all its matches."""
     assert row.repo is not None
-    if any(char in name for name in row.files for char in "*?["):
-        folder = hub_snapshot(row.repo, list(row.files), row.revision)
-        files = sorted(path for pattern in row.files for path in folder.glob(pattern) if path.is_file())
-        if not files:
-            raise AvsegError(f"{row.repo}: no file matching {' or '.join(row.files)} (the weights of {row.name})")
-        return folder, files
-    files = [hub_file(row.repo, name, row.revision) for name in row.files]
-    return (files[0] if len(files) == 1 else files[0].parent), files
+    names, why = repo_file_names(row.repo, row.revision)
+    chosen = matching_files(row.files, names)
+    where = f"{row.repo}@{row.revision}" if row.revision else row.repo
+    patterns = " or ".join(row.files)
+    if not chosen and why is not None:
+        raise not_in_cache(row.repo, f"{row.name}'s weights (a file matching {patterns})", row.revision, why, holds=names)
+    if not chosen:
+        raise AvsegError(
+            f"{where}: holds no {CONVERTED_KINDS[row.converter]} for {row.name} (no file matching {patterns}); it holds {describe_files(names)}"
+        )
+    if len(chosen) > 1 and row.converter == "av2t-sam":
+        raise AvsegError(
+            f"{where}: {len(chosen)} files could be {row.name}'s checkpoint ({', '.join(chosen)}); "
+            "convert the one you mean with `avseg convert av2t-sam FILE`"
+        )
+    files = [hub_file(row.repo, name, row.revision) for name in chosen]
+    if len(files) == 1:
+        return files[0], files
+    return files[0].parents[len(Path(chosen[0]).parts) - 1], files
+
+
+def matching_files(patterns: tuple[str, ...], names: list[str]) -> list[str]:
+    """The names matching the first of ``patterns`` that matches any (``fnmatch``: ``*`` crosses folders)."""
+    for pattern in patterns:
+        matches = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if matches:
+            return matches
+    return []
 
 
 def conversion_key(row: PretrainedModel, files: list[Path]) -> str:
