@@ -25,7 +25,7 @@ import avseg
 from avseg.cli import main
 from avseg.errors import AvsegError
 from avseg.hub.pretrained import find_pretrained, pretrained_models
-from avseg.hub.resolve import MARKER, resolve_model
+from avseg.hub.resolve import ENTRY_FILES, MARKER, resolve_model
 from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
 
 AV2T_REPO = "Kyungbok/AV2T-SAM"
@@ -89,6 +89,7 @@ def test_every_converted_name_loads_from_the_hub_cache_and_converts_once(hub):
         avseg.load_model(name)
     assert len(calls) == 3, "a converted model was converted again"
     assert len(set(folders)) == 3 and all((folder / MARKER).is_file() for folder in folders)
+    assert all({path.name for path in folder.iterdir()} <= ENTRY_FILES for folder in folders), "replacing an entry would refuse it"
     info = json.loads((folders[0] / "system.json").read_text())
     assert info["encoders"]["audio"] == "msclap"  # what `avseg segment` loads beside it
 
@@ -99,24 +100,67 @@ def test_zero_shot_name_needs_no_conversion(hub):
     assert find_pretrained("zeroshot-sam3").gated
 
 
-@pytest.mark.parametrize("damage", ["truncate", "marker", "config", "config-same-size"])
+def damage_in_place(path, damage: str) -> None:
+    data = bytearray(path.read_bytes())
+    if damage == "bytes-same-size":  # a few bytes in the tensor data, past the header
+        middle = len(data) // 2
+        data[middle : middle + 4] = bytes(255 - b for b in data[middle : middle + 4])
+    else:  # "second-half-zeroed"
+        data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "marker", "config", "config-same-size", "bytes-same-size", "second-half-zeroed"])
 def test_a_corrupt_cache_entry_is_converted_again(hub, damage):
-    _, calls = hub
+    references, calls = hub
     folder = resolve_model("av2t-sam-s4")
+    weights = folder / "model.safetensors"
     if damage == "truncate":
-        weights = folder / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:100])
     elif damage == "marker":
         (folder / MARKER).write_text("{not json")
     elif damage == "config":
         (folder / "config.json").write_text("{}")
-    else:  # garbage of the same length: only a hash tells
+    elif damage == "config-same-size":  # garbage of the same length: only a checksum tells
         config = folder / "config.json"
         config.write_text("#" * config.stat().st_size)
+    else:  # the weights damaged at the same size: the header still parses, the model still loads
+        damage_in_place(weights, damage)
     assert len(calls) == 1
-    model = avseg.load_model("av2t-sam-s4")
+    model = avseg.load_model("av2t-sam-s4").eval()
     assert len(calls) == 2 and isinstance(model, AV2TSAM)
+    batch = inputs(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch), references["av2t-sam-s4"](**batch), rtol=0, atol=0)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "a temporary folder was left behind"
+
+
+@pytest.mark.parametrize("foreign", ["no-marker", "a-file-avseg-does-not-write", "a-link"])
+def test_a_folder_avseg_did_not_write_is_refused_not_deleted(hub, tmp_path, foreign, capsys):
+    """At an entry's place, something that is not a finished entry and that avseg did not write: one line,
+    and every file is still there."""
+    _, calls = hub
+    folder = resolve_model("av2t-sam-s4")
+    if foreign == "no-marker":
+        (folder / MARKER).unlink()
+    elif foreign == "a-file-avseg-does-not-write":
+        (folder / "notes.txt").write_text("mine")
+        (folder / "config.json").write_text("{}")  # and the entry no longer complete
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "notes.txt").write_text("mine")
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+        folder.symlink_to(elsewhere)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    video = make_video(tmp_path / "clip.mp4", seconds=1)
+    assert main(["segment", str(video), "--model", "av2t-sam-s4", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(folder) in error and ("avseg did not write it" in error or "not a folder avseg wrote" in error), error
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.name != "clip.mp4") == before
+    assert len(calls) == 1
 
 
 def test_a_converted_entry_is_readable_by_others(hub):
