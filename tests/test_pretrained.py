@@ -381,12 +381,16 @@ def test_an_avseg_cache_that_is_a_file_is_one_line(hub, tmp_path, monkeypatch, c
     assert (tmp_path / "cache-file").read_text() == "not a folder"
 
 
+def set_folder_modes(folder, mode: int) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(mode)
+
+
 def read_only(monkeypatch, folder):
     """``folder`` read-only, as a shared or mounted cache is: its modes, and for root (whom modes do not
     stop) the kernel's answer to anyone else, EACCES, from the calls that make folders and files."""
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o555)
+    set_folder_modes(folder, 0o555)
     if os.geteuid() != 0:
         return
 
@@ -416,9 +420,7 @@ def test_a_read_only_hf_home_is_one_line(hub, tmp_path, monkeypatch, capsys):
             read_only(patch, home)
             code = main(["segment", str(video), "--model", "av2t-sam-s4", "--out", str(tmp_path / "out")])
     finally:
-        for path in [home, *home.rglob("*")]:
-            if path.is_dir() and not path.is_symlink():
-                path.chmod(0o755)
+        set_folder_modes(home, 0o755)
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1 and "AVSEG_CACHE" in error and str(home) in error, error
 

@@ -2,7 +2,8 @@
 
 :mod:`~avseg.hub.pretrained` lists the named pretrained models, :mod:`~avseg.hub.resolve` turns a name, a hub
 repo id or a folder into a local model folder, :mod:`~avseg.hub.download` fetches hub files and
-plain URLs (the VGGish weights), :mod:`~avseg.hub.push` uploads a model folder with its model card.
+plain URLs (the VGGish weights), :mod:`~avseg.hub.push` uploads a model folder with its model card;
+:mod:`~avseg.hub.locations`, below them all, says where the caches are.
 """
 
 from avseg.hub.pretrained import PretrainedModel, format_models_table, pretrained_models

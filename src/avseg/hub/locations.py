@@ -8,6 +8,7 @@ resolver and the cue cache can all read these places without importing each othe
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def cache_folder(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):
-            raise PermissionError(13, "Permission denied")
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as error:
         chosen_by = f"AVSEG_CACHE={os.environ['AVSEG_CACHE']}" if os.environ.get("AVSEG_CACHE") else f"HF_HOME={hf_home()}"
         raise AvsegError(
