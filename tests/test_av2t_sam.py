@@ -327,7 +327,8 @@ def test_cli_refusal_is_one_line_on_stderr(tmp_path):
     import subprocess
     import sys
 
-    torch.save({"model.visual_model.image_encoder.trunk.pos_embed": torch.zeros(1)}, tmp_path / "weights.pth")
+    weights = {"model.visual_model.image_encoder.trunk.pos_embed": torch.zeros(1), "projector.audio_proj.weight": torch.zeros(1)}
+    torch.save(weights, tmp_path / "weights.pth")  # the projector mode is not in the file, nor in its name
     result = subprocess.run(
         [sys.executable, "-m", "avseg.cli", "convert", "av2t-sam", str(tmp_path / "weights.pth"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},

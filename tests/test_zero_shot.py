@@ -240,7 +240,7 @@ def test_bad_input_is_a_one_line_error(model_dirs, tmp_path, capsys):
     recipe = tmp_path / "zs.yaml"
     recipe.write_text("model: zeroshot-sam3\ndata: {layout: s4, root: nowhere}\n")
     cases = [
-        (segment, "laion/larger_clap_general: cannot load CLAP"),  # the hub is out of reach in tests
+        (segment, "laion/larger_clap_general: CLAP is not in the hub cache"),  # the hub is out of reach in tests
         ([*segment, "--clap-model", str(model_dirs / "clap"), "--sam3-model", str(tmp_path / "nothing")], "nothing: cannot load SAM 3"),
         ([*segment, *models, "--vocabulary", "mine.txt"], "mine.txt: vocabulary file not found"),
         ([*segment, *models, "--vocabulary", " , "], "no entries"),

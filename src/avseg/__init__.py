@@ -16,7 +16,7 @@ def load_model(path):
 def available_models() -> list[dict]:
     """Every model avseg knows, as data (name, method, description, trainable, by_name, presets, converter);
     ``avseg models`` prints it."""
-    from avseg.models.catalog import available_models as listed
+    from avseg.models.architectures import available_models as listed
 
     return listed()
 

@@ -14,7 +14,7 @@ from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
 from avseg.engine.data import LAYOUTS, reader_class
 from avseg.engine.dense import MAX_WINDOW
 from avseg.errors import AvsegError
-from avseg.models.catalog import MODELS
+from avseg.models.architectures import MODELS
 
 MAX_FRAME_SIZE = 8192
 """Beyond this, ``extract --size`` is a typo, not a resolution (8K video is 7680 wide)."""
@@ -172,8 +172,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from avseg.hub.catalogue import format_models_table, pretrained_models
-    from avseg.models.catalog import available_models
+    from avseg.hub.pretrained import format_models_table, pretrained_models
+    from avseg.models.architectures import available_models
 
     models = available_models()
     if args.json:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from avseg.errors import ConfigError
-from avseg.models.catalog import model_entry
+from avseg.models.architectures import model_entry
 
 
 @dataclass

@@ -63,10 +63,14 @@ def failure_reason(error: BaseException) -> str:
 @contextmanager
 def loading(source: Any, what: str, error: type[AvsegError] = AvsegError) -> Iterator[None]:
     """:func:`quiet_loading`, and any failure inside (a missing, corrupt or incompatible file) becomes the
-    one-line ``error("SOURCE: cannot load WHAT (reason)")``; avseg's own errors pass unchanged."""
+    one-line ``error("SOURCE: cannot load WHAT (reason)")``; avseg's own errors pass unchanged. A hub name
+    is read from the hub cache alone when the hub cannot be used (:func:`avseg.hub.download.hub_load`)."""
+    from avseg.hub.download import hub_load
+
     with quiet_loading():
         try:
-            yield
+            with hub_load(source, what):
+                yield
         except AvsegError:
             raise
         except Exception as exc:  # whatever the file does to the loader, the message names the file

@@ -26,17 +26,16 @@ from avseg.data.clip import Clip
 from avseg.data.files import read_rgb
 from avseg.data.reader import ClipRecord
 from avseg.errors import MediaError
-from avseg.hub.download import file_sha256
+from avseg.files import file_sha256
+from avseg.hub.locations import avseg_cache_dir, cache_folder
 from avseg.media import iter_frames
 
 
 def cue_cache_folder(captioner: Any, llm: Any) -> Path:
     """Where ``--cues auto`` caches the cues of every video: ``$AVSEG_CACHE/cues/<captioner>--<llm>``, one
     cache per pair of models (its manifest names them), outside the output folders that a run replaces."""
-    from avseg.hub.resolve import avseg_cache_dir
-
     names = "--".join(re.sub(r"[^\w.-]+", "_", str(getattr(model, "name", model)).strip("/"))[-60:] for model in (captioner, llm))
-    return avseg_cache_dir() / "cues" / names
+    return cache_folder(avseg_cache_dir() / "cues" / names)
 
 
 class VideoFrames:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from avseg.config import EncodersConfig
-from avseg.errors import ConfigError
+from avseg.errors import AvsegError, ConfigError
 
 
 def build_audio_encoder(config: EncodersConfig):
@@ -24,15 +24,12 @@ def build_audio_encoder(config: EncodersConfig):
 
         weights = config.audio_weights
         if weights is None:  # where msclap's CLAPWrapper downloads it from
-            from huggingface_hub import hf_hub_download
+            from avseg.hub.download import hub_file
 
             try:
-                weights = hf_hub_download("microsoft/msclap", "CLAP_weights_2023.pth")
-            except Exception as error:
-                raise ConfigError(
-                    f"encoders.audio_weights: give the path to CLAP_weights_2023.pth "
-                    f"(downloading it from microsoft/msclap failed: {type(error).__name__})"
-                ) from error
+                weights = hub_file("microsoft/msclap", "CLAP_weights_2023.pth")
+            except AvsegError as error:
+                raise ConfigError(f"encoders.audio_weights: give the path to CLAP_weights_2023.pth, or fetch it: {error}") from None
         return ClapAudioEncoder(ClapAudio.from_official(weights))
     raise ConfigError(f"encoders.audio: unknown audio encoder {config.audio!r} (use vggish, msclap or logmel)")
 

@@ -31,15 +31,12 @@ numpy pipeline (48 kHz, 480 hop, a filterbank designed for the input rate).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:
-    from avseg.encoders.clap import ClapAudioConfig
 
 LOG_FLOOR = 1e-10
 """Power floor before ``10 log10``: torchlibrosa's ``amin`` (with ``ref=1`` and no top-dB clamp)."""
@@ -83,6 +80,18 @@ def _dft_kernels(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.from_numpy(kernel[:, None, :].astype(np.float32)) for kernel in (real, imag))
 
 
+class MelSettings(Protocol):
+    """What the front end reads of :class:`~avseg.encoders.clap.ClapAudioConfig` (named here, not imported:
+    the encoder imports this module)."""
+
+    n_fft: int
+    hop: int
+    filterbank_rate: int
+    mel_bins: int
+    fmin: float
+    fmax: float
+
+
 class LogMel(nn.Module):
     """HTS-AT's front end: ``(N, samples)`` waveform to ``(N, frames, mel_bins)`` log-mel power in dB.
 
@@ -91,7 +100,7 @@ class LogMel(nn.Module):
     Both are fixed functions of the config, kept as non-persistent buffers.
     """
 
-    def __init__(self, config: ClapAudioConfig):
+    def __init__(self, config: MelSettings):
         super().__init__()
         self.n_fft, self.hop = config.n_fft, config.hop
         self.register_buffer("dft", torch.cat(_dft_kernels(config.n_fft)), persistent=False)

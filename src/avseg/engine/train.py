@@ -124,7 +124,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, settings, steps_per_epoch: int)
 def check_model_config(recipe: Recipe) -> None:
     """The recipe's ``model_config`` keys and types, checked before any work starts (the model's system
     checks them again when it builds the model, for ``avseg evaluate`` too)."""
-    from avseg.models.catalog import model_entry
+    from avseg.models.architectures import model_entry
 
     where = f"{recipe.source or 'recipe'}: model_config"
     entry = model_entry(recipe.model)

@@ -1,6 +1,6 @@
-"""Building and loading models by the names of the model table (:mod:`avseg.models.catalog`).
+"""Building and loading models by the names of the model table (:mod:`avseg.models.architectures`).
 
-``load_model(folder)`` (the catalog's, after resolving names and hub repos) reads the ``model`` field of ``config.json`` and loads the
+``load_model(folder)`` (the architecture table's, after resolving names and hub repos) reads the ``model`` field of ``config.json`` and loads the
 table's model class strictly. A *system* is what a recipe needs around a model to train and evaluate it:
 its frozen encoders, its cues and its data task; ``build_system`` makes one from a recipe, ``load_system``
 from a trained model folder (its ``system.json`` records the encoders) or a by-name model. Every build and
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 from avseg.config import DataConfig, EncodersConfig, Recipe, build_config
 from avseg.errors import AvsegError, ConfigError
 from avseg.loading import quiet_loading
-from avseg.models import catalog
-from avseg.models.catalog import MODELS, available_models, model_entry
+from avseg.models import architectures
+from avseg.models.architectures import MODELS, available_models, model_entry
 from avseg.models.system_info import SYSTEM_FILE, read_system_info, save_system_info
 from avseg.silence import legacy_gate_setting
 
@@ -95,4 +95,4 @@ def load_model(path: str | Path) -> Any:
     or a hub repo id (``org/name[@revision]``) is downloaded (and converted) first."""
     from avseg.hub.resolve import resolve_model
 
-    return catalog.load_model(resolve_model(path))
+    return architectures.load_model(resolve_model(path))

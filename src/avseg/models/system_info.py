@@ -10,7 +10,7 @@ from typing import Any
 from avseg.config import EncodersConfig, Recipe, build_config
 from avseg.errors import AvsegError
 from avseg.files import write_json
-from avseg.models.catalog import MODELS
+from avseg.models.architectures import MODELS
 
 SYSTEM_FILE = "system.json"
 

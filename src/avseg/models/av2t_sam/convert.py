@@ -293,6 +293,32 @@ def _strip_model_prefix(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, to
     return {key: state[name] for key, name in names.items()}, names
 
 
+AV2T_SAM_PARTS = ("projector.", "audio_prompt_generator.")
+"""What only a trained AV2T-SAM checkpoint holds: the audio projector and the adapters."""
+BACKBONES = (
+    (("audio_encoder.", "caption_encoder."), "MS-CLAP (its audio and text encoders)"),
+    (("visual_model.image_encoder.trunk.",), "EVF-SAM2 (BEiT-3 and SAM 2)"),
+    (("visual_model.image_encoder.blocks.",), "EVF-SAM (BEiT-3 and SAM)"),
+    (("image_encoder.trunk.", "sam_mask_decoder."), "SAM 2"),
+    (("beit3.", "mm_extractor.beit3."), "BEiT-3"),
+    (("vision_model.", "text_model."), "CLIP"),
+)
+"""Key prefixes -> the pre-trained backbone a file without AV2T-SAM's own parts is (the first match)."""
+
+
+def refuse_backbone(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """A file without AV2T-SAM's projector and adapters is not a trained AV2T-SAM checkpoint, whatever else it
+    holds: one line naming the backbone it is (the release's hub repo calls its files pre-trained backbones)."""
+    if any(key.startswith(AV2T_SAM_PARTS) for key in state):
+        return
+    what = next((name for prefixes, name in BACKBONES if any(key.startswith(prefixes) for key in state)), None)
+    holds = f"a backbone, {what} weights" if what else "no AV2T-SAM weights"
+    hint = "; EVF weights are a training start: `avseg convert evf-sam`" if what and what.startswith("EVF") else ""
+    raise AvsegError(
+        f"{path}: {holds}, not a trained AV2T-SAM checkpoint (no projector.* or audio_prompt_generator.* weights){hint}"
+    )
+
+
 def _detect_backbone(state: Mapping[str, torch.Tensor], path: Path) -> str:
     if any(k.startswith("visual_model.image_encoder.trunk.") for k in state):
         return "sam2"
@@ -338,6 +364,8 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
     if kind not in ("av2t-sam", "evf-sam"):
         raise AvsegError(f"unknown checkpoint kind {kind!r} (use av2t-sam, evf-sam or sam3)")
     state, in_file = _strip_model_prefix(read_weights(path))
+    if kind == "av2t-sam":
+        refuse_backbone(state, path)
     backbone = _detect_backbone(state, path)
     mode = projector_mode(path, projector) if kind == "av2t-sam" else projector or "mul"
     config = release_config(backbone, mode)
@@ -358,7 +386,7 @@ def convert(path: str | Path, out: str | Path, kind: str = "av2t-sam", projector
     evf_prefix = "model." if any(name.startswith("model.") for name in in_file.values()) else ""
 
     def official(key: str) -> str:
-        return key if key.startswith(("projector.", "audio_prompt_generator.")) else evf_prefix + key
+        return key if key.startswith(AV2T_SAM_PARTS) else evf_prefix + key
 
     missing = sorted({official(o) for k in expected if k not in mapped for o in names.to_official(k, expected) if o not in state})
     wrong = sorted({official(o) for k, v in mapped.items() if k in expected and v.shape != expected[k].shape for o in names.to_official(k, expected)})

@@ -10,7 +10,7 @@ import torch
 from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.encoders.build import build_audio_encoder, build_text_encoder
-from avseg.models.catalog import model_entry
+from avseg.models.architectures import model_entry
 from avseg.models.teso.inputs import TeSOInputs
 from avseg.models.teso.model import TeSO, TeSOConfig
 from avseg.models.teso.segmenter import TeSOSegmenter

@@ -1,5 +1,7 @@
-"""The one table of avseg's models: name -> method, classes, presets (in the spirit of segment-anything's
-``sam_model_registry``), and :func:`load_model`, which loads a saved model folder as the class it names.
+"""The architecture table: each model avseg can build, train and load, by name -> method, classes, presets
+(in the spirit of segment-anything's ``sam_model_registry``), and :func:`load_model`, which loads a saved
+model folder as the class it names. Released *weights* by name are the other table,
+:mod:`avseg.hub.pretrained`; each of its rows names one architecture of this one.
 
 Everything that needs a model name reads it from :data:`MODELS`: :func:`avseg.load_model`, the registry's
 ``build_system`` / ``load_system``, recipes' ``model:``, ``avseg segment --model``, ``avseg models`` and
@@ -166,10 +168,10 @@ def available_models() -> list[dict[str, Any]]:
 
     ``kind: pretrained``: a name that loads as it is (``avseg.load_model(name)``, ``avseg segment --model
     name``), with its architecture (an entry of :data:`MODELS`), training data, needs, weights and published
-    numbers (:mod:`avseg.hub.catalogue`). ``kind: architecture``: a model of the table that has no released
+    numbers (:mod:`avseg.hub.pretrained`). ``kind: architecture``: a model of the table that has no released
     weights under its own name; recipes train it (``name``, ``method``, ``description``, ``trainable``,
     ``by_name``, ``presets``, ``converter``)."""
-    from avseg.hub.catalogue import pretrained_models
+    from avseg.hub.pretrained import pretrained_models
 
     rows = [{"kind": "pretrained", **row.info(), "architecture_info": MODELS[row.architecture].info()} for row in pretrained_models()]
     named = {row["name"] for row in rows}

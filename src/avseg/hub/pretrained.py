@@ -1,17 +1,24 @@
 """The pretrained models avseg knows by name: where their weights come from and what they should score.
 
-Each row names an *architecture* (the model classes in :mod:`avseg.models.registry`), the hub repo and
+Each row names an *architecture* (a name of :mod:`avseg.models.architectures`), the hub repo and
 files its weights are published as, how those files become an avseg model folder (``converter``, with
 the projector mode passed explicitly: a checkpoint does not record it), and the published numbers a
 user should reproduce, with their source. :func:`pretrained_models` returns the rows,
 :func:`format_models_table` prints them for ``avseg models``.
 
-The file names of the AV2T-SAM release are not listed anywhere in the official repository
-(``bok-bok/AV2T-SAM``: "place all weights from huggingface.co/Kyungbok/AV2T-SAM/tree/main"); the
-names below are what its ``train_avs.py`` writes for the README's commands
-(``{model_name}_{projector}_adapter_{evf_version}_{dataset}_{audio_aug}_{visual_aug}_best.pth`` with
-an empty model name, projector ``mul``, EVF-SAM2, no augmentation), and its ``scripts/*.sbatch`` load
-files of exactly that pattern. They are fields, so a different release layout is a one-line change.
+**File names are patterns, picked from a listing.** A row's ``files`` are matched against the repo's
+file list (``huggingface_hub``'s listing at the row's revision; with only the cache readable, the files
+of that revision in the hub cache), and the first pattern that matches anything is used: a first command
+never bets on one guessed name. ``file_names`` says how the patterns were found: ``verified`` (from a
+listing of the repo, ``file_names_source`` says which), ``inferred`` (from code that writes or reads
+them) or ``not named`` (transformers finds a repo's files itself).
+
+The AV2T-SAM names are inferred. The official repository (``bok-bok/AV2T-SAM``) says "place all weights
+from huggingface.co/Kyungbok/AV2T-SAM/tree/main" and its README calls that repo's files "pre-trained
+backbones"; no public listing shows trained S4/MS3 checkpoints there. Its ``train_avs.py`` names a trained
+checkpoint ``{model_name}_{projector}_adapter_{evf_version}_{dataset}_{audio_aug}_{visual_aug}_best.pth``
+and its ``scripts/*.sbatch`` load files of that pattern; the rows take the README's command first (empty
+model name, ``mul``, EVF-SAM2, no augmentation), then any name of that pattern for their subset.
 """
 
 from __future__ import annotations
@@ -34,7 +41,12 @@ class PretrainedModel:
     repo: str | None
     """the hub repo its weights are downloaded from (None: several repos, see ``weights``)"""
     files: tuple[str, ...] = ()
-    """files of ``repo`` to download; patterns (``*.bin``) download a snapshot of the matching files"""
+    """patterns (``fnmatch``, ``*`` crosses folders) of ``repo``'s files, best first: the first that matches
+    any file of the repo's listing is downloaded, all its matches"""
+    file_names: str = "inferred"
+    """how ``files`` were found: ``verified`` (a listing of the repo), ``inferred`` (code that writes or
+    reads them) or ``not named`` (no files named: transformers finds them)"""
+    file_names_source: str = ""
     revision: str | None = None
     """a branch, tag or commit of ``repo``; None is the default branch"""
     converter: str | None = None
@@ -77,7 +89,8 @@ def _av2t_sam_release(subset: str, data: str) -> PretrainedModel:
         method="AV2T-SAM (EVF-SAM2: BEiT-3-L + SAM 2 Hiera-L; audio in text-embedding space, mul projector, adapters)",
         data=data,
         repo="Kyungbok/AV2T-SAM",
-        files=(f"_mul_adapter_evf_sam2_{subset}_0.0_0.0_best.pth",),
+        files=(f"_mul_adapter_evf_sam2_{subset}_0.0_0.0_best.pth", f"*mul_adapter_evf_sam2_{subset}_*.pth"),
+        file_names_source="bok-bok/AV2T-SAM train_avs.py and scripts/*.sbatch; the hub repo's listing not seen",
         converter="av2t-sam",
         projector="mul",
         gpu_memory_gb=4,
@@ -97,6 +110,7 @@ PRETRAINED: tuple[PretrainedModel, ...] = (
         data="EVF-SAM2's referring-segmentation data (no AVS training)",
         repo="YxZhang/evf-sam2-multitask",
         files=("*.safetensors", "pytorch_model*.bin"),
+        file_names_source="EVF-SAM loads it with transformers' from_pretrained (either weights format)",
         converter="evf-sam",
         projector="mul",
         gpu_memory_gb=4,
@@ -110,6 +124,8 @@ PRETRAINED: tuple[PretrainedModel, ...] = (
         method="zero-shot: LAION CLAP hears the vocabulary's classes, SAM 3 segments them from text",
         data="none (no AVS training)",
         repo=None,
+        file_names="not named",
+        file_names_source="transformers reads facebook/sam3 and laion/larger_clap_general as saved",
         gpu_memory_gb=4,
         gated=True,
         licence="SAM licence (facebook/sam3, gated); LAION CLAP Apache-2.0",
@@ -131,10 +147,11 @@ def find_pretrained(name: str) -> PretrainedModel | None:
 def format_models_table(rows: list[PretrainedModel] | None = None) -> str:
     """The rows as a Markdown table, then how to name any other model (``avseg models``)."""
     rows = pretrained_models() if rows is None else rows
-    header = ("name", "method", "trained on", "needs", "weights", "published (source)")
+    header = ("name", "method", "trained on", "needs", "weights", "file names", "published (source)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = (row.name, row.method, row.data, row.needs, row.weights, f"{row.numbers} ({row.published_source})")
+        file_names = f"{row.file_names} ({row.file_names_source})"
+        cells = (row.name, row.method, row.data, row.needs, row.weights, file_names, f"{row.numbers} ({row.published_source})")
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     lines.append("")
     lines.append("Also: any folder written by `avseg train` or `avseg convert`, and a hub repo of one (`org/name`, `org/name@revision`, see `avseg push`).")
