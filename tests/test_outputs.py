@@ -189,3 +189,33 @@ def test_segment_output_under_a_file(tmp_path, capsys, small_model):
     (tmp_path / "o").write_text("")
     one_line_error(capsys, ["segment", video, "--model", small_model, "--out", tmp_path / "o", "--cues", "x"], "o: is a file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "o"]
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("..", "means the parent folder"),
+        (".", "means the current folder"),
+        ("", "is empty"),
+        ("/tmp/elsewhere", "holds a path separator"),
+        ("a/../..", "holds a path separator"),
+        ("..\\up", "holds a path separator"),
+        ("nul\0byte", "holds a control character"),
+        ("two\nlines", "holds a control character"),
+        ("x" * 256, "is longer than 255 bytes"),
+    ],
+)
+def test_a_folder_name_must_be_one_plain_name(name, problem):
+    from avseg.errors import ConfigError
+    from avseg.outputs import safe_folder_name
+
+    with pytest.raises(ConfigError) as raised:
+        safe_folder_name(name, "name")
+    assert str(raised.value) == f"name: {name!r} {problem}; it must be one plain folder name"
+
+
+@pytest.mark.parametrize("name", ["run", "...", ".hidden", "clip 10:30", "é" * 127, "a..b"])
+def test_plain_folder_names_pass(name):
+    from avseg.outputs import safe_folder_name
+
+    assert safe_folder_name(name, "name") == name

@@ -20,7 +20,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Collection, Iterator
 
-from avseg.errors import AvsegError
+from avseg.errors import AvsegError, ConfigError
+
+MAX_NAME_BYTES = 255
+"""The longest file name Linux, macOS and Windows file systems all accept (in UTF-8 bytes)."""
+
+
+def safe_folder_name(name: str, what: str) -> str:
+    """``name`` if it is one plain folder name, else a one-line :class:`ConfigError` starting with ``what``.
+
+    A name that comes from a recipe, an option or a file's stem becomes a folder under a parent avseg
+    writes to (``runs/NAME``, ``OUT/<stem>``), so it must stay there: no separator (``/``, or ``\\`` which
+    is one on Windows), not ``.`` or ``..``, not empty, no NUL or other control character (which also
+    keeps the names in one-line messages on one line), and short enough for any file system.
+    """
+    problem = None
+    if not isinstance(name, str):
+        problem = "is not text"
+    elif not name:
+        problem = "is empty"
+    elif name in (".", ".."):
+        problem = "means the current folder" if name == "." else "means the parent folder"
+    elif "/" in name or "\\" in name:
+        problem = "holds a path separator"
+    elif any(ord(character) < 32 or ord(character) == 127 for character in name):
+        problem = "holds a control character"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        problem = f"is longer than {MAX_NAME_BYTES} bytes"
+    if problem:
+        raise ConfigError(f"{what}: {name!r} {problem}; it must be one plain folder name")
+    return name
 
 
 def output_error(exc: OSError, path: str | os.PathLike, staging: Path | None = None) -> AvsegError:
