@@ -67,7 +67,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
     size = (args.size, args.size) if args.size else None
     waveform, rate = read_audio(args.video, args.rate, missing="silence" if args.allow_silent else "error")
-    with staged_folder(args.out, replaceable=("frames", "audio.wav")) as staging:
+    with staged_folder(args.out, replaceable={"frames": {"*.png": None}, "audio.wav": None}) as staging:
         (staging / "frames").mkdir()
         count = 0
         for count, frame in enumerate(iter_frames(args.video, args.sampling, size), start=1):
