@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from avseg import __version__
+from avseg.config import MAX_AUDIO_RATE, MIN_AUDIO_RATE
 from avseg.data.dense import MAX_FPS as MAX_SYNTHETIC_FPS
 from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
@@ -17,7 +18,6 @@ from avseg.models.catalog import MODELS
 
 MAX_FRAME_SIZE = 8192
 """Beyond this, ``extract --size`` is a typo, not a resolution (8K video is 7680 wide)."""
-MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384000
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
