@@ -88,11 +88,17 @@ def test_train_into_an_existing_run_needs_resume_or_overwrite(tmp_path):
     run = tmp_path / "runs" / "x"
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text('{"epoch": 1, "step": 1}\n')
-    result = cli("train", DEMO_RECIPE, "--set", f"output={tmp_path / 'runs'}", "--set", "name=x", "--set", f"data.root={tmp_path / 'data'}")
+    train_x = ("train", DEMO_RECIPE, "--set", f"output={tmp_path / 'runs'}", "--set", "name=x", "--set", f"data.root={tmp_path / 'data'}")
+    result = cli(*train_x, "--overwrite")  # no marker and no recipe.json: not a run avseg wrote
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"avseg: error: {run}: is not a run avseg wrote (it has no recipe.json); choose another run name or output folder"
+    ]
+    (run / "recipe.json").write_text("{}")  # a run from before the marker
+    result = cli(*train_x)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"avseg: error: {run}: already holds a run; pass --resume to continue it or --overwrite to replace it"
     ]
-    assert [p.name for p in run.iterdir()] == ["metrics.jsonl"] and (run / "metrics.jsonl").read_text() == '{"epoch": 1, "step": 1}\n'
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "recipe.json"] and (run / "metrics.jsonl").read_text() == '{"epoch": 1, "step": 1}\n'
     assert not (tmp_path / "data").exists()
 
 

@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a YAML recipe (torchrun for several processes)")
     train.add_argument("config", type=Path)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint, with the recipe the run was started with (changes allowed on resume are recorded in recipe.json)")
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier run of the same name (only a run folder avseg wrote, holding nothing else)")
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")

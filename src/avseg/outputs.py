@@ -121,14 +121,19 @@ def remove_empty(created: list[Path]) -> None:
 
 def check_writable(final: Path, replaceable: Layout = {}) -> None:
     """Refuse a ``final`` folder :func:`staged_folder` would refuse, before any work is done."""
-    existing = next(p for p in (final.parent, *final.parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise AvsegError(f"{existing}: is a file, not a folder (cannot write {final} under it)")
+    check_parent_folder(final)
     if final.is_symlink() or (final.exists() and not final.is_dir()):
         raise AvsegError(f"{final}: exists and is not a folder")
     foreign = foreign_entries(final, replaceable) if final.is_dir() else []
     if foreign:
         raise AvsegError(f"{final}: already holds files avseg did not write ({shown(foreign)}); choose another output folder")
+
+
+def check_parent_folder(final: Path) -> None:
+    """Refuse a ``final`` that cannot be made because a file stands where one of its parent folders would be."""
+    existing = next(p for p in (final.parent, *final.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise AvsegError(f"{existing}: is a file, not a folder (cannot write {final} under it)")
 
 
 def foreign_entries(folder: Path, layout: Layout) -> list[str]:
