@@ -30,6 +30,18 @@ from avseg.models.teso import TeSO, TeSOConfig
         ("train.schedule_step=batch", "train.schedule_step: must be one of iteration, epoch, got 'batch'"),
         ("train.validate_every=0", "train.validate_every: must be at least 1, got 0"),
         ("model_config=5", "model_config: expected a mapping, got int"),
+        # A sample rate of 0 trained a model that segment refused; a negative one gave a traceback.
+        ("data.sample_rate=0", "data.sample_rate: must be at least 1000, got 0"),
+        ("data.sample_rate=-16000", "data.sample_rate: must be at least 1000, got -16000"),
+        ("data.synthetic_videos=-1", "data.synthetic_videos: must be at least 0, got -1"),
+        # NaN passes every comparison with a limit; an infinite rate diverges at the first step.
+        ("train.lr=.inf", "train.lr: must be a finite number, got inf"),
+        ("train.weight_decay=.nan", "train.weight_decay: must be a finite number, got nan"),
+        ("train.mute_probability=.nan", "train.mute_probability: must be a finite number, got nan"),
+        ("train.seed=-1", "train.seed: must be at least 0, got -1"),
+        ("train.seed=18446744073709551616", "train.seed: must be at most 4294967295, got 18446744073709551616"),
+        ("train.min_lr=0.1", "train.min_lr: must be at most train.lr (0.002), got 0.1"),
+        ("name=..", "name: '..' means the parent folder; it must be one plain folder name"),
     ],
 )
 def test_recipe_values_out_of_range_are_errors_at_load(override, message):
@@ -60,6 +72,8 @@ def test_train_refusals_are_one_line_and_leave_nothing(tmp_path):
         (["--set", "train.device=cudaa"], "train.device: unknown device 'cudaa'"),
         (["--set", "model_config.image_size=big"], "model_config.image_size: expected int, got 'big'"),
         (["--set", "model_config.sedam_layer=2"], "model_config.sedam_layer: unknown key"),
+        (["--set", "model_config.image_size=0"], "model_config.image_size: must be at least 32, got 0"),
+        (["--set", "data.sample_rate=-5"], "data.sample_rate: must be at least 1000, got -5"),
         (["--resume", "--overwrite"], "--resume and --overwrite: choose one"),
     ]
     for extra, fragment in cases:
@@ -74,11 +88,17 @@ def test_train_into_an_existing_run_needs_resume_or_overwrite(tmp_path):
     run = tmp_path / "runs" / "x"
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text('{"epoch": 1, "step": 1}\n')
-    result = cli("train", DEMO_RECIPE, "--set", f"output={tmp_path / 'runs'}", "--set", "name=x", "--set", f"data.root={tmp_path / 'data'}")
+    train_x = ("train", DEMO_RECIPE, "--set", f"output={tmp_path / 'runs'}", "--set", "name=x", "--set", f"data.root={tmp_path / 'data'}")
+    result = cli(*train_x, "--overwrite")  # no marker and no recipe.json: not a run avseg wrote
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"avseg: error: {run}: is not a run avseg wrote (it has no recipe.json); choose another run name or output folder"
+    ]
+    (run / "recipe.json").write_text("{}")  # a run from before the marker
+    result = cli(*train_x)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"avseg: error: {run}: already holds a run; pass --resume to continue it or --overwrite to replace it"
     ]
-    assert [p.name for p in run.iterdir()] == ["metrics.jsonl"] and (run / "metrics.jsonl").read_text() == '{"epoch": 1, "step": 1}\n'
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "recipe.json"] and (run / "metrics.jsonl").read_text() == '{"epoch": 1, "step": 1}\n'
     assert not (tmp_path / "data").exists()
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from avseg.cli import main
 from avseg.config import load_recipe
 from avseg.engine.demo import DEMO_RECIPE
+from avseg.errors import AvsegError
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
 
@@ -109,6 +110,28 @@ def test_extract_replaces_an_earlier_run_whole(tmp_path, capsys):
     assert (out / "mine.txt").read_text() == "keep"
 
 
+def test_replacing_an_output_folder_deletes_only_what_avseg_writes_there(tmp_path, capsys):
+    """The names avseg writes were checked at the top level only: a user's file inside frames/ went with
+    the folder, and a folder named like the one the earlier result was moved aside to was deleted."""
+    from avseg.engine.segment import check_output_folders
+
+    video = make_video(tmp_path / "v.mp4", seconds=2)
+    out = tmp_path / "x"
+    assert main(["extract", str(video), "--out", str(out), "--size", "32"]) == 0
+    (tmp_path / ".x.previous").mkdir()
+    (tmp_path / ".x.previous" / "mine.txt").write_text("keep")
+    assert main(["extract", str(video), "--out", str(out), "--size", "32"]) == 0
+    assert (tmp_path / ".x.previous" / "mine.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.previous", "v.mp4", "x"]
+    (out / "frames" / "mine.jpg").write_text("keep")
+    one_line_error(capsys, ["extract", video, "--out", out], "x: already holds files avseg did not write (frames/mine.jpg)")
+    assert (out / "frames" / "mine.jpg").read_text() == "keep"
+    (tmp_path / "o" / "clip" / "masks").mkdir(parents=True)
+    (tmp_path / "o" / "clip" / "masks" / "notes.txt").write_text("mine")
+    with pytest.raises(AvsegError, match=r"clip: already holds files avseg did not write \(masks/notes.txt\)"):
+        check_output_folders([tmp_path / "clip.mp4"], tmp_path / "o")
+
+
 def test_extract_refuses_a_video_with_nothing_to_sample_like_segment(tmp_path, capsys):
     video = make_video(tmp_path / "blip.mp4", seconds=0.1, fps=10)  # one frame, before the 15/16 s sampling instant
     one_line_error(capsys, ["extract", video, "--out", tmp_path / "x"], "blip.mp4: is shorter than its first sampling instant")
@@ -189,3 +212,33 @@ def test_segment_output_under_a_file(tmp_path, capsys, small_model):
     (tmp_path / "o").write_text("")
     one_line_error(capsys, ["segment", video, "--model", small_model, "--out", tmp_path / "o", "--cues", "x"], "o: is a file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "o"]
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("..", "means the parent folder"),
+        (".", "means the current folder"),
+        ("", "is empty"),
+        ("/tmp/elsewhere", "holds a path separator"),
+        ("a/../..", "holds a path separator"),
+        ("..\\up", "holds a path separator"),
+        ("nul\0byte", "holds a control character"),
+        ("two\nlines", "holds a control character"),
+        ("x" * 256, "is longer than 255 bytes"),
+    ],
+)
+def test_a_folder_name_must_be_one_plain_name(name, problem):
+    from avseg.errors import ConfigError
+    from avseg.outputs import safe_folder_name
+
+    with pytest.raises(ConfigError) as raised:
+        safe_folder_name(name, "name")
+    assert str(raised.value) == f"name: {name!r} {problem}; it must be one plain folder name"
+
+
+@pytest.mark.parametrize("name", ["run", "...", ".hidden", "clip 10:30", "é" * 127, "a..b"])
+def test_plain_folder_names_pass(name):
+    from avseg.outputs import safe_folder_name
+
+    assert safe_folder_name(name, "name") == name

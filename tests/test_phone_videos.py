@@ -224,9 +224,9 @@ def test_a_video_whose_name_is_dots_cannot_write_outside_out(tmp_path, tiny_teso
     video = make_video(tmp_path / "in" / "...mp4", seconds=2)
     out = tmp_path / "in" / "out"
     assert main(["segment", str(video), "--model", str(tiny_teso_dir), "--cues", "bell", "--out", str(out)]) == 2
-    assert "is not a plain folder name" in capsys.readouterr().err
+    assert "means the parent folder; it must be one plain folder name" in capsys.readouterr().err
     assert sorted(path.name for path in (tmp_path / "in").iterdir()) == ["...mp4"]
-    with pytest.raises(AvsegError, match="not a plain folder name"):
+    with pytest.raises(AvsegError, match="must be one plain folder name"):
         segment_video(None, video, out, 16000, "m")
 
 

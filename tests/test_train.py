@@ -177,9 +177,13 @@ def test_epoch_schedule_validation_interval_exact_resume_and_overwrite(tmp_path)
     assert_same_weights(weights(reference / "final"), weights(resumed / "final"))
     assert log_rows(resumed, "step") == steps
 
-    (resumed / "marker").write_text("left from the previous run")
-    train(recipe(tmp_path, "cut", "train.schedule=constant", "train.lr=0.001"), max_steps=2, overwrite=True)
-    assert not (resumed / "marker").exists() and not (resumed / "final").exists()
+    (resumed / "notes.txt").write_text("not avseg's")
+    replacement = recipe(tmp_path, "cut", "train.schedule=constant", "train.lr=0.001")
+    with pytest.raises(ConfigError, match="--overwrite removes only what avseg train wrote, and this run folder also holds notes.txt"):
+        train(replacement, max_steps=2, overwrite=True)
+    (resumed / "notes.txt").unlink()
+    train(replacement, max_steps=2, overwrite=True)
+    assert not (resumed / "final").exists()
     assert [row["lr"] for row in log_rows(resumed, "step")] == [0.001, 0.001]
 
 
@@ -218,14 +222,17 @@ def test_checkpoint_before_the_first_validation_and_the_log_are_strict_json(tmp_
 
 
 def test_a_failed_resume_leaves_the_run_as_it_was(tmp_path):
-    """Resuming with an architecture the checkpoint does not hold is refused, and the run's recipe.json
-    (what the run was started with) is not rewritten by the refused attempt."""
+    """Resuming with an architecture the run was not started with, or that its checkpoint does not hold, is
+    refused, and the run's recipe.json (what the run was started with) is not rewritten by the refused attempt."""
     settings = recipe(tmp_path, "kept", "train.checkpoint_every=1")
     train(settings, max_steps=1)
     saved = (tmp_path / "runs" / "kept" / "recipe.json").read_text()
+    with pytest.raises(AvsegError, match=r"--resume: model_config.sedam_layers \(unset\) -> 2: a resumed run keeps the recipe.json"):
+        train(recipe(tmp_path, "kept", "train.checkpoint_every=1", "model_config.sedam_layers=2"), resume=True)
+    (tmp_path / "runs" / "kept" / "recipe.json").unlink()  # no record to compare with: the checkpoint still refuses
     with pytest.raises(AvsegError, match="cannot resume from this checkpoint"):
         train(recipe(tmp_path, "kept", "train.checkpoint_every=1", "model_config.sedam_layers=2"), resume=True)
-    assert (tmp_path / "runs" / "kept" / "recipe.json").read_text() == saved
+    assert not (tmp_path / "runs" / "kept" / "recipe.json").exists()
 
 
 def test_attention_heads_must_divide_the_width():

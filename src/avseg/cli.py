@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from avseg import __version__
+from avseg.config import MAX_AUDIO_RATE, MIN_AUDIO_RATE
 from avseg.data.dense import MAX_FPS as MAX_SYNTHETIC_FPS
 from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
@@ -18,7 +19,6 @@ from avseg.models.architectures import MODELS
 
 MAX_FRAME_SIZE = 8192
 """Beyond this, ``extract --size`` is a typo, not a resolution (8K video is 7680 wide)."""
-MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384000
 ALLOW_SILENT_HELP = "a video without an audio track is segmented (extract: written) with silence as its audio, instead of refused"
 
 
@@ -71,7 +71,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     info = probe(args.video)
     check_audio_track(args.video, info, args.allow_silent)
     waveform, rate = read_audio(args.video, args.rate, missing="silence")
-    with staged_folder(args.out, replaceable=("frames", "audio.wav")) as staging:
+    with staged_folder(args.out, replaceable={"frames": {"*.png": None}, "audio.wav": None}) as staging:
         (staging / "frames").mkdir()
         count = 0
         for count, frame in enumerate(iter_frames(args.video, args.sampling, size), start=1):
@@ -297,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a YAML recipe (torchrun for several processes)")
     train.add_argument("config", type=Path)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint, with the recipe the run was started with (changes allowed on resume are recorded in recipe.json)")
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier run of the same name (only a run folder avseg wrote, holding nothing else)")
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")

@@ -3,11 +3,15 @@
 Unknown keys and values of the wrong type are errors that name the file and
 the key (``configs/teso_ms3.yaml: train.lrr: unknown key``), never silently
 ignored. ``--set train.lr=3e-4`` overrides any key; the value is parsed as YAML.
+Values out of their range are errors too, before any work starts: a number of
+the wrong sign, a NaN or infinity (YAML's ``.nan``, ``.inf``), a sample rate
+no audio has, a run name that is not one plain folder name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +22,18 @@ import yaml
 
 from avseg.errors import ConfigError
 from avseg.models.architectures import model_entry
+from avseg.outputs import safe_folder_name
+
+MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384000
+"""Sample rates (Hz) avseg resamples audio to: from telephone-band audio well below 8 kHz to the highest
+rates audio files are recorded at."""
+MAX_SEED = 2**32 - 1
+"""Seeds seed numpy's generators (non-negative) and torch's, together with step counts (so well below 2**63)."""
+
+
+def checked(default: Any, **limits: Any) -> Any:
+    """A field whose value ``build_config`` checks: ``min`` / ``max`` (inclusive), ``above`` (exclusive), ``choices``."""
+    return field(default=default, metadata={"limits": limits})
 
 
 @dataclass
@@ -31,8 +47,10 @@ class DataConfig:
     cues: str = "oracle"
     """A cue cache written by ``avseg cues``, ``oracle`` (the synthetic benchmark's visible objects), or
     ``none`` (every cue slot empty, on the synthetic benchmark: the cue-less ablation)."""
-    sample_rate: int = 16000
-    synthetic_videos: int = 0
+    sample_rate: int = checked(16000, min=MIN_AUDIO_RATE, max=MAX_AUDIO_RATE)
+    """The rate every clip's audio is resampled to (the audio encoder's own: VGGish and log-mel 16 kHz); a
+    trained model records it, and ``avseg segment`` feeds its videos' audio at it."""
+    synthetic_videos: int = checked(0, min=0)
     """If > 0 and ``root`` holds no dataset, write a synthetic one of this many videos there first."""
     synthetic_size: int = 64
 
@@ -53,11 +71,6 @@ class EncodersConfig:
     """A folder to cache frozen-encoder outputs in (safetensors, keyed by input and encoder)."""
 
 
-def checked(default: Any, **limits: Any) -> Any:
-    """A field whose value ``build_config`` checks: ``min`` / ``max`` (inclusive), ``above`` (exclusive), ``choices``."""
-    return field(default=default, metadata={"limits": limits})
-
-
 @dataclass
 class TrainConfig:
     epochs: int = checked(50, min=1)
@@ -70,7 +83,7 @@ class TrainConfig:
     """When the cosine schedule steps: after every ``iteration`` (T_max = all steps of the run) or at the end of
     every ``epoch`` (T_max = ``epochs``, as the AV2T-SAM release does)."""
     min_lr: float = checked(1e-7, min=0)
-    seed: int = 123
+    seed: int = checked(123, min=0, max=MAX_SEED)
     mute_probability: float = checked(0.1, min=0, max=1)
     """Silence augmentation (TeSO, AV2T-SAM): this fraction of training clips get digital silence and empty
     targets. avseg's choice; 0 trains as the papers do (the AV2T-SAM recipes set 0)."""
@@ -132,6 +145,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         return float(value)
     if kind in (int, float, str, bool) and (type(value) is not kind):
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):  # NaN passes every comparison with a limit, so check it here
+        raise ConfigError(f"{where}: must be a finite number, got {value}")
     return value
 
 
@@ -206,6 +221,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: expected a mapping at the top level")
     recipe = build_config(Recipe, apply_overrides(tree, overrides), f"{path}: ")
     model_entry(recipe.model, f"{path}: model")
+    safe_folder_name(recipe.name, f"{path}: name")
+    if recipe.train.min_lr > recipe.train.lr:
+        raise ConfigError(f"{path}: train.min_lr: must be at most train.lr ({recipe.train.lr:g}), got {recipe.train.min_lr:g}")
     recipe.source = str(path)
     return recipe
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from avseg.errors import AvsegError
 from avseg.files import save_tensors, write_json
 
 LATEST = "latest"
+CHECKPOINT_NAME = re.compile(r"step-\d{8,}(-end)?(-\d+)?")
+"""The names :func:`save_checkpoint` gives; only folders named so are ever rotated out (deleted)."""
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -77,7 +80,8 @@ def save_checkpoint(
     final = folder / name
     os.replace(temporary, final)
     write_json(folder / LATEST, {"checkpoint": name})
-    for old in sorted((p for p in folder.glob("step-*") if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)[:-keep]:
+    ours = (p for p in folder.iterdir() if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    for old in sorted(ours, key=lambda p: p.stat().st_mtime_ns)[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
@@ -95,6 +99,16 @@ def latest_checkpoint(folder: Path) -> Path | None:
     if not (path / "trainer.json").is_file():
         raise AvsegError(f"{path}: checkpoint is incomplete (no trainer.json)")
     return path
+
+
+def checkpoint_progress(path: Path) -> dict[str, Any]:
+    """The progress counters (epoch, step in epoch, global step, best score) saved in checkpoint ``path``."""
+    try:
+        progress = json.loads((path / "trainer.json").read_text())["progress"]
+        int(progress["epoch"]), int(progress["step_in_epoch"]), int(progress["global_step"])
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise AvsegError(f"{path / 'trainer.json'}: unreadable progress counters; cannot resume from this checkpoint") from None
+    return progress
 
 
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def evaluate_recipe(
     if not zero_shot and not checkpoint:
         raise ConfigError(f"--checkpoint: {recipe.model} needs a trained model folder (runs/NAME/best)")
     out = out or (Path(checkpoint) if checkpoint else Path(recipe.output) / recipe.name) / f"eval-{split}"
-    check_writable(Path(out), REPORT_FILES)  # before the evaluation, not after it
+    check_writable(Path(out), dict.fromkeys(REPORT_FILES))  # before the evaluation, not after it
     model = load_model(checkpoint) if checkpoint else None
     if model is not None and model.name != recipe.model:
         raise ConfigError(f"--checkpoint: {checkpoint} holds a {model.name} model, but the recipe evaluates {recipe.model}")

@@ -50,8 +50,9 @@ from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import ConfigError
 from avseg.outputs import check_writable, safe_folder_name, staged_folder
 
-OUTPUT_NAMES = ("masks", "masks.jsonl", "overlay.mp4", "summary.json")
-"""What :func:`segment_video` writes in a video's folder; a folder holding only these is replaced."""
+OUTPUT_NAMES = {"masks": {"*.png": None}, "masks.jsonl": None, "overlay.mp4": None, "summary.json": None}
+"""What :func:`segment_video` writes in a video's folder (:data:`avseg.outputs.Layout`); a folder holding only
+these is replaced."""
 QUEUE_FRAMES = 16
 """Decoded frames the decoder may run ahead, and frames the writer may lag behind."""
 MISSING_AUDIO = "missing: the video has no audio track, so the model heard silence (--allow-silent)"

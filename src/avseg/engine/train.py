@@ -23,16 +23,18 @@ the official metrics and the best model by J (mIoU for AVSS) is kept in
 flushed to disk before every checkpoint; ``--resume`` keeps exactly the lines
 up to its checkpoint.
 
-A recipe is checked before any work starts: the device must exist here, and an
-existing run folder is continued only with ``--resume`` or replaced only with
-``--overwrite``.
+A recipe is checked before any work starts: the device must exist here, the run
+name must be one plain folder name, and an existing run folder is continued
+only with ``--resume`` (with the recipe it was started with, up to the changes
+:mod:`avseg.engine.run_folder` records) or replaced only with ``--overwrite``
+(only a run avseg wrote, holding nothing else). A new run that fails before its
+first checkpoint leaves no folder behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -44,13 +46,15 @@ import torch
 from tqdm import tqdm
 
 from avseg.config import Recipe, config_values, recipe_to_dict
-from avseg.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from avseg.engine.checkpoint import checkpoint_progress, latest_checkpoint, load_checkpoint, save_checkpoint
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.evaluate import evaluate_clips
 from avseg.engine.memory import keep_large_buffers_mmapped
+from avseg.engine.run_folder import check_new_run, new_run, read_recipe_record, resumed_record
 from avseg.errors import AvsegError, ConfigError
 from avseg.files import write_json
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, save_system_info
+from avseg.outputs import safe_folder_name
 
 
 def resolve_device(name: str, option: str = "device") -> torch.device:
@@ -135,8 +139,10 @@ def check_model_config(recipe: Recipe) -> None:
     config_values(entry.config_class(), settings, where)
 
 
-def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, after refusing to mix a new run into an existing folder."""
+def _check_run_folder(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume from and the run's updated ``recipe.json`` (None: unchanged), after refusing
+    to mix a new run into an existing folder or a resumed run with a recipe it was not started with
+    (see :mod:`avseg.engine.run_folder`)."""
     checkpoints = out / "checkpoints"
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one (continue the run, or replace it)")
@@ -144,23 +150,23 @@ def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> Path | None:
         found = latest_checkpoint(checkpoints)
         if found is None:
             raise AvsegError(f"{checkpoints}: no checkpoint to resume from")
-        return found
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
-    return None
+        where = f"{recipe.source or 'recipe'}: "
+        return found, resumed_record(read_recipe_record(out), recipe, checkpoint_progress(found), where)
+    check_new_run(out, overwrite)
+    return None, None
 
 
 def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, overwrite: bool = False) -> Path:
     """Train ``recipe``; returns the output folder. ``max_steps`` stops early (tests, benchmarks);
-    ``overwrite`` clears an existing run folder first."""
+    ``overwrite`` clears an existing run folder that avseg wrote first."""
     if recipe.model in ZERO_SHOT_MODELS:
         raise AvsegError(f"model: {recipe.model} is zero-shot and has nothing to train; evaluate it with avseg evaluate")
     settings = recipe.train
     device = resolve_device(settings.device, f"{recipe.source or 'recipe'}: train.device")
-    out = Path(recipe.output) / recipe.name
+    out = Path(recipe.output) / safe_folder_name(recipe.name, f"{recipe.source or 'recipe'}: name")
     checkpoints = out / "checkpoints"
     check_model_config(recipe)
-    found = _check_run_folder(out, resume, overwrite)
+    found, record = _check_run_folder(out, recipe, resume, overwrite)
     keep_large_buffers_mmapped()
     rank, world = _distributed()
     if settings.micro_batches > 1 and world > 1:
@@ -180,12 +186,6 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
     system = build_system(recipe, num_classes=train_clips.num_classes)
     if world > 1:
         torch.distributed.barrier()  # every process has passed the checks before process 0 clears anything
-    if rank == 0:
-        if overwrite:
-            shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:  # a resumed run keeps the recipe it was started with
-            write_json(out / "recipe.json", recipe_to_dict(recipe))
     model = system.model.to(device)
     model.activation_checkpointing = settings.activation_checkpointing
     task = system.task(list(train_clips), settings.batch_clips, settings.seed)
@@ -200,72 +200,75 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
         progress = load_checkpoint(found, model, optimizer, scheduler)
         if rank == 0:
             _truncate_log(out / "metrics.jsonl", progress)
+            if record is not None:
+                write_json(out / "recipe.json", record)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16 else nullcontext()
     micro_batches = settings.micro_batches  # per process (1 under torchrun, see above)
-    log = open(out / "metrics.jsonl", "a") if rank == 0 else None
-    board = _tensorboard(out) if rank == 0 and settings.tensorboard else None
-    try:
-        for epoch in range(progress["epoch"], settings.epochs):
-            model.train()
-            bar = tqdm(total=len(task), desc=f"epoch {epoch + 1}/{settings.epochs}", disable=rank != 0 or not sys.stderr.isatty(), leave=False)
-            for step, clips in enumerate(task.batches(epoch)):
-                bar.update(1)
-                if step < progress["step_in_epoch"]:
-                    continue  # replaying a resumed epoch up to its checkpoint
-                if len(clips) < world * micro_batches:
-                    continue  # a last batch too small to give every process and micro-batch a clip is dropped
-                local = clips[rank::world]
-                micro = [local[k::micro_batches] for k in range(micro_batches)]
-                optimizer.zero_grad(set_to_none=True)
-                logged: dict[str, float] = {}
-                for index, part in enumerate(micro):
-                    # The matched loss samples random points: seed them by (step, micro-batch), so a
-                    # micro-batch gets the same points in whichever process computes it.
-                    torch.manual_seed(settings.seed + 1_000_003 * (progress["global_step"] + 1) + rank + index)
-                    with autocast:
-                        losses = task.loss(part, device, forward)
-                    if not torch.isfinite(losses["total"]):
-                        raise AvsegError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss is {losses['total'].item()}")
-                    (losses["total"] / micro_batches).backward()
-                    for name, value in losses.items():
-                        logged[name] = logged.get(name, 0.0) + value.item() / micro_batches
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-                optimizer.step()
-                if per_iteration:
+    with new_run(out, recipe_to_dict(recipe)) if rank == 0 and found is None else nullcontext():
+        log = open(out / "metrics.jsonl", "a") if rank == 0 else None
+        board = _tensorboard(out) if rank == 0 and settings.tensorboard else None
+        try:
+            for epoch in range(progress["epoch"], settings.epochs):
+                model.train()
+                bar = tqdm(total=len(task), desc=f"epoch {epoch + 1}/{settings.epochs}", disable=rank != 0 or not sys.stderr.isatty(), leave=False)
+                for step, clips in enumerate(task.batches(epoch)):
+                    bar.update(1)
+                    if step < progress["step_in_epoch"]:
+                        continue  # replaying a resumed epoch up to its checkpoint
+                    if len(clips) < world * micro_batches:
+                        continue  # a last batch too small to give every process and micro-batch a clip is dropped
+                    local = clips[rank::world]
+                    micro = [local[k::micro_batches] for k in range(micro_batches)]
+                    optimizer.zero_grad(set_to_none=True)
+                    logged: dict[str, float] = {}
+                    for index, part in enumerate(micro):
+                        # The matched loss samples random points: seed them by (step, micro-batch), so a
+                        # micro-batch gets the same points in whichever process computes it.
+                        torch.manual_seed(settings.seed + 1_000_003 * (progress["global_step"] + 1) + rank + index)
+                        with autocast:
+                            losses = task.loss(part, device, forward)
+                        if not torch.isfinite(losses["total"]):
+                            raise AvsegError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss is {losses['total'].item()}")
+                        (losses["total"] / micro_batches).backward()
+                        for name, value in losses.items():
+                            logged[name] = logged.get(name, 0.0) + value.item() / micro_batches
+                    lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+                    optimizer.step()
+                    if per_iteration:
+                        scheduler.step()
+                    progress.update(step_in_epoch=step + 1, global_step=progress["global_step"] + 1)
+                    bar.set_postfix(loss=f"{logged['total']:.3f}")
+                    if log is not None:
+                        log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": lr, **logged}, allow_nan=False) + "\n")
+                    if board is not None:
+                        for name, value in logged.items():
+                            board.add_scalar(f"train/{name}", value, progress["global_step"])
+                    if rank == 0 and progress["global_step"] % settings.checkpoint_every == 0:
+                        _sync(log)
+                        save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
+                    if max_steps is not None and progress["global_step"] >= max_steps:
+                        return out
+                bar.close()
+                if not per_iteration:
                     scheduler.step()
-                progress.update(step_in_epoch=step + 1, global_step=progress["global_step"] + 1)
-                bar.set_postfix(loss=f"{logged['total']:.3f}")
-                if log is not None:
-                    log.write(json.dumps({"epoch": epoch + 1, "step": progress["global_step"], "lr": lr, **logged}, allow_nan=False) + "\n")
-                if board is not None:
-                    for name, value in logged.items():
-                        board.add_scalar(f"train/{name}", value, progress["global_step"])
-                if rank == 0 and progress["global_step"] % settings.checkpoint_every == 0:
+                progress.update(epoch=epoch + 1, step_in_epoch=0)
+                if rank == 0:
+                    if epoch % settings.validate_every == 0:
+                        _validate(system, val_clips, train_clips.num_classes, device, epoch, progress, out, recipe, log, board)
                     _sync(log)
                     save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
-                if max_steps is not None and progress["global_step"] >= max_steps:
-                    return out
-            bar.close()
-            if not per_iteration:
-                scheduler.step()
-            progress.update(epoch=epoch + 1, step_in_epoch=0)
-            if rank == 0:
-                if epoch % settings.validate_every == 0:
-                    _validate(system, val_clips, train_clips.num_classes, device, epoch, progress, out, recipe, log, board)
-                _sync(log)
-                save_checkpoint(checkpoints, model, optimizer, scheduler, progress)
-            if world > 1:
-                torch.distributed.barrier()
-    finally:
-        if log is not None:
-            log.close()
-        if board is not None:
-            board.close()
-    if rank == 0:
-        model.save_pretrained(out / "final")
-        save_system_info(out / "final", recipe)
-    return out
+                if world > 1:
+                    torch.distributed.barrier()
+        finally:
+            if log is not None:
+                log.close()
+            if board is not None:
+                board.close()
+        if rank == 0:
+            model.save_pretrained(out / "final")
+            save_system_info(out / "final", recipe)
+        return out
 
 
 def _validate(system, val_clips, num_classes: int, device, epoch: int, progress: dict[str, Any], out: Path, recipe: Recipe, log, board) -> None:

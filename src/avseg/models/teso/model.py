@@ -39,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 
-from avseg.config import build_config
+from avseg.config import build_config, checked
 from avseg.errors import AvsegError, ConfigError
 from avseg.files import save_tensors, write_json
 from avseg.loading import loading
@@ -60,9 +60,9 @@ class TeSOConfig:
 
     num_classes: int = 2
     """Paper: a binary head for S4/MS3, 71 classes (background included) for AVSS."""
-    text_dim: int = 1024
+    text_dim: int = checked(1024, min=1)
     """Paper: ImageBind's text encoder (OpenCLIP ViT-H/14 text tower, 1024-d)."""
-    audio_dim: int = 128
+    audio_dim: int = checked(128, min=1)
     """Paper: VGGish, 128-d per 0.96 s."""
     sedam_layers: int = 2
     """avseg's choice: the paper has "N" SeDAM layers without a number; the release has one cross-attention.
@@ -72,22 +72,22 @@ class TeSOConfig:
     """avseg's choice: the paper has "N" PMQS layers without a number."""
     heads: int = 8
     """avseg's choice (the release's attention modules use 8 and 4 heads)."""
-    audio_window: int = 1
+    audio_window: int = checked(1, min=0)
     """avseg's choice: each frame attends to its own second of audio and this many on each side."""
     silence_gate_dbfs: float | None = SILENCE_GATE_DBFS
     """avseg's choice: the silence gate (:mod:`avseg.silence`) empties the masks of seconds whose level is at
     or below this; None: no gate. A rule applied to the network's output, never part of its training. Saved
     models from before it had ``silence_db`` (the same -60 rule, inside SeDAM); they load with the gate at it."""
-    adapter_bottleneck: int = 32
+    adapter_bottleneck: int = checked(32, min=1)
     """avseg's choice: the paper says "small adapters" without a width; the release's adapter code is not public."""
-    image_size: int = 384
-    """avseg's choice: frames are resized to this square for Mask2Former."""
-    gate_weight: float = 1.0
+    image_size: int = checked(384, min=32)
+    """avseg's choice: frames are resized to this square for Mask2Former (at 32 pixels its deepest, stride-32 map is 1x1)."""
+    gate_weight: float = checked(1.0, min=0)
     """avseg's choice: the learned gate of the dynamic mask is avseg's design (the paper names the mask only)."""
-    infonce_weight: float = 0.1
+    infonce_weight: float = checked(0.1, min=0)
     """avseg's choice: the paper adds InfoNCE without a weight; the release has no InfoNCE. The matched
     losses (paper: L_cls + L_mask) keep Mask2Former's own weights (class 2, mask BCE 5, dice 5)."""
-    infonce_temperature: float = 0.1
+    infonce_temperature: float = checked(0.1, above=0)
     """avseg's choice (not in the paper)."""
     mask2former: dict[str, Any] = field(default_factory=dict)
     """A ``Mask2FormerConfig`` as a dict; empty means the architecture of ``pretrained``."""
