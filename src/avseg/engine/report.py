@@ -25,6 +25,7 @@ from avseg.engine.evaluate import evaluate_clips, evaluate_preference, evaluate_
 from avseg.engine.memory import reuse_freed_memory
 from avseg.engine.precision import Inference
 from avseg.engine.robust import plot_robust, robust_markdown
+from avseg.engine.run_folder import REPORT_FILES
 from avseg.engine.train import resolve_device
 from avseg.errors import ConfigError
 from avseg.metrics import format_table
@@ -32,7 +33,6 @@ from avseg.models.registry import ZERO_SHOT_MODELS, build_system, load_model
 from avseg.outputs import check_writable
 from avseg.silence import SilenceGated, describe_gate
 
-REPORT_FILES = ("report.json", "report.md", "drops.png", "robust.png")
 """What ``avseg evaluate`` writes into its ``--out`` folder (replaced on a new run; anything else there is refused)."""
 
 

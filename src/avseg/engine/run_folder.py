@@ -29,6 +29,8 @@ from avseg.files import write_json
 from avseg.outputs import Layout, check_parent_folder, foreign_entries, missing_folders, output_error, remove_empty, remove_written, shown
 
 RUN_MARKER = ".avseg-run"
+REPORT_FILES = ("report.json", "report.md", "drops.png", "robust.png")
+"""What ``avseg evaluate`` writes in its ``--out`` folder (and in a run's ``eval-SPLIT``)."""
 MODEL_FILES: Layout = {"*.json": None, "*.safetensors": None, ".*.partial": None}
 """A model folder or checkpoint: JSON and safetensors only, and the temporaries of their atomic writes."""
 
@@ -36,8 +38,6 @@ MODEL_FILES: Layout = {"*.json": None, "*.safetensors": None, ".*.partial": None
 @cache
 def run_layout() -> Layout:
     """Everything ``avseg train`` writes in a run folder."""
-    from avseg.engine.report import REPORT_FILES  # imported here: the report module imports the training loop
-
     reports = dict.fromkeys(REPORT_FILES)
     model = {**MODEL_FILES, "eval-*": reports}
     return {
