@@ -107,7 +107,7 @@ def test_page_segments_an_example_and_compares_with_muted_audio(page):
     assert (info.width, info.height, info.sample_rate) == (64, 64, 16000) and probe(compared).has_video
     assert agreement.startswith("**Agreement with muted audio: J = ")
     summary = json.loads(summary)
-    assert len(summary["frames"]) == 6 and summary["video"].startswith(str(app.root / "uploads"))
+    assert len(summary["frames"]) == 6 and summary["video"] == "synthetic-0.mp4"  # the user's file name, not the server's upload path
     assert {row[2] for row in timeline["data"]} == {f"{s} ({c})" for s in ("sounding score", "mask area") for c in ("original", "muted audio")}
     with zipfile.ZipFile(masks) as archive:
         assert sorted(n for n in archive.namelist() if not n.endswith("/")) == [f"masks/{k:05d}.png" for k in range(6)]
@@ -124,10 +124,14 @@ def test_page_swaps_in_another_examples_audio(page):
     assert np.sqrt(np.mean(heard**2)) == pytest.approx(np.sqrt(np.mean(other[: len(heard)] ** 2)), rel=0.1)
 
 
-@pytest.mark.parametrize("kind", ["text", "audio only", "too long", "silent swap source"])
+@pytest.mark.parametrize("kind", ["text", "audio only", "too long", "silent swap source", "breaks mid-stream"])
 def test_page_refuses_bad_uploads_in_one_line(page, tmp_path, kind):
     swap = None
-    if kind == "silent swap source":
+    if kind == "breaks mid-stream":  # passes the upload checks, then fails while segmenting
+        source = make_video(tmp_path / "source.mp4", seconds=4, fps=10, faststart=True)
+        upload, fragment = tmp_path / "holiday.mp4", "**Error:** holiday.mp4: "
+        upload.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 3])
+    elif kind == "silent swap source":
         upload, swap, fragment = page[0].examples[0].video, make_video(tmp_path / "mime.mp4", audio_rate=None), "mime.mp4: has no audio stream to swap in"
     elif kind == "text":
         upload, fragment = tmp_path / "holiday.mp4", "holiday.mp4: not a readable media file"
@@ -138,6 +142,7 @@ def test_page_refuses_bad_uploads_in_one_line(page, tmp_path, kind):
         upload, fragment = make_video(tmp_path / "holiday.mp4", seconds=9, fps=5), "holiday.mp4: is 9s long; this app segments videos up to 8s"
     status, *outputs = _segment(page, upload, "bell", comparison="swapped audio", swap=swap)
     assert status.startswith("**Error:** ") and fragment in status and "\n" not in status and "Traceback" not in status
+    assert str(page[0].root) not in status  # the user's file name, never the server's upload path
     assert outputs == [None] * 6
 
 
@@ -153,28 +158,59 @@ def test_app_without_gradio_is_one_line():
     assert result.returncode == 2 and result.stderr == "avseg: error: avseg app needs the app extra: pip install 'avseg[app]'\n"
 
 
-def test_app_command_serves_until_sigterm_and_cleans_up(tmp_path, tiny_model):
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_app_command_on_any_free_port_stops_and_leaves_nothing(tmp_path, tiny_model, stop):
+    """`--port 0` crashed; after a normal stop, Gradio's cache folder (and torch's, once made) stayed in the
+    temporary folder."""
     import os
     import signal
-    import time
     import urllib.request
 
-    port = _free_port()
     environment = {**os.environ, "TMPDIR": str(tmp_path)}  # the app's temporary folder goes here, where we can look
-    command = [sys.executable, "-m", "avseg.cli", "app", "--model", str(tiny_model), "--port", str(port), "--device", "cpu"]
+    command = [sys.executable, "-m", "avseg.cli", "app", "--model", str(tiny_model), "--port", "0", "--device", "cpu"]
     server = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline, page = time.monotonic() + 240, ""
-        while not page and time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    page = response.read().decode()
-            except OSError:
-                time.sleep(1)
-        assert "avseg" in page, server.stderr.read() if server.poll() is not None else "no page within 240s"
+        started = server.stdout.readline()  # "avseg app: URL (Ctrl-C stops it)", or nothing if it failed
+        assert started.startswith("avseg app: http://127.0.0.1:"), started + server.stderr.read()
+        url = started.split()[2]
+        assert not url.endswith(":0/")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert "avseg" in response.read().decode()
         assert len(list(tmp_path.glob("avseg-app-*"))) == 1
     finally:
-        server.send_signal(signal.SIGTERM)
+        server.send_signal(getattr(signal, stop))
         stdout, _ = server.communicate(timeout=60)
     assert server.returncode == 0 and "avseg app: stopped" in stdout.splitlines()
-    assert not list(tmp_path.glob("avseg-app-*"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--max-seconds", "nan"], "--max-seconds must be a positive number of seconds, got nan"),
+        (["--max-seconds", "inf"], "--max-seconds must be a positive number of seconds, got inf"),
+        (["--max-seconds", "-5"], "--max-seconds must be a positive number of seconds, got -5"),
+        (["--port", "65536"], "argument --port: must be between 0 and 65535, got 65536"),
+    ],
+)
+def test_app_options_that_mean_nothing_are_one_line(capsys, option, message):
+    from avseg.cli import main
+
+    try:
+        code = main(["app", *option])
+    except SystemExit as exit:  # argparse usage errors leave through parser.exit
+        code = exit.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"avseg: error: {message}")
+
+
+def test_app_on_a_port_in_use_is_one_line(tiny_model):
+    from avseg.app.server import SegmentApp
+    from avseg.errors import ConfigError
+
+    with socket.socket() as taken, SegmentApp([str(tiny_model)], device="cpu") as app:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^--port {port}: cannot listen on 127.0.0.1:{port} \(the port is in use"):
+            app.launch("127.0.0.1", port, block=False)

@@ -126,6 +126,9 @@ def test_replacing_an_output_folder_deletes_only_what_avseg_writes_there(tmp_pat
     (out / "frames" / "mine.jpg").write_text("keep")
     one_line_error(capsys, ["extract", video, "--out", out], "x: already holds files avseg did not write (frames/mine.jpg)")
     assert (out / "frames" / "mine.jpg").read_text() == "keep"
+    (tmp_path / "link").symlink_to(tmp_path / ".x.previous")  # replacing it would have replaced the link
+    one_line_error(capsys, ["extract", video, "--out", tmp_path / "link"], "link: is a link; choose the folder it points to")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link" / "mine.txt").read_text() == "keep"
     (tmp_path / "o" / "clip" / "masks").mkdir(parents=True)
     (tmp_path / "o" / "clip" / "masks" / "notes.txt").write_text("mine")
     with pytest.raises(AvsegError, match=r"clip: already holds files avseg did not write \(masks/notes.txt\)"):

@@ -23,7 +23,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -212,10 +211,12 @@ def main() -> None:
     parser.add_argument("--seek", type=float, default=0.5, help="the moment of the videos shown (seconds)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed for the segmentation")
     args = parser.parse_args()
-    from avseg.app.server import SegmentApp
+    from avseg.app.scratch import process_temporary_folder
 
     chromium = chromium_binary()
-    with tempfile.TemporaryDirectory(prefix="avseg-screenshot-") as scratch:
+    with process_temporary_folder("avseg-screenshot-") as scratch:  # Gradio's and torch's temporary files too
+        from avseg.app.server import SegmentApp
+
         model = args.model or str(tiny_untrained_model(Path(scratch) / "teso"))
         with SegmentApp([model], device="cpu") as app:
             url = app.launch("127.0.0.1", free_port(), block=False)

@@ -229,17 +229,19 @@ def rate_option(text: str) -> str:
 
 
 def cmd_app(args: argparse.Namespace) -> None:
+    from avseg.app.inputs import check_max_seconds
+    from avseg.app.scratch import process_temporary_folder
     from avseg.errors import ConfigError
 
-    if args.max_seconds <= 0:
-        raise ConfigError(f"--max-seconds must be positive, got {args.max_seconds:g}")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ConfigError("avseg app needs the app extra: pip install 'avseg[app]'") from None
-    from avseg.app.server import serve
+    check_max_seconds(args.max_seconds)
+    with process_temporary_folder():  # before Gradio and torch fix where their temporary files go
+        try:
+            import gradio  # noqa: F401
+        except ImportError:
+            raise ConfigError("avseg app needs the app extra: pip install 'avseg[app]'") from None
+        from avseg.app.server import serve
 
-    serve(args.model, host=args.host, port=args.port, max_seconds=args.max_seconds, device=args.device, captioner=args.captioner, llm=args.llm)
+        serve(args.model, host=args.host, port=args.port, max_seconds=args.max_seconds, device=args.device, captioner=args.captioner, llm=args.llm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser("app", help="a local web page: segment a video, compare with muted or swapped audio (pip install 'avseg[app]')")
     app.add_argument("--model", nargs="+", default=[], metavar="NAME_OR_FOLDER", help="models offered in the page (folders or names)")
     app.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--port", type=int_between(0, 65535), default=7860, help="port to listen on (0: any free port)")
     app.add_argument("--max-seconds", type=float, default=600, help="refuse longer uploads")
     app.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     app.add_argument("--captioner", help="cues auto: image-to-text model name or folder (default Salesforce/blip2-opt-2.7b)")

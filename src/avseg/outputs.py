@@ -122,7 +122,9 @@ def remove_empty(created: list[Path]) -> None:
 def check_writable(final: Path, replaceable: Layout = {}) -> None:
     """Refuse a ``final`` folder :func:`staged_folder` would refuse, before any work is done."""
     check_parent_folder(final)
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
+    if final.is_symlink():  # replacing it would replace the link, not the folder it points to
+        raise AvsegError(f"{final}: is a link; choose the folder it points to, or another output folder")
+    if final.exists() and not final.is_dir():
         raise AvsegError(f"{final}: exists and is not a folder")
     foreign = foreign_entries(final, replaceable) if final.is_dir() else []
     if foreign:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from avseg.errors import MediaError
+from avseg.errors import ConfigError, MediaError
 from avseg.media import MediaInfo, probe
+
+
+def check_max_seconds(seconds: float) -> float:
+    """``seconds`` if it is a length limit: positive and finite (a NaN limit compares false with every
+    length, so it would switch the limit off, and so would infinity)."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--max-seconds must be a positive number of seconds, got {seconds:g}")
+    return seconds
 
 
 def check_upload(path: str | Path, max_seconds: float, name: str | None = None) -> MediaInfo:

@@ -3,8 +3,13 @@
 :class:`SegmentApp` owns a temporary folder for the whole life of the app:
 Gradio's uploads (``GRADIO_TEMP_DIR`` points into it while the app runs), the
 synthetic examples and every result; leaving the ``with`` block stops the
-server and removes the folder. Loaded models are kept, one per model and
-settings, so a comparison or a second video does not load the model again.
+server and removes the folder (``avseg app`` also keeps Gradio's and torch's
+own temporary folders in one of its own: :mod:`avseg.app.scratch`). Loaded
+models are kept, one per model and settings, so a comparison or a second video
+does not load the model again.
+
+The page speaks of an upload by the user's file name, never by the server's
+path of it: in its messages, and in ``summary.json`` (``video``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
+import socket
 import tempfile
 import time
 import uuid
@@ -23,7 +28,7 @@ import gradio as gr
 import pandas as pd
 
 from avseg.engine.dense import Sampling
-from avseg.app.inputs import check_audio_source, check_upload, write_examples
+from avseg.app.inputs import check_audio_source, check_max_seconds, check_upload, write_examples
 from avseg.engine.session import LoadedSegmenter, check_cues, load_cue_models, load_segmenter, mask_agreement, parse_cues
 from avseg.errors import AvsegError, ConfigError
 
@@ -40,7 +45,7 @@ class SegmentApp:
         captioner: str | None = None, llm: str | None = None,
     ):  # fmt: skip
         self.models = list(dict.fromkeys([*map(str, models), *_named_models()]))
-        self.max_seconds, self.device, self.window = max_seconds, device, window
+        self.max_seconds, self.device, self.window = check_max_seconds(max_seconds), device, window
         self.captioner, self.llm = captioner, llm
         self._loaded: dict[tuple, LoadedSegmenter] = {}
         self._cue_models = None
@@ -62,10 +67,15 @@ class SegmentApp:
             os.environ["GRADIO_TEMP_DIR"] = self._previous_upload_dir
         self._folder.cleanup()
 
-    def launch(self, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True) -> str:
-        """Serve the page; ``block=False`` returns at once (tests), the URL either way."""
+    def launch(self, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> str:
+        """Serve the page on ``port`` (0: any free port); ``block=False`` returns at once (tests), the URL
+        either way. A port that is taken, or an address that is not this machine's, is one line."""
         self.blocks.queue(default_concurrency_limit=1)
-        self.blocks.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block, show_error=False)
+        try:
+            port = port or _free_port(host)
+            self.blocks.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block, show_error=False)
+        except OSError:  # Gradio's "Cannot find empty port in range", after its own retries
+            raise ConfigError(f"--port {port}: cannot listen on {host}:{port} (the port is in use, or {host} is not an address of this machine); choose another, or --port 0 for any free port") from None
         return self.blocks.local_url
 
     def segment(self, video, model, cues, vocabulary, comparison, swap_audio, progress=gr.Progress()) -> tuple:
@@ -73,25 +83,34 @@ class SegmentApp:
         try:
             return self._segment(video, model, cues, vocabulary, comparison, swap_audio, progress)
         except AvsegError as error:
-            return (f"**Error:** {error}", *[None] * (len(OUTPUTS) - 1))
+            return (f"**Error:** {self._as_the_user_names_it(str(error), video, swap_audio)}", *[None] * (len(OUTPUTS) - 1))
+
+    def _as_the_user_names_it(self, message: str, *uploads: str | None) -> str:
+        """``message`` with each upload's server path replaced by its file name, and any other path in the
+        app's folder by its name in there."""
+        for upload in filter(None, uploads):
+            message = message.replace(str(upload), Path(upload).name)
+        return message.replace(f"{self.root}{os.sep}", "")
 
     def _segment(self, video, model, cues, vocabulary, comparison, swap_audio, progress) -> tuple:
         if not video:
             raise ConfigError("upload a video or pick an example first")
         if not model:
             raise ConfigError("pick a model (or start the app with --model FOLDER)")
-        check_upload(video, self.max_seconds, name=Path(video).name)
+        name = Path(video).name  # Gradio keeps the uploaded file's name in a folder of its own
+        check_upload(video, self.max_seconds, name=name)
         audio = self._comparison_audio(comparison, swap_audio, video)
         progress(0.05, desc=f"loading {model}")
         segmenter = self._segmenter(model, cues, vocabulary)
         run = self.root / "runs" / uuid.uuid4().hex[:12]
         progress(0.2, desc="segmenting with the video's own audio")
-        result = segmenter.segment(video, run / "original", self.window, progress=False, sampling=APP_SAMPLING)
+        options = {"progress": False, "sampling": APP_SAMPLING, "video_name": name}
+        result = segmenter.segment(video, run / "original", self.window, **options)
         timeline = _timeline(result, "original")
         compared, agreement = None, ""
         if audio is not None:
             progress(0.6, desc=f"segmenting with {comparison}")
-            other = segmenter.segment(video, run / "compared", self.window, audio=audio, progress=False, sampling=APP_SAMPLING)
+            other = segmenter.segment(video, run / "compared", self.window, audio=audio, **options)
             compared = str(other / "overlay.mp4")
             timeline = pd.concat([timeline, _timeline(other, comparison)])
             agreement = _agreement_text(mask_agreement(result, other), comparison)
@@ -99,7 +118,7 @@ class SegmentApp:
         masks = shutil.make_archive(str(run / f"{result.name}-masks"), "zip", result, "masks")
         summary = (result / "summary.json").read_text()
         frames = len(list((result / "masks").glob("*.png")))
-        status = f"Segmented **{Path(video).name}** with {segmenter.label}: {frames} masks (one per second)."
+        status = f"Segmented **{name}** with {segmenter.label}: {frames} masks (one per second)."
         return status, str(result / "overlay.mp4"), compared, agreement, timeline, summary, masks
 
     def _comparison_audio(self, comparison: str, swap_audio: str | None, video: str) -> str | None:
@@ -132,6 +151,13 @@ class SegmentApp:
         if self._cue_models is None:
             self._cue_models = load_cue_models(self.captioner, self.llm, self.device)
         return self._cue_models
+
+
+def _free_port(host: str) -> int:
+    """A port the system says is free on ``host`` now (``--port 0``; Gradio itself cannot serve on port 0)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def _named_models() -> list[str]:
@@ -189,10 +215,10 @@ def serve(
     models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, max_seconds: float = 600, device: str = "auto",
     captioner: str | None = None, llm: str | None = None,
 ) -> None:  # fmt: skip
-    """``avseg app``: serve until Ctrl-C or SIGTERM; the temporary folder goes with the server either way."""
+    """``avseg app``: serve until Ctrl-C (or SIGTERM, under :func:`~avseg.app.scratch.process_temporary_folder`);
+    the temporary folder goes with the server either way."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"avseg app: listening on {host}: anyone who can reach this address can upload videos and run models")
-    signal.signal(signal.SIGTERM, _interrupt)
     with SegmentApp(models, max_seconds, device, captioner=captioner, llm=llm) as app:
         try:  # a stop request may come while Gradio still starts up (its server already answers then)
             print(f"avseg app: {app.launch(host, port, block=False)} (Ctrl-C stops it)", flush=True)
@@ -200,7 +226,3 @@ def serve(
                 time.sleep(0.2)
         except KeyboardInterrupt:
             print("avseg app: stopped")
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt

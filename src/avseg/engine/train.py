@@ -205,6 +205,7 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16 else nullcontext()
     micro_batches = settings.micro_batches  # per process (1 under torchrun, see above)
+    # A new run's folder is made only now, after every check, and goes again if the run fails before its first checkpoint.
     with new_run(out, recipe_to_dict(recipe)) if rank == 0 and found is None else nullcontext():
         log = open(out / "metrics.jsonl", "a") if rank == 0 else None
         board = _tensorboard(out) if rank == 0 and settings.tensorboard else None
