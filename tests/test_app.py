@@ -124,6 +124,13 @@ def test_page_swaps_in_another_examples_audio(page):
     assert np.sqrt(np.mean(heard**2)) == pytest.approx(np.sqrt(np.mean(other[: len(heard)] ** 2)), rel=0.1)
 
 
+def test_page_segments_a_video_without_audio_with_silence_and_says_so(page, tmp_path):
+    """As ``avseg segment --allow-silent``: the page has no flag to give, and says what the model heard."""
+    status, overlay, *_ , summary, _ = _segment(page, make_video(tmp_path / "mime.mp4", seconds=3, audio_rate=None), "bell")
+    assert status.startswith("Segmented **mime.mp4**") and status.endswith("It has no audio track: the model heard silence.")
+    assert json.loads(summary)["audio"].startswith("missing: the video has no audio track")
+
+
 @pytest.mark.parametrize("kind", ["text", "audio only", "too long", "silent swap source", "breaks mid-stream"])
 def test_page_refuses_bad_uploads_in_one_line(page, tmp_path, kind):
     swap = None

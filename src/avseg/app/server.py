@@ -98,13 +98,13 @@ class SegmentApp:
         if not model:
             raise ConfigError("pick a model (or start the app with --model FOLDER)")
         name = Path(video).name  # Gradio keeps the uploaded file's name in a folder of its own
-        check_upload(video, self.max_seconds, name=name)
+        info = check_upload(video, self.max_seconds, name=name)
         audio = self._comparison_audio(comparison, swap_audio, video)
         progress(0.05, desc=f"loading {model}")
         segmenter = self._segmenter(model, cues, vocabulary)
         run = self.root / "runs" / uuid.uuid4().hex[:12]
         progress(0.2, desc="segmenting with the video's own audio")
-        options = {"progress": False, "sampling": APP_SAMPLING, "video_name": name}
+        options = {"progress": False, "sampling": APP_SAMPLING, "video_name": name, "allow_silent": True}  # as avseg segment --allow-silent
         result = segmenter.segment(video, run / "original", self.window, **options)
         timeline = _timeline(result, "original")
         compared, agreement = None, ""
@@ -118,7 +118,8 @@ class SegmentApp:
         masks = shutil.make_archive(str(run / f"{result.name}-masks"), "zip", result, "masks")
         summary = (result / "summary.json").read_text()
         frames = len(list((result / "masks").glob("*.png")))
-        status = f"Segmented **{name}** with {segmenter.label}: {frames} masks (one per second)."
+        silent = " It has no audio track: the model heard silence." if not info.has_audio else ""
+        status = f"Segmented **{name}** with {segmenter.label}: {frames} masks (one per second).{silent}"
         return status, str(result / "overlay.mp4"), compared, agreement, timeline, summary, masks
 
     def _comparison_audio(self, comparison: str, swap_audio: str | None, video: str) -> str | None:
