@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from conftest import make_video
+from conftest import make_video, one_line_error
 from PIL import Image
 
 from avseg.cli import main
@@ -19,21 +19,6 @@ from avseg.engine.demo import DEMO_RECIPE
 from avseg.errors import AvsegError
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
-
-
-def one_line_error(capsys, argv, *fragments):
-    """Run the CLI in-process; it must exit 2 with exactly one ``avseg: error:`` line naming ``fragments``."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit:  # argparse usage errors leave through parser.exit
-        code = exit.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("avseg: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def listing(root):

@@ -63,8 +63,8 @@ from avseg.engine.corpus import (
     INDEX,
 )
 from avseg.engine.dense import Sampling, check_sampling
-from avseg.engine.distributed import Ranks, joined_on_cpu
-from avseg.engine.segment import OUTPUT_NAMES, OpenedVideo, open_video
+from avseg.engine.distributed import Ranks, join
+from avseg.engine.segment import STAGING_NAMES, OpenedVideo, open_video
 from avseg.errors import AvsegError, ConfigError, OutputError
 from avseg.outputs import remove_leftovers
 
@@ -104,8 +104,7 @@ class SegmentOptions:
 def segment_corpus(arguments: Sequence[str | Path], list_file: str | Path | None, options: SegmentOptions) -> int:
     """Segment the corpus of ``arguments`` or ``list_file`` into ``options.out`` (see the module docstring);
     the exit status."""
-    with joined_on_cpu() as ranks:
-        return _CorpusRun(corpus_videos(arguments, list_file), options, ranks).run()
+    return _CorpusRun(corpus_videos(arguments, list_file), options, join("gloo")).run()
 
 
 @dataclass
@@ -147,7 +146,7 @@ class _CorpusRun:
         plan = self.ranks.from_first(self.plan() if self.ranks.rank == 0 else None)
         shard = self.ranks.shard(plan.pending)
         own = shard + (list(plan.skipped) if self.ranks.rank == 0 else [])  # the folders no other process writes
-        remove_leftovers(self.out, {self.videos[index].folder for index in own}, OUTPUT_NAMES)
+        remove_leftovers(self.out, {self.videos[index].folder for index in own}, STAGING_NAMES)
         started = time.perf_counter()
         rows, tally = self.segment_shard(shard)
         gathered = self.ranks.gather((rows, tally))

@@ -23,10 +23,9 @@ Decisions:
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import torch
 
@@ -112,20 +111,9 @@ def launched() -> Ranks:
 
 def join(backend: str, timeout: timedelta = LONG_WAIT) -> Ranks:
     """:func:`launched`, with the process group joined (``backend``: ``gloo`` or ``nccl``) when there are several
-    processes and it is not joined yet."""
+    processes and it is not joined yet. The group stays for the life of the process: one script may run several
+    commands in it (torchrun's store does not take a second joining after a group is destroyed)."""
     ranks = launched()
     if ranks.several and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend, timeout=timeout)
     return ranks
-
-
-@contextmanager
-def joined_on_cpu() -> Iterator[Ranks]:
-    """:func:`join` with gloo for the length of a command (segment, evaluate); the group it made is left at the end."""
-    made = not torch.distributed.is_initialized()
-    ranks = join("gloo")
-    try:
-        yield ranks
-    finally:
-        if ranks.several and made and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from avseg.config import Recipe
 from avseg.engine.data import open_split, prepare_dataset
-from avseg.engine.distributed import Ranks, joined_on_cpu
+from avseg.engine.distributed import Ranks, join
 from avseg.data.perturb import NoiseBank
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference, evaluate_robust, robust_conditions_not_run
 from avseg.engine.memory import reuse_freed_memory
@@ -55,8 +55,7 @@ def evaluate_recipe(
     see :mod:`avseg.engine.precision`. Returns the tables, or None in a process other than the first
     under torchrun: there the processes share the batches (:func:`avseg.engine.evaluate._evaluate`), each on
     its own device, and the first writes the report."""
-    with joined_on_cpu() as ranks:
-        return _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, ranks)
+    return _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, join("gloo"))
 
 
 def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, ranks: Ranks) -> str | None:

@@ -49,6 +49,7 @@ from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
 from avseg.engine.memory import model_call, release_freed_memory, reuse_freed_memory
 from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import ConfigError
+from avseg.media.write import partial_path
 from avseg.outputs import safe_folder_name, staged_folder
 
 RECORD = "record.json"
@@ -56,6 +57,9 @@ RECORD = "record.json"
 OUTPUT_NAMES = {"masks": {"*.png": None}, "masks.jsonl": None, "overlay.mp4": None, "summary.json": None, RECORD: None}
 """What :func:`segment_video` writes in a video's folder (:data:`avseg.outputs.Layout`); a folder holding only
 these is replaced."""
+STAGING_NAMES = {**OUTPUT_NAMES, partial_path("overlay.mp4").name: None}
+"""What a video's staging folder may hold while it is written (the overlay under its temporary name): what a
+killed run leaves, and a rerun removes (:func:`avseg.outputs.remove_leftovers`)."""
 QUEUE_FRAMES = 16
 """Decoded frames the decoder may run ahead, and frames the writer may lag behind."""
 MISSING_AUDIO = "missing: the video has no audio track, so the model heard silence (--allow-silent)"
