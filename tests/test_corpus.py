@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,13 +134,24 @@ def test_bad_corpus_input_on_the_command_line_is_one_line(tmp_path, capsys, tiny
     assert (tmp_path / "out" / "index.jsonl").read_text() == "my notes\n"
 
 
-def test_a_rerun_skips_matching_records_and_redoes_the_rest(tmp_path, capsys, tiny_teso_dir):
+def test_a_rerun_skips_matching_records_and_redoes_the_rest(tmp_path, capsys, monkeypatch, tiny_teso_dir):
+    import avseg.engine.corpus_run
+
     (tmp_path / "in").mkdir()
     for name in ("one", "two", "three"):
         make_video(tmp_path / "in" / f"{name}.mp4", seconds=1, fps=4, size=(32, 24))
     out = tmp_path / "out"
     segment = ["segment", tmp_path / "in", "--model", tiny_teso_dir, "--out", out, *CUES]  # a folder's videos: each checked in its turn
+    opened_in, open_video = [], avseg.engine.corpus_run.open_video
+
+    def opening(video, *args):  # the videos are opened (probed, checked, decoding) by the opener thread
+        opened_in.append((Path(video).stem, threading.current_thread().name))
+        return open_video(video, *args)
+
+    monkeypatch.setattr(avseg.engine.corpus_run, "open_video", opening)
     assert main(list(map(str, segment))) == 0
+    assert [name for name, _ in opened_in] == ["one", "three", "two"] and all(thread.startswith("avseg-open") for _, thread in opened_in)
+    monkeypatch.undo()
     assert {name: row["status"] for name, row in index(out).items()} == {"one": "done", "two": "done", "three": "done"}
     first = {name: (out / name / "record.json").stat().st_mtime_ns for name in ("one", "two", "three")}
 

@@ -39,7 +39,8 @@ exists, or whose record names another input, model or settings, is segmented aga
   ``--keyframes``, ``--propagator``, ``--format``, ``--window``, the precision, the
   cues (or ``auto`` with the captioner and LLM), the vocabulary's entries,
   ``--allow-silent`` and the zero-shot ``--set`` values. Not the device, the
-  compilation or the avseg version, which change where and how fast it runs.
+  compilation or the avseg version: where and how fast it runs, or an upgrade,
+  does not redo a corpus (the version is recorded beside them).
 
 What comes out beside the videos' folders (:data:`CORPUS_FILES`), written at the end of
 a run by its first process alone, each whole under a temporary name then renamed, so
@@ -48,11 +49,11 @@ previous run's files as they were:
 
 * ``index.jsonl``: a line per video of the corpus, in the corpus's order: ``video``,
   ``status`` (``done``: segmented by this run; ``skipped``: its record matched;
-  ``failed``), ``output`` (its folder), ``frames`` (masks), ``seconds`` (the video's
-  length), ``time_spent_s`` (for a skipped video, the time it took when it was
-  done), ``rank`` (the process that segmented it in this run) and, when failed,
-  ``reason``. Every run writes the whole index again, so a resumed corpus has one
-  consistent index;
+  ``failed``), ``output`` (its folder; none when failed), ``frames`` (masks),
+  ``seconds`` (the video's length), ``time_spent_s`` (for a skipped video, the time
+  it took when it was done), ``rank`` (the process that segmented it in this run)
+  and, when failed, ``reason``. Every run writes the whole index again, so a
+  resumed corpus has one consistent index;
 * ``failures.jsonl``: this run's failed videos with their one-line reasons
   (empty when none failed). A failed video has no record, so a rerun tries it again.
 """
@@ -352,7 +353,7 @@ def index_row(video: CorpusVideo, status: str, out: Path, result: dict[str, Any]
     row = {
         "video": str(video.path),
         "status": status,
-        "output": str(out / video.folder),
+        "output": str(out / video.folder) if status != "failed" else None,
         "frames": result.get("frames"),
         "seconds": result.get("seconds"),
         "time_spent_s": result.get("time_spent_s"),
