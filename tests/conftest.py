@@ -118,6 +118,23 @@ def make_audio_file(path: Path, seconds: float, rate: int, layout: str = "mono",
     return path
 
 
+def one_line_error(capsys, argv, *fragments):
+    """Run the CLI in-process; it must exit 2 with exactly one ``avseg: error:`` line naming ``fragments``."""
+    from avseg.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit:  # argparse usage errors leave through parser.exit
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("avseg: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """One small synthetic dataset per layout, written once per session."""

@@ -179,5 +179,7 @@ def test_a_video_that_breaks_mid_stream_leaves_nothing_behind(folders, tmp_path)
     TeSO(TeSOConfig.tiny(text_dim=384, audio_dim=64)).save_pretrained(model)
     save_system_info(model, load_recipe(DEMO_RECIPE))
     result = avseg_cli("segment", broken, "--model", model, "--out", tmp_path / "o", "--cues", "dog", "--window", "2")
-    assert_one_line_error(result, f"{broken}: ")
-    assert not (tmp_path / "o").exists()
+    # found while decoding: the video fails and is recorded (exit 1), rather than refused before any work (exit 2)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith(f"avseg: error: {broken}: "), result.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["failures.jsonl", "index.jsonl"]  # no partial clip/
+    assert json.loads((tmp_path / "o" / "failures.jsonl").read_text())["video"] == str(broken)

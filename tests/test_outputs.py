@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from conftest import make_video
+from conftest import make_video, one_line_error
 from PIL import Image
 
 from avseg.cli import main
@@ -19,21 +19,6 @@ from avseg.engine.demo import DEMO_RECIPE
 from avseg.errors import AvsegError
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
-
-
-def one_line_error(capsys, argv, *fragments):
-    """Run the CLI in-process; it must exit 2 with exactly one ``avseg: error:`` line naming ``fragments``."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit:  # argparse usage errors leave through parser.exit
-        code = exit.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("avseg: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def listing(root):
@@ -113,7 +98,8 @@ def test_extract_replaces_an_earlier_run_whole(tmp_path, capsys):
 def test_replacing_an_output_folder_deletes_only_what_avseg_writes_there(tmp_path, capsys):
     """The names avseg writes were checked at the top level only: a user's file inside frames/ went with
     the folder, and a folder named like the one the earlier result was moved aside to was deleted."""
-    from avseg.engine.segment import check_output_folders
+    from avseg.engine.segment import OUTPUT_NAMES
+    from avseg.outputs import check_writable
 
     video = make_video(tmp_path / "v.mp4", seconds=2)
     out = tmp_path / "x"
@@ -132,7 +118,7 @@ def test_replacing_an_output_folder_deletes_only_what_avseg_writes_there(tmp_pat
     (tmp_path / "o" / "clip" / "masks").mkdir(parents=True)
     (tmp_path / "o" / "clip" / "masks" / "notes.txt").write_text("mine")
     with pytest.raises(AvsegError, match=r"clip: already holds files avseg did not write \(masks/notes.txt\)"):
-        check_output_folders([tmp_path / "clip.mp4"], tmp_path / "o")
+        check_writable(tmp_path / "o" / "clip", OUTPUT_NAMES)
 
 
 def test_extract_refuses_a_video_with_nothing_to_sample_like_segment(tmp_path, capsys):
@@ -202,7 +188,7 @@ def test_segment_replaces_an_earlier_longer_run_and_a_failed_run_changes_nothing
     one_line_error(capsys, ["segment", tmp_path / "long" / "clip.mp4", "--model", small_model, "--out", out, "--cues", "bell"],
                    "out/clip: cannot write (No space left on device)")
     assert {p: p.read_bytes() for p in (out / "clip").rglob("*") if p.is_file()} == before
-    assert [p.name for p in out.iterdir()] == ["clip"]  # no partial folder beside it
+    assert sorted(p.name for p in out.iterdir()) == ["clip", "failures.jsonl", "index.jsonl"]  # no partial folder beside it
 
     monkeypatch.undo()
     (out / "clip" / "notes.txt").write_text("mine")

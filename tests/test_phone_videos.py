@@ -243,6 +243,7 @@ def test_segment_ends_with_frames_seconds_and_speed_when_piped(tmp_path, tiny_te
     command = [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(tiny_teso_dir), "--cues", "bell", "--out", str(tmp_path / "out")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)  # stdout is a pipe, not a terminal
     assert result.returncode == 0, result.stderr
-    last = result.stdout.strip().splitlines()[-1]
-    match = re.search(r": (\d+) frames in ([\d.]+)s \(([\d.]+) frames/s\)", last)
-    assert match and int(match.group(1)) == 10, last
+    video_line, total, last = result.stdout.strip().splitlines()[-3:]
+    match = re.search(r": (\d+) frames in ([\d.]+)s \(([\d.]+) frames/s\)", video_line)
+    assert match and int(match.group(1)) == 10, video_line
+    assert total.startswith("total: 1 video, 10 frames in ") and last.startswith("1 video: 1 segmented, 0 already done, 0 failed;")

@@ -106,8 +106,10 @@ def test_segment_too_short_a_video(tmp_path, model_dir):
         [sys.executable, "-m", "avseg.cli", "segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x", "--rate", "1"],
         capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode != 0 and "blip.mp4: is shorter than its first sampling instant" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    # found while decoding, so the video fails (recorded) rather than the command (see avseg.engine.corpus_run)
+    assert result.returncode == 1 and "blip.mp4: is shorter than its first sampling instant" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o" / "blip").exists()
+    assert "is shorter than its first sampling instant" in json.loads((tmp_path / "o" / "failures.jsonl").read_text())["reason"]
     assert main(["segment", str(video), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--cues", "x"]) == 0  # every frame: 5
     assert len(list((tmp_path / "o" / "blip" / "masks").iterdir())) == 5
 

@@ -220,7 +220,8 @@ def test_avss_head_trains_and_evaluates_with_avss_metrics(synthetic):
             losses.append(loss.item())
     assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < np.mean(losses[:2])
     result = evaluate_clips(TeSOSegmenter(model, inputs, cues), test, num_classes=config.num_classes)
-    assert set(result) == {"mIoU", "F"} and 0.0 < result["mIoU"] <= 1.0
+    assert set(result) == {"mIoU", "F", "IoU_per_class", "F_per_class"} and 0.0 < result["mIoU"] <= 1.0
+    assert len(result["IoU_per_class"]) == config.num_classes and result["mIoU"] == pytest.approx(np.mean(result["IoU_per_class"]))
 
 
 def test_segmenter_requires_cues(synthetic):

@@ -233,6 +233,23 @@ def test_segment_end_to_end(model_dirs, tmp_path, capsys):
         assert set(frame["prompts"]) <= {"guitar", "dog"} and frame["level_db"] > -60
 
 
+def test_a_list_gives_each_video_its_own_vocabulary(model_dirs, tmp_path):
+    for name in ("a", "b"):
+        make_video(tmp_path / f"{name}.mp4", seconds=1, fps=2, size=(32, 24), audio_rate=44100)
+    (tmp_path / "strings.txt").write_text("violin\nguitar\n")
+    listed = tmp_path / "corpus.txt"
+    listed.write_text('{"path": "a.mp4", "vocabulary": "strings.txt"}\nb.mp4\n')  # the file beside the list; the command's
+    models = ["--clap-model", str(model_dirs / "clap"), "--sam3-model", str(model_dirs / "sam3")]
+    out = tmp_path / "out"
+    assert main(["segment", "--list", str(listed), "--model", "zeroshot-sam3", *models, "--vocabulary", "dog, piano", "--out", str(out)]) == 0
+    for name, heard in (("a", {"violin", "guitar"}), ("b", {"dog", "piano"})):
+        rows = json.loads((out / name / "summary.json").read_text())["frames"]
+        assert {row["top_class"] for row in rows} <= heard and any(row["top_class"] for row in rows)
+        record = json.loads((out / name / "record.json").read_text())
+        assert {entry["name"] for entry in record["settings"]["vocabulary"]} == heard  # the entries, not the file's name
+        assert record["model"]["sources"].keys() == {"clap_model", "sam3_model"}  # local folders, by their content
+
+
 def test_bad_input_is_a_one_line_error(model_dirs, tmp_path, capsys):
     video = make_video(tmp_path / "clip.mp4", seconds=2)
     segment = ["segment", str(video), "--out", str(tmp_path / "o"), "--model", "zeroshot-sam3"]

@@ -122,38 +122,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         silence_gate=not args.no_silence_gate, robust=args.robust, noise_dir=args.noise_dir,
         precision=args.precision, compile=args.compile,
     )
-    print(report)
+    if report is not None:  # under torchrun, the first process reports
+        print(report)
 
 
-def cmd_segment(args: argparse.Namespace) -> None:
-    import time
+def cmd_segment(args: argparse.Namespace) -> int:
+    from avseg.engine.corpus_run import SegmentOptions, segment_corpus
 
-    from avseg.config import apply_overrides
-    from avseg.engine.dense import Sampling, check_sampling
-    from avseg.engine.segment import check_output_folders
-    from avseg.engine.session import load_cue_models, load_segmenter, parse_cues
-    from avseg.engine.train import resolve_device
-    from avseg.propagation import load_propagator
-
-    check_output_folders(args.videos, args.out)
-    auto_cues = (args.cues or "").strip() == "auto"
-    options = {"vocabulary": args.vocabulary, "clap_model": args.clap_model, "sam3_model": args.sam3_model}
-    settings = apply_overrides({k: v for k, v in options.items() if v is not None}, args.set)
-    cue_models = (lambda: load_cue_models(args.captioner, args.llm, args.device)) if auto_cues else None
-    sampling = Sampling(None if args.rate == "all" else int(args.rate), args.keyframes)
-    for video in args.videos:
-        check_sampling(video, sampling, args.allow_silent)
-    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models, args.precision, args.compile)
-    folder = Path(loaded.info["source"]) if Path(loaded.info["source"]).is_dir() else None
-    device = str(resolve_device(args.device))
-    propagator = load_propagator(args.propagator, folder, {**loaded.info, "sam3_model": args.sam3_model}, device)
-    masks = "masks" if args.format == "png" else "masks.jsonl"
-    for video in args.videos:
-        started = time.perf_counter()
-        out = loaded.segment(video, args.out, args.window, sampling=sampling, propagator=propagator, mask_format=args.format, allow_silent=args.allow_silent)
-        seconds = time.perf_counter() - started
-        frames = len(json.loads((out / "summary.json").read_text())["frames"])
-        print(f"{video}: {frames} frame{'s' if frames != 1 else ''} in {seconds:.1f}s ({frames / seconds:.2f} frames/s); {masks}, overlay.mp4 and summary.json in {out}", flush=True)
+    options = {name: getattr(args, name) for name in SegmentOptions.__dataclass_fields__}
+    return segment_corpus(args.videos, args.list, SegmentOptions(**options))
 
 
 def cmd_push(args: argparse.Namespace) -> None:
@@ -333,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(run=cmd_convert)
 
-    segment = commands.add_parser("segment", help="segment the sounding objects of video files")
-    segment.add_argument("videos", nargs="+", type=Path)
+    segment = commands.add_parser("segment", help="segment the sounding objects of video files, folders or lists of them (torchrun for several processes)")
+    segment.add_argument("videos", nargs="*", help="video files, folders (their videos, at any depth) or quoted glob patterns")
+    segment.add_argument("--list", type=Path, help="a file with one video per line: a path, or JSON {\"path\": ..., \"cues\": ..., \"vocabulary\": ...}; relative paths are beside the list")
     segment.add_argument("--model", required=True, help="a model folder (runs/NAME/best), a name of `avseg models` (av2t-sam-s4, zeroshot-sam3), or a hub repo org/name[@revision]")
     segment.add_argument("--out", required=True, type=Path)
     segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound, or 'auto' (captioner + LLM, cached)")
@@ -382,14 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except AvsegError as exc:
         print(f"avseg: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("avseg: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0  # a command that returns no status succeeded; segment returns 1 when a video failed
 
 
 if __name__ == "__main__":

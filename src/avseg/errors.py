@@ -36,3 +36,8 @@ class DatasetError(AvsegError):
 
 class ConfigError(AvsegError):
     """A configuration value or command-line option is invalid."""
+
+
+class OutputError(AvsegError):
+    """What a command writes cannot be written (a full disk, a file where a folder must go): the place to write
+    is at fault, not an input, so a corpus stops instead of recording every following video as failed."""

@@ -22,14 +22,15 @@ AVSBench-semantic's per-frame, per-class histograms. Per frame and class,
 ``IoU = I / (U + 2.220446049250313e-16)`` and
 ``F = 1.3 P R / (0.3 P + R)`` with NaN taken as 0 are summed over frames, and
 a class's counter grows on frames where its union is non-empty. The result is
-the mean over classes of ``sum / count``, classes never seen counting 0. The
-official code crashes here (it unpacks three values from a function that
-returns four); this implementation has no such path.
+the mean over classes of ``sum / count``, classes never seen counting 0; each
+class's value is reported too. The official code crashes here (it unpacks
+three values from a function that returns four); this implementation has no
+such path.
 
 AVSBench-Robust (Li et al., arXiv 2502.00358; code ``jiali-home/AVSBench-Robust``
 at commit 03e925d): :func:`false_positive_rate` and :func:`robust_summary`, see
 their docstrings for the formulas and where each comes from.
-:class:`BinaryAccumulator` keeps the FPR of every batch it sees, so one pass
+:class:`BinaryAccumulator` sums the FPR of every batch it sees, so one pass
 gives J, F and FPR from the same predictions.
 
 Ref-AVS null subset: :func:`null_s` is ``sqrt(mean(sigmoid(P) > 0.5))`` over
@@ -180,8 +181,25 @@ def null_s(logits: torch.Tensor) -> float:
     return float(torch.sqrt((torch.sigmoid(logits) > 0.5).double().mean()))
 
 
+class Sums:
+    """Accumulators hold sums and counts only, so that processes that each score some of the batches give, once
+    their sums are added up (:meth:`add_across`), exactly what one process scoring every batch gives (up to the
+    order of float64 additions: about 1e-16 relative)."""
+
+    def add_across(self, total) -> None:
+        """Replace the sums by ``total(sums)``: the sum over processes of a float64 vector
+        (:meth:`avseg.engine.distributed.Ranks.sum`)."""
+        self._set_sums(total(self._sums()))
+
+    def _sums(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _set_sums(self, sums: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class BinaryAccumulator:
+class BinaryAccumulator(Sums):
     """Accumulates binary AVS metrics batch by batch, as the official test loop does.
 
     ``J`` and ``F`` are the means of the per-batch official values; they are
@@ -196,42 +214,54 @@ class BinaryAccumulator:
     """
 
     batch_size: int | None = None
-    j_per_batch: list[float] = field(default_factory=list)
-    f_per_batch: list[float] = field(default_factory=list)
+    num_batches: int = 0
+    j_sum: float = 0.0
+    """Per-batch values summed over batches; their mean is the official value."""
+    f_sum: float = 0.0
+    fpr_batch_sum: float = 0.0
     curve_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(F_THRESHOLDS, dtype=torch.float64))
     curve_frames: int = 0
     num_frames: int = 0
-    fpr_per_batch: list[float] = field(default_factory=list)
     fpr_sum: float = 0.0
 
     def update(self, logits: torch.Tensor, gt: torch.Tensor) -> None:
-        self.j_per_batch.append(official_j(logits, gt))
+        self.j_sum += official_j(logits, gt)
         fpr = false_positive_rate(logits)
-        self.fpr_per_batch.append(float(fpr.mean()))
+        self.fpr_batch_sum += float(fpr.mean())
         self.fpr_sum += float(fpr.sum())
         curve_sum, count = f_curves(logits, gt)
-        self.f_per_batch.append(float((curve_sum / count).max()) if count else 0.0)
+        self.f_sum += float((curve_sum / count).max()) if count else 0.0
         self.curve_sum += curve_sum
         self.curve_frames += count
         self.num_frames += len(gt)
+        self.num_batches += 1
 
     def compute(self) -> dict[str, float]:
-        if not self.j_per_batch:
+        if not self.num_batches:
             raise ValueError("no batches were accumulated")
         independent = float((self.curve_sum / self.curve_frames).max()) if self.curve_frames else 0.0
         return {
-            "J": float(np.mean(self.j_per_batch)),
-            "F": float(np.mean(self.f_per_batch)),
+            "J": self.j_sum / self.num_batches,
+            "F": self.f_sum / self.num_batches,
             "F_batch_independent": independent,
-            "FPR": float(np.mean(self.fpr_per_batch)),
+            "FPR": self.fpr_batch_sum / self.num_batches,
             "FPR_batch_independent": self.fpr_sum / self.num_frames,
-            "num_batches": len(self.j_per_batch),
+            "num_batches": self.num_batches,
             "num_frames": self.num_frames,
         }
 
+    def _sums(self) -> torch.Tensor:
+        scalars = [self.num_batches, self.j_sum, self.f_sum, self.fpr_batch_sum, self.curve_frames, self.num_frames, self.fpr_sum]
+        return torch.cat([torch.tensor(scalars, dtype=torch.float64), self.curve_sum])
+
+    def _set_sums(self, sums: torch.Tensor) -> None:
+        batches, self.j_sum, self.f_sum, self.fpr_batch_sum, curve_frames, frames, self.fpr_sum = sums[:7].tolist()
+        self.num_batches, self.curve_frames, self.num_frames = int(batches), int(curve_frames), int(frames)
+        self.curve_sum = sums[7:].clone()
+
 
 @dataclass
-class SemanticAccumulator:
+class SemanticAccumulator(Sums):
     """AVSBench-semantic per-class mIoU and F over ``num_classes`` (background included)."""
 
     num_classes: int = 71
@@ -282,13 +312,26 @@ class SemanticAccumulator:
             "f": torch.where(seen, self.f_sum / safe, torch.zeros_like(self.f_sum)),
         }
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict[str, float | list[float]]:
+        """``mIoU`` and ``F`` (means over classes), and each class's ``IoU_per_class`` / ``F_per_class`` (by
+        class index, background first)."""
         per_class = self.per_class()
-        return {"mIoU": float(per_class["iou"].mean()), "F": float(per_class["f"].mean())}
+        return {
+            "mIoU": float(per_class["iou"].mean()),
+            "F": float(per_class["f"].mean()),
+            "IoU_per_class": per_class["iou"].tolist(),
+            "F_per_class": per_class["f"].tolist(),
+        }
+
+    def _sums(self) -> torch.Tensor:
+        return torch.cat([self.iou_sum, self.f_sum, self.count])
+
+    def _set_sums(self, sums: torch.Tensor) -> None:
+        self.iou_sum, self.f_sum, self.count = (part.clone() for part in sums.split(self.num_classes))
 
 
 @dataclass
-class NullAccumulator:
+class NullAccumulator(Sums):
     """Ref-AVS null S.
 
     ``S`` is the official value: :func:`null_s` per batch (the official
@@ -296,20 +339,29 @@ class NullAccumulator:
     ``S_batch_independent`` pools every pixel of every frame instead.
     """
 
-    s_per_batch: list[float] = field(default_factory=list)
+    num_batches: int = 0
+    s_sum: float = 0.0
     positive: int = 0
     total: int = 0
 
     def update(self, logits: torch.Tensor) -> None:
         logits = torch.as_tensor(logits).detach().float()
-        self.s_per_batch.append(null_s(logits))
+        self.s_sum += null_s(logits)
+        self.num_batches += 1
         self.positive += int((torch.sigmoid(logits) > 0.5).sum())
         self.total += logits.numel()
 
     def compute(self) -> dict[str, float]:
-        if not self.s_per_batch:
+        if not self.num_batches:
             raise ValueError("no batches were accumulated")
-        return {"S": float(np.mean(self.s_per_batch)), "S_batch_independent": float(np.sqrt(self.positive / self.total))}
+        return {"S": self.s_sum / self.num_batches, "S_batch_independent": float(np.sqrt(self.positive / self.total))}
+
+    def _sums(self) -> torch.Tensor:
+        return torch.tensor([self.num_batches, self.s_sum, self.positive, self.total], dtype=torch.float64)
+
+    def _set_sums(self, sums: torch.Tensor) -> None:
+        batches, self.s_sum, positive, total = sums.tolist()
+        self.num_batches, self.positive, self.total = int(batches), int(positive), int(total)
 
 
 HIGHER_IS_BETTER = {

@@ -20,14 +20,15 @@ naming the path and the OS problem (e.g. "No space left on device").
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Collection, Iterator, Mapping, Optional
 
-from avseg.errors import AvsegError, ConfigError
+from avseg.errors import AvsegError, ConfigError, OutputError
 
 Layout = Mapping[str, Optional["Layout"]]
 """What a command writes in a folder: glob patterns of names, each mapped to ``None`` (a file) or to the
@@ -63,13 +64,13 @@ def safe_folder_name(name: str, what: str) -> str:
     return name
 
 
-def output_error(exc: OSError, path: str | os.PathLike, staging: Path | None = None) -> AvsegError:
+def output_error(exc: OSError, path: str | os.PathLike, staging: Path | None = None) -> OutputError:
     """A one-line error for a failed write: the file it concerns (under its final name) and the OS problem."""
     target = Path(exc.filename) if exc.filename else Path(path)
     if staging is not None and target.is_relative_to(staging):
         target = Path(path) / target.relative_to(staging)
     problem = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    return AvsegError(f"{target}: cannot write ({problem})")
+    return OutputError(f"{target}: cannot write ({problem})")
 
 
 @contextmanager
@@ -93,7 +94,7 @@ def staged_folder(final: str | os.PathLike, replaceable: Layout = {}) -> Iterato
         remove_empty(created)
         failed = Path(exc.filename) if exc.filename else None
         named = failed if failed is not None and not failed.name.startswith(f".{final.name}.") else final.parent
-        raise AvsegError(f"{named}: cannot write ({exc.strerror or exc})") from None
+        raise OutputError(f"{named}: cannot write ({exc.strerror or exc})") from None
     try:
         yield staging
         _move_into_place(staging, final)
@@ -103,6 +104,29 @@ def staged_folder(final: str | os.PathLike, replaceable: Layout = {}) -> Iterato
         if isinstance(exc, OSError):
             raise output_error(exc, final, staging) from None
         raise
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.(partial|previous)")
+"""What :func:`staged_folder` names its folders beside ``NAME``: mkdtemp's 8 characters between the two."""
+
+
+def remove_leftovers(parent: str | os.PathLike, names: Collection[str], layout: Layout) -> list[Path]:
+    """Remove what killed :func:`staged_folder` calls left in ``parent`` for the folders ``names``, and return it:
+    their staging folders (``.NAME.XXXXXXXX.partial``) and earlier results set aside (``.NAME.XXXXXXXX.previous``),
+    each only if it holds nothing but what ``layout`` names. One listing of ``parent`` whatever the number of
+    names. Call it only for names that no other process is writing (a corpus rank, for its own videos): a
+    running :func:`staged_folder`'s folders look the same."""
+    parent, names = Path(parent), set(names)
+    if not parent.is_dir():
+        return []
+    removed = []
+    with os.scandir(parent) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            match = _LEFTOVER.fullmatch(entry.name)
+            if match and match["name"] in names and entry.is_dir(follow_symlinks=False) and not foreign_entries(Path(entry.path), layout):
+                shutil.rmtree(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def missing_folders(folder: Path) -> list[Path]:
@@ -135,7 +159,7 @@ def check_parent_folder(final: Path) -> None:
     """Refuse a ``final`` that cannot be made because a file stands where one of its parent folders would be."""
     existing = next(p for p in (final.parent, *final.parent.parents) if p.exists())
     if not existing.is_dir():
-        raise AvsegError(f"{existing}: is a file, not a folder (cannot write {final} under it)")
+        raise OutputError(f"{existing}: is a file, not a folder (cannot write {final} under it)")
 
 
 def foreign_entries(folder: Path, layout: Layout) -> list[str]:

@@ -25,6 +25,7 @@ import torch
 
 from avseg.data.clip import Clip
 from avseg.data.perturb import NEGATIVE_CONDITIONS, NoiseBank, PerturbedClips, offscreen_donors, parse_perturbations
+from avseg.engine.distributed import Ranks
 from avseg.errors import ConfigError
 from avseg.metrics import BinaryAccumulator, NullAccumulator, SemanticAccumulator, preference_drop, robust_summary
 from avseg.silence import SilenceGated, gate_logits
@@ -40,14 +41,16 @@ def evaluate_clips(
     batch_clips: int = 4,
     num_classes: int = 2,
     null: bool = False,
+    ranks: Ranks = Ranks(),
 ) -> dict[str, float]:
     """Official metrics of ``segmenter`` on ``clips``.
 
     Binary tasks report ``J``, ``F`` (official, per batch of ``batch_clips``)
     and ``F_batch_independent``; semantic tasks (``num_classes > 2``) report
-    ``mIoU`` and ``F``; ``null=True`` (Ref-AVS null rows) reports ``S``.
+    ``mIoU``, ``F`` and their per-class values; ``null=True`` (Ref-AVS null rows) reports ``S``.
+    ``ranks``: the processes that share the batches (see :func:`_evaluate`); every one gets the result.
     """
-    return _evaluate(lambda batch: [segmenter.predict(batch)], clips, 1, batch_clips, num_classes, null)[0]
+    return _evaluate(lambda batch: [segmenter.predict(batch)], clips, 1, batch_clips, num_classes, null, ranks)[0]
 
 
 def evaluate_with_and_without_gate(segmenter: SilenceGated, clips: Sequence[Clip], **options) -> tuple[dict[str, float], dict[str, float]]:
@@ -61,10 +64,21 @@ def evaluate_with_and_without_gate(segmenter: SilenceGated, clips: Sequence[Clip
     return gated, ungated
 
 
-def _evaluate(predict, clips: Sequence[Clip], outputs: int, batch_clips: int = 4, num_classes: int = 2, null: bool = False) -> list[dict[str, float]]:
-    """Metrics of each of the ``outputs`` predictions that ``predict(batch)`` returns per batch of clips."""
+def _evaluate(
+    predict, clips: Sequence[Clip], outputs: int, batch_clips: int = 4, num_classes: int = 2, null: bool = False, ranks: Ranks = Ranks()
+) -> list[dict[str, float]]:
+    """Metrics of each of the ``outputs`` predictions that ``predict(batch)`` returns per batch of clips.
+
+    Under torchrun each process scores whole official batches (batch ``b`` goes to rank ``b % world``), so
+    every batch holds the clips it holds in one process, and the per-batch J and F (which depend on the
+    batch's composition) are the same values; the accumulators' sums are then added up over the processes.
+    The result equals one process's up to the order of float64 additions. ``clips`` is the whole split in
+    every process: perturbations that pair clips (swap, off-screen) pair them over the whole split.
+    """
     scores = [_Scores(batch_clips, num_classes, null) for _ in range(outputs)]
-    for start in range(0, len(clips), batch_clips):
+    for index, start in enumerate(range(0, len(clips), batch_clips)):
+        if not ranks.takes(index):
+            continue
         batch = [clips[i] for i in range(start, min(start + batch_clips, len(clips)))]
         for score, predictions in zip(scores, predict(batch)):
             logits, targets = [], []
@@ -73,6 +87,8 @@ def _evaluate(predict, clips: Sequence[Clip], outputs: int, batch_clips: int = 4
                 logits.append(prediction[annotated])
                 targets.append(torch.from_numpy(clip.masks[clip.frame_valid][annotated.numpy()]).long())
             score.update(torch.cat(logits), torch.cat(targets))
+    for score in scores:
+        score.accumulator.add_across(ranks.sum)
     return [score.compute() for score in scores]
 
 

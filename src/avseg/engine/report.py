@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from avseg.config import Recipe
 from avseg.engine.data import open_split, prepare_dataset
+from avseg.engine.distributed import Ranks, join
 from avseg.data.perturb import NoiseBank
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference, evaluate_robust, robust_conditions_not_run
 from avseg.engine.memory import reuse_freed_memory
@@ -51,9 +52,15 @@ def evaluate_recipe(
     """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data;
     ``silence_gate=False`` evaluates the network without its silence gate; ``robust`` adds
     AVSBench-Robust's negative audio (``noise_dir``: noise recordings); ``precision``, ``compile``:
-    see :mod:`avseg.engine.precision`."""
+    see :mod:`avseg.engine.precision`. Returns the tables, or None in a process other than the first
+    under torchrun: there the processes share the batches (:func:`avseg.engine.evaluate._evaluate`), each on
+    its own device, and the first writes the report."""
+    return _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, join("gloo"))
+
+
+def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, ranks: Ranks) -> str | None:
     reuse_freed_memory()
-    inference = Inference.resolve(resolve_device(recipe.train.device), precision, compile)
+    inference = Inference.resolve(ranks.device(resolve_device(recipe.train.device)), precision, compile)
     if noise_dir is not None and not robust:
         raise ConfigError("--noise-dir: the noise clips are for --robust; add --robust")
     noise = NoiseBank(noise_dir) if robust else None
@@ -68,11 +75,13 @@ def evaluate_recipe(
     model = load_model(checkpoint) if checkpoint else None
     if model is not None and model.name != recipe.model:
         raise ConfigError(f"--checkpoint: {checkpoint} holds a {model.name} model, but the recipe evaluates {recipe.model}")
-    prepare_dataset(recipe.data)
+    if ranks.rank == 0:
+        prepare_dataset(recipe.data)
+    ranks.barrier()
     reader = open_split(recipe.data, split)
     clips = list(reader)
     batch = recipe.train.eval_batch_clips
-    options = {"batch_clips": batch, "num_classes": reader.num_classes, "null": split == "test_n"}
+    options = {"batch_clips": batch, "num_classes": reader.num_classes, "null": split == "test_n", "ranks": ranks}
     if robust:
         robust_conditions_not_run(clips, recipe.train.seed, **options)  # refuse before evaluating
     system = build_system(recipe, num_classes=reader.num_classes, model=model)
@@ -95,7 +104,9 @@ def evaluate_recipe(
     if robust:
         report["robust"] = evaluate_robust(segmenter, clips, recipe.train.seed, noise, positive=results["normal"], **options)
         markdown += "\n\n" + robust_markdown(report["robust"])
-    report.update(inference.describe())
+    report.update(inference.describe(), processes=ranks.world)
+    if ranks.rank != 0:
+        return None
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
 

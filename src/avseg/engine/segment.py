@@ -35,8 +35,9 @@ memory stays bounded whatever the video's length (frames wait at most
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,14 +49,49 @@ from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
 from avseg.engine.memory import model_call, release_freed_memory, reuse_freed_memory
 from avseg.engine.stream import Prefetch, Worker
 from avseg.errors import ConfigError
-from avseg.outputs import check_writable, safe_folder_name, staged_folder
+from avseg.media.write import partial_path
+from avseg.outputs import safe_folder_name, staged_folder
 
-OUTPUT_NAMES = {"masks": {"*.png": None}, "masks.jsonl": None, "overlay.mp4": None, "summary.json": None}
+RECORD = "record.json"
+"""The completion record ``avseg segment`` commits with a video's outputs (:mod:`avseg.engine.corpus`)."""
+OUTPUT_NAMES = {"masks": {"*.png": None}, "masks.jsonl": None, "overlay.mp4": None, "summary.json": None, RECORD: None}
 """What :func:`segment_video` writes in a video's folder (:data:`avseg.outputs.Layout`); a folder holding only
 these is replaced."""
+STAGING_NAMES = {**OUTPUT_NAMES, partial_path("overlay.mp4").name: None}
+"""What a video's staging folder may hold while it is written (the overlay under its temporary name): what a
+killed run leaves, and a rerun removes (:func:`avseg.outputs.remove_leftovers`)."""
 QUEUE_FRAMES = 16
 """Decoded frames the decoder may run ahead, and frames the writer may lag behind."""
 MISSING_AUDIO = "missing: the video has no audio track, so the model heard silence (--allow-silent)"
+
+
+@dataclass
+class OpenedVideo:
+    """A video that passed its checks and is being decoded in a background thread (:func:`open_video`)."""
+
+    path: Path
+    timing: VideoTiming
+    frames: Prefetch
+    """The output and shown frames of :func:`~avseg.engine.dense.stream_frames`, decoded ahead."""
+
+    def close(self) -> None:
+        self.frames.close()
+
+    def __enter__(self) -> OpenedVideo:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def open_video(video: str | Path, sampling: Sampling, sample_rate: int, window: int, propagated: bool, allow_silent: bool = False) -> OpenedVideo:
+    """Check ``video`` (one line per problem) and start decoding it, at most :data:`QUEUE_FRAMES` frames ahead.
+    A corpus opens the next video this way while the model runs on the current one; close it when it is not
+    segmented."""
+    video = Path(video)
+    timing = check_sampling(video, sampling, allow_silent)
+    frames = stream_frames(video, sampling, timing.fps, sample_rate, window, propagated)
+    return OpenedVideo(video, timing, Prefetch(frames, QUEUE_FRAMES))
 
 
 def segment_video(
@@ -72,36 +108,43 @@ def segment_video(
     mask_format: str = "png",
     video_name: str | None = None,
     allow_silent: bool = False,
+    opened: OpenedVideo | None = None,
+    on_complete: Callable[[Path, int], None] | None = None,
 ) -> Path:
     """Segment ``video`` into ``out_root/<stem>/``, written whole or not at all (see :mod:`avseg.outputs`).
     ``window``: frames per model call; ``propagator``: carries keyframe masks over the other frames
     (:class:`avseg.propagation.Propagator`), or None for the model on every output frame; ``video_name``: what
     ``summary.json`` calls the video (the app gives the user's file name, not its upload path); ``allow_silent``:
-    segment a video without an audio track with silence (else it is refused)."""
+    segment a video without an audio track with silence (else it is refused). ``opened``: ``video`` already
+    opened by :func:`open_video` with these settings (it is closed here). ``on_complete(folder, masks)``: called
+    once everything is written, with the folder not yet in place and the number of masks, so that what it adds
+    there (the corpus's completion record) is committed with the outputs."""
     check_window(window)
     if mask_format not in MASK_FORMATS:
         raise ConfigError(f"--format {mask_format!r}: expected one of {', '.join(MASK_FORMATS)}")
     reuse_freed_memory()
     video = Path(video)
     out = Path(out_root) / output_folder_name(video)
-    timing = check_sampling(video, sampling, allow_silent)
-    info = timing.info
-    header = _summary_header(model_name, video_name or str(video), sampling, timing)
-    with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
-        outputs = FrameOutputs(staging, video, info.fps, (info.width, info.height), info.has_audio, header, mask_format, time_base=timing.time_base)
-        try:
-            frames = stream_frames(video, sampling, timing.fps, sample_rate, window, propagator is not None)
-            bar = tqdm(total=estimated_outputs(info.duration, timing.fps, sampling), desc=video.name, unit="frame", disable=None if progress else True)
-            with Prefetch(frames, QUEUE_FRAMES) as decoded, bar:
-                writer = Worker(outputs.handle, QUEUE_FRAMES)
-                try:
-                    _Loop(segmenter, video.stem, sample_rate, window, threshold, propagator, sampling, writer, bar).run(decoded)
-                finally:
-                    writer.close()
-        except BaseException:
-            outputs.abort()
-            raise
-        outputs.close()
+    with opened or open_video(video, sampling, sample_rate, window, propagator is not None, allow_silent) as decoded:
+        info = decoded.timing.info
+        header = _summary_header(model_name, video_name or str(video), sampling, decoded.timing)
+        with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
+            outputs = FrameOutputs(staging, video, info.fps, (info.width, info.height), info.has_audio, header, mask_format, time_base=decoded.timing.time_base)
+            try:
+                # leave=None: a bar under a corpus's bar is cleared when done, a lone video's stays
+                bar = tqdm(total=estimated_outputs(info.duration, decoded.timing.fps, sampling), desc=video.name, unit="frame", leave=None, disable=None if progress else True)
+                with bar:
+                    writer = Worker(outputs.handle, QUEUE_FRAMES)
+                    try:
+                        _Loop(segmenter, video.stem, sample_rate, window, threshold, propagator, sampling, writer, bar).run(decoded.frames)
+                    finally:
+                        writer.close()
+            except BaseException:
+                outputs.abort()
+                raise
+            outputs.close()
+            if on_complete is not None:
+                on_complete(staging, outputs.rows)
     return out
 
 
@@ -195,18 +238,6 @@ class _Loop:
             meta["audio_span"] = audio_span(keyframes, self.sample_rate)
         waveform = np.concatenate([output.audio for output in keyframes])
         return Clip(frames=np.stack([output.image for output in keyframes]), waveform=waveform, sample_rate=self.sample_rate, meta=meta)
-
-
-def check_output_folders(videos: Sequence[str | Path], out_root: str | Path) -> None:
-    """Refuse, before any work, videos whose outputs would go to the same ``OUT/<stem>/`` folder,
-    or to one that holds files avseg did not write."""
-    seen: dict[str, Path] = {}
-    for video in map(Path, videos):
-        name = output_folder_name(video)
-        if name in seen:
-            raise ConfigError(f"{seen[name]} and {video} would both write to OUT/{name}/; segment them in separate calls or rename one")
-        seen[name] = video
-        check_writable(Path(out_root) / name, OUTPUT_NAMES)
 
 
 def _predict(segmenter: Any, clip: Clip) -> tuple[torch.Tensor, list[dict[str, Any]]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,6 +37,10 @@ class LoadedSegmenter:
     cue_models: tuple[Any, Any] | None = None
     inference: Inference | None = None
     """Precision and compilation (``--precision``, ``--compile``); None runs the segmenter as it is."""
+    system: Any = None
+    """What the segmenter was made from: a zero-shot system makes one for another vocabulary (:meth:`segmenter_for`)."""
+    vocabularies: dict[str, Any] = field(default_factory=dict)
+    """The segmenters made for other vocabularies, by their ``--vocabulary`` text."""
 
     @property
     def label(self) -> str:
@@ -49,16 +53,22 @@ class LoadedSegmenter:
         window: int = 5,
         audio: str | Path | None = None,
         progress: bool = True,
+        cues: Sequence[str] | None = None,
+        vocabulary: str | None = None,
         **options: Any,
     ) -> Path:
         """``avseg segment`` on ``video`` into ``out_root/<stem>``. ``audio``: None keeps the video's own
         audio, ``"mute"`` silences it, a file path puts that file's audio in its place (cut or looped
-        to the video's length); the summary then records the condition. ``options``: ``sampling``,
-        ``propagator``, ``mask_format`` and ``video_name`` of :func:`~avseg.engine.segment.segment_video`."""
+        to the video's length); the summary then records the condition. ``cues``, ``vocabulary``: this video's
+        own (a ``--list`` line's), instead of those the model was loaded with. ``options``: ``sampling``,
+        ``propagator``, ``mask_format``, ``video_name``, ``allow_silent``, ``opened`` and ``on_complete`` of
+        :func:`~avseg.engine.segment.segment_video`."""
         video = Path(video)
-        if self.cue_names:
-            self.segmenter.cues = fixed_cues(self.cue_names, video.stem, window)
-        runner = auto_cue_segmenter(self.segmenter, video, *self.cue_models) if self.cue_models else self.segmenter
+        segmenter = self.segmenter_for(vocabulary)
+        names = tuple(cues) if cues is not None else self.cue_names
+        if names:
+            segmenter.cues = fixed_cues(names, video.stem, window)
+        runner = auto_cue_segmenter(segmenter, video, *self.cue_models) if self.cue_models and cues is None else segmenter
         if self.inference is not None:
             runner = self.inference.wrap(runner)
         if audio is None:
@@ -71,6 +81,19 @@ class LoadedSegmenter:
         summary.update(video=options.get("video_name") or str(video), audio="muted" if audio == "mute" else f"swapped with {Path(audio).name}")
         write_json(summary_path, summary)
         return out
+
+
+    def segmenter_for(self, vocabulary: str | None) -> Any:
+        """The segmenter, or (zero-shot) one listening for and prompting ``vocabulary`` instead, made once per
+        vocabulary from the same loaded networks."""
+        if vocabulary is None:
+            return self.segmenter
+        if not hasattr(self.system, "with_vocabulary"):
+            raise ConfigError(f"vocabulary: {self.info['model']} takes no vocabulary (only zeroshot-sam3 does)")
+        if vocabulary not in self.vocabularies:
+            device = self.inference.device if self.inference is not None else "cpu"
+            self.vocabularies[vocabulary] = self.system.with_vocabulary(vocabulary).segmenter(device)  # its networks are prepared already
+        return self.vocabularies[vocabulary]
 
 
 def load_cue_models(captioner: str | None = None, llm: str | None = None, device: str = "auto") -> tuple[Any, Any]:
@@ -101,8 +124,9 @@ def parse_cues(text: str | None) -> tuple[str, ...]:
 
 
 def check_cues(model: str | Path, cues: Sequence[str], option: str = "--cues", auto: bool = False) -> str:
-    """The model's kind, once the cues fit it: TeSO needs them (typed, or ``auto``: made from the video
-    by the captioner and LLM), the others take none (``option`` names the field in the messages)."""
+    """The model's kind, once the cues fit it: TeSO needs them (typed, or ``auto``: made for each video, by
+    the captioner and LLM or given by a ``--list`` line), the others take none (``option`` names the field in
+    the messages)."""
     from avseg.models.registry import ZERO_SHOT_MODELS, read_system_info
 
     zero_shot = str(model) in ZERO_SHOT_MODELS
@@ -125,10 +149,12 @@ def load_segmenter(
     cue_models: tuple[Any, Any] | Callable[[], tuple[Any, Any]] | None = None,
     precision: str | None = None,
     compile: bool = False,
+    cues_per_video: bool = False,
 ) -> LoadedSegmenter:
     """The checks and loading of ``avseg segment``: a trained model folder, a name of ``avseg models`` or
     a hub repo id (TeSO needs ``cues``, or ``cue_models`` that make them, or a function loading those once the
-    model is known to take cues; the others take none), or a zero-shot model name
+    model is known to take cues, or ``cues_per_video``: each video comes with its own, which the caller
+    checked; the others take none), or a zero-shot model name
     (``settings``: its config fields, e.g. ``vocabulary``). ``precision`` (None: the device's default) and
     ``compile``: see :mod:`avseg.engine.precision`."""
     from avseg.engine.train import resolve_device
@@ -137,12 +163,12 @@ def load_segmenter(
 
     inference = Inference.resolve(resolve_device(device), precision, compile)
     model = resolve_model(model)
-    check_cues(model, cues, auto=cue_models is not None)
+    check_cues(model, cues, auto=cue_models is not None or cues_per_video)
     if callable(cue_models):
         cue_models = cue_models()
     system, info = load_system(model, cues={}, settings=settings or {})
     segmenter = inference.prepare(system.segmenter(inference.device))
-    return LoadedSegmenter(segmenter, info, tuple(cues), cue_models, inference)
+    return LoadedSegmenter(segmenter, info, tuple(cues), cue_models, inference, system)
 
 
 def run_segment(

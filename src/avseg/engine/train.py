@@ -48,6 +48,7 @@ from tqdm import tqdm
 from avseg.config import Recipe, config_values, recipe_to_dict
 from avseg.engine.checkpoint import checkpoint_progress, latest_checkpoint, load_checkpoint, save_checkpoint
 from avseg.engine.data import open_split, prepare_dataset
+from avseg.engine.distributed import join
 from avseg.engine.evaluate import evaluate_clips
 from avseg.engine.memory import keep_large_buffers_mmapped
 from avseg.engine.run_folder import check_new_run, new_run, read_recipe_record, resumed_record
@@ -75,16 +76,6 @@ def resolve_device(name: str, option: str = "device") -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"{option}: {name} is not supported (use auto, cpu, cuda or cuda:N)")
     return device
-
-
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        # Process 0 validates while the others wait at a barrier: allow for a long validation.
-        torch.distributed.init_process_group(backend, timeout=timedelta(hours=2))
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
 
 
 def _tensorboard(out: Path):
@@ -168,13 +159,14 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
     check_model_config(recipe)
     found, record = _check_run_folder(out, recipe, resume, overwrite)
     keep_large_buffers_mmapped()
-    rank, world = _distributed()
+    # Process 0 validates while the others wait at a barrier: allow for a long validation.
+    ranks = join("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=2))
+    rank, world = ranks.rank, ranks.world
     if settings.micro_batches > 1 and world > 1:
         raise AvsegError("train.micro_batches: use either several processes or micro-batches, not both")
     if settings.batch_clips < world * settings.micro_batches:
         raise AvsegError(f"train.batch_clips: {settings.batch_clips} clips cannot be split over {world * settings.micro_batches} processes / micro-batches")
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = ranks.device(device)
 
     if rank == 0:
         prepare_dataset(recipe.data)

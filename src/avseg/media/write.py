@@ -13,6 +13,12 @@ from avseg.errors import MediaError
 from avseg.media.read import _open, probe, read_audio
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where :class:`VideoWriter` writes ``path`` until it is complete."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")
+
+
 class VideoWriter:
     """Write an H.264 (yuv420p) mp4, optionally with an AAC mono audio track.
 
@@ -38,7 +44,7 @@ class VideoWriter:
         time_base: Fraction | None = None,
     ):
         self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        self._tmp = partial_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self._tmp), mode="w", format="mp4")
         self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))

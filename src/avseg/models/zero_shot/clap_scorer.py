@@ -18,11 +18,16 @@ class ClapScorer(nn.Module):
     def __init__(self, model: nn.Module, feature_extractor: Any, tokenizer: Any, sounds: Sequence[str], template: str):
         super().__init__()
         self.model = model.eval()
-        self.feature_extractor = feature_extractor
+        self.feature_extractor, self.tokenizer, self.template = feature_extractor, tokenizer, template
         tokens = tokenizer([template.format(sound) for sound in sounds], padding=True, truncation=True, return_tensors="pt")
+        device = next(model.parameters()).device
         with torch.no_grad():
-            texts = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+            texts = model.get_text_features(input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device))
         self.register_buffer("text_embeddings", texts.pooler_output, persistent=False)
+
+    def with_sounds(self, sounds: Sequence[str]) -> ClapScorer:
+        """The same CLAP listening for ``sounds`` instead (only their texts are embedded)."""
+        return ClapScorer(self.model, self.feature_extractor, self.tokenizer, sounds, self.template)
 
     @property
     def sample_rate(self) -> int:

@@ -41,11 +41,15 @@ class Sam3Prompter(nn.Module):
     def __init__(self, model: nn.Module, tokenizer: Any, prompts: Sequence[str], query_threshold: float):
         super().__init__()
         self.model = model.eval()
-        self.query_threshold = query_threshold
+        self.tokenizer, self.query_threshold = tokenizer, query_threshold
         length = model.config.text_config.max_position_embeddings  # SAM 3's processor pads every prompt to it
         tokens = tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
         self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
+
+    def with_prompts(self, prompts: Sequence[str]) -> Sam3Prompter:
+        """The same SAM 3 prompted with ``prompts`` instead."""
+        return Sam3Prompter(self.model, self.tokenizer, prompts, self.query_threshold)
 
     @torch.no_grad()
     def vision_features(self, frames: np.ndarray) -> Any:

@@ -97,6 +97,15 @@ class ZeroShotSystem:
             class_names = read_class_names(AVSS.resolve_root(Path(recipe.data.root)) / AVSS.label_file)
         return cls.from_pretrained(config, class_names, "s4" if recipe.data.layout in ("s4", "ms3") else "avss")
 
+    def with_vocabulary(self, spec: str) -> ZeroShotSystem:
+        """The same CLAP and SAM 3 listening for and prompting another vocabulary (:func:`load_vocabulary`'s
+        ``spec``): a ``--list`` line's own."""
+        if self.semantic:
+            raise ConfigError("vocabulary: a semantic task is scored on the dataset's own classes")
+        vocabulary = load_vocabulary(spec)
+        clap, sam3 = self.model["clap"], self.model["sam3"]
+        return ZeroShotSystem(clap.with_sounds([c.sound for c in vocabulary]), sam3.with_prompts([c.visual for c in vocabulary]), vocabulary, self.config, self.semantic)
+
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int) -> Any:
         raise ConfigError(f"{MODEL_NAME} has nothing to train; evaluate it with avseg evaluate RECIPE")
 
