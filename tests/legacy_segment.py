@@ -1,6 +1,8 @@
 """The per-second ``avseg segment`` as it was before dense output (commit 6a35afc, engine/segment.py), kept as
 the reference ``--rate 1`` must reproduce byte for byte: AVSBench sampling, audio second [l, l+1), one decode
-pass for the masks and a second one for the overlay, which holds each second's mask over the second."""
+pass for the masks and a second one for the overlay, which holds each second's mask over the second. The overlay
+draws its masks with today's :func:`avseg.viz.draw_mask` (it tinted them red then): the masks and summary are the
+old code's, the overlay the old frames and timing with the drawing ``avseg segment`` uses now."""
 
 import json
 from pathlib import Path
@@ -11,6 +13,7 @@ from PIL import Image
 from avseg.data.clip import Clip
 from avseg.engine.segment import _foreground_probability, _predict
 from avseg.media import VideoWriter, iter_audio, iter_frames, probe
+from avseg.viz import draw_mask
 
 
 def legacy_segment(segmenter, video: Path, out: Path, sample_rate: int, model_name: str, window: int = 5, threshold: float = 0.5) -> Path:
@@ -36,12 +39,7 @@ def legacy_segment(segmenter, video: Path, out: Path, sample_rate: int, model_na
             second = min(int(frame.time), len(rows) - 1)
             if second != current:
                 current, mask = second, np.asarray(Image.open(masks_dir / f"{second:05d}.png")) > 0
-            image = frame.image.astype(np.float32)
-            image[mask] = 0.5 * image[mask] + 0.5 * np.array([255, 40, 40], dtype=np.float32)
-            padded = np.pad(mask, 1)
-            interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-            image[mask & ~interior] = 255.0
-            writer.write_frame(image.astype(np.uint8))
+            writer.write_frame(draw_mask(frame.image, mask))
     summary = {"model": model_name, "video": str(video), "sampling": "avsbench, one frame per second", "frames": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     return out

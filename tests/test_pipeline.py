@@ -15,7 +15,7 @@ from avseg.cli import main
 from avseg.config import load_recipe
 from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.report import write_report
-from avseg.media import probe, read_audio
+from avseg.media import iter_frames, probe, read_audio
 from avseg.metrics import preference_drop, robust_summary
 
 
@@ -125,13 +125,30 @@ def test_bad_config_values_are_one_line(tmp_path):
 
 
 def test_demo_and_evaluate_with_perturbations(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--set", "data.synthetic_videos=12", "--set", "train.epochs=1"]) == 0
+    demo = ["demo", "--out", str(tmp_path / "demo"), "--set", "data.synthetic_videos=12", "--set", "train.epochs=1"]
+    assert main(demo) == 0
     printed = capsys.readouterr().out
     assert "| sounding clips | muted |" in printed and "| sounding clips | muted, gate off |" in printed and "overlay.mp4" in printed
     assert "with the silence gate off: the network" in printed  # the verdict is the network's, not the gate's
-    assert (tmp_path / "demo" / "segment").is_dir()
+    clip = re.search(r"\| (synth\d+), every frame \(50\) \| normal \|", printed).group(1)  # dense J/F of the 5 s motion video
+    assert f"| {clip}, every frame (50) | muted, gate off |" in printed
+    pictures = tmp_path / "demo" / "demo"
+    compare = probe(pictures / "compare.mp4")
+    assert compare.has_audio and compare.fps == 10 and compare.width >= 3 * 256 and compare.height >= 256
+    assert len(list(iter_frames(pictures / "compare.mp4", "all"))) == 50  # every frame, three panels
+    assert Image.open(pictures / "timeline.png").size[0] >= 900 and (pictures / "strip.png").is_file()
+    for condition in ("own-audio", "muted"):
+        assert len(list((pictures / condition / clip / "masks").iterdir())) == 50
+    assert strict_json((pictures / "muted" / clip / "summary.json").read_text())["audio"] == "muted"
+    assert not (tmp_path / "demo" / "videos").exists()  # the demo segments the dataset's own video
+    # the demo's folder is replaced only when it holds nothing but what the demo writes: refused before training
+    (pictures / "notes.txt").write_text("mine")
+    assert main(demo) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds files avseg did not write (notes.txt)" in err
+    assert (pictures / "notes.txt").read_text() == "mine" and (pictures / "compare.mp4").is_file()
     run = tmp_path / "demo" / "runs" / "demo"
-    overrides = ["--set", f"data.root={tmp_path / 'demo' / 'data' / 'ms3'}"]
+    overrides = ["--set", f"data.root={tmp_path / 'demo' / 'data' / 'ms3-motion'}"]
     assert main(["evaluate", DEMO_RECIPE, "--checkpoint", str(run / "final"), "--perturb", "mute,wgn10,swap", "--out", str(tmp_path / "eval"), *overrides]) == 0
     report = strict_json((tmp_path / "eval" / "report.json").read_text())
     assert set(report["results"]) == {"normal", "mute", "mute (gate off)", "wgn10", "swap"}

@@ -53,6 +53,12 @@ class DataConfig:
     synthetic_videos: int = checked(0, min=0)
     """If > 0 and ``root`` holds no dataset, write a synthetic one of this many videos there first."""
     synthetic_size: int = 64
+    synthetic_fps: int = checked(0, min=0)
+    """If > 0, the synthetic dataset also holds its clips as videos at this frame rate, with a ground-truth mask
+    for every frame (``avseg synth --fps``)."""
+    synthetic_motion: bool = False
+    """With ``synthetic_fps``: objects move within each second and sounds start and stop at any instant
+    (``avseg synth --motion``)."""
 
 
 @dataclass

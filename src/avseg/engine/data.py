@@ -27,7 +27,8 @@ def prepare_dataset(data: DataConfig) -> None:
     from avseg.data.synthetic import OBJECTS_FILE, write_dataset
 
     if data.synthetic_videos > 0 and not (Path(data.root) / OBJECTS_FILE).is_file():
-        write_dataset(data.layout, data.root, data.synthetic_videos, seed=0, size=data.synthetic_size)
+        fps = data.synthetic_fps or None
+        write_dataset(data.layout, data.root, data.synthetic_videos, seed=0, size=data.synthetic_size, fps=fps, motion=data.synthetic_motion)
 
 
 def open_split(data: DataConfig, split: str) -> ClipReader:

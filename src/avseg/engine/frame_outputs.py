@@ -4,8 +4,8 @@ Masks go to ``masks/00000.png, ...`` (0/255) or, with ``--format rle``, to one
 ``masks.jsonl`` line per frame (``{"mask", "frame", "time", "size", "counts"}``,
 COCO RLE: :mod:`avseg.engine.rle`); summary rows are streamed into ``summary.json``
 in the layout ``json.dumps(summary, indent=1)`` gives, so nothing grows with the
-video's length; overlay frames are tinted and encoded as they come, each at its
-own time.
+video's length; overlay frames are drawn (:func:`avseg.viz.draw_mask`) and encoded as
+they come, each at its own time.
 
 One meaning per key in every output: ``mask`` is the mask's number (the PNG's
 name, the line of ``masks.jsonl``, the row of ``summary.json``), ``frame`` the
@@ -26,9 +26,9 @@ from PIL import Image
 from avseg.engine import rle
 from avseg.engine.memory import release_freed_memory_between_model_calls
 from avseg.media import VideoWriter
+from avseg.viz import draw_mask
 
 MASK_FORMATS = ("png", "rle")
-OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 
 
 class FrameOutputs:
@@ -36,9 +36,9 @@ class FrameOutputs:
 
     def __init__(
         self, folder: Path, video: Path, fps: float, size: tuple[int, int], has_audio: bool, header: dict[str, Any],
-        mask_format: str = "png", alpha: float = 0.5, time_base: Fraction | None = None,
+        mask_format: str = "png", time_base: Fraction | None = None,
     ):  # fmt: skip
-        self.mask_format, self.alpha = mask_format, alpha
+        self.mask_format = mask_format
         if mask_format == "png":
             self.masks_dir = folder / "masks"
             self.masks_dir.mkdir()
@@ -68,10 +68,7 @@ class FrameOutputs:
         self.rows += 1
 
     def write_overlay(self, image: np.ndarray, time: float, mask: np.ndarray) -> None:
-        tinted = image.astype(np.float32)
-        tinted[mask] = (1 - self.alpha) * tinted[mask] + self.alpha * OVERLAY_COLOUR
-        tinted[_outline(mask)] = 255.0  # visible whatever the object's own colour
-        self.overlay.write_frame(tinted.astype(np.uint8), time)
+        self.overlay.write_frame(draw_mask(image, mask), time)
         self.overlay_frames += 1
         if self.overlay_frames % self.frames_per_release == 0:
             release_freed_memory_between_model_calls()  # about once a second: every frame passes through the heap here
@@ -89,10 +86,3 @@ class FrameOutputs:
         self.summary.close()
         if self.mask_format == "rle":
             self.masks_file.close()
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Mask pixels with a 4-neighbour outside the mask."""
-    padded = np.pad(mask, 1)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~interior
