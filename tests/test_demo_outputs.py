@@ -62,3 +62,27 @@ def test_pictures_of_a_demo_video(tmp_path):
     timeline = np.asarray(Image.open(tmp_path / "timeline.png").convert("RGB"))
     assert timeline.shape[1] == 960
     assert tuple(timeline[190, 723]) == (222, 222, 222) and tuple(timeline[190, 297]) == (255, 255, 255)  # 1.5 s is silent, 0.5 s not
+
+
+def test_the_demo_video_shows_silence_and_sound(tmp_path):
+    """demo_clip prefers a video with half a second of silence and mostly sound, then the most changes."""
+    import json
+
+    from avseg.data.dense import TRUTH_FILE
+    from avseg.engine.demo import demo_clip
+
+    def clip(split, pattern):  # one character per frame: "-" nothing sounds, a letter that object sounds
+        return {"split": split, "sounding": [[] if c == "-" else [c] for c in pattern]}
+
+    clips = {
+        "always": clip("test", "abababababab"),  # the most changes, but never silent
+        "mostly_silent": clip("test", "a-----b-----"),
+        "both": clip("test", "aa--bbbbaaaa"),
+        "both_later": clip("test", "aa--bbbbaaaa"),
+        "other_split": clip("val", "a--ba--ba--b"),
+    }
+    (tmp_path / TRUTH_FILE).write_text(json.dumps({"fps": 4, "clips": clips}))
+    assert demo_clip(tmp_path, "test") == "both"
+    del clips["both"], clips["both_later"]
+    (tmp_path / TRUTH_FILE).write_text(json.dumps({"fps": 4, "clips": clips}))
+    assert demo_clip(tmp_path, "test") == "always"  # none qualifies: the most changing

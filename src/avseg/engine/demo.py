@@ -104,10 +104,21 @@ def _rows(clips: str, scores: list[tuple[str, dict]]) -> list[dict]:
 
 
 def demo_clip(root: str | Path, split: str) -> str:
-    """The video of ``split`` whose sounding objects change most often (ground truth, frame by frame): one in
-    which sounds start and stop while the objects move. Ties go to the first in the dataset's order."""
-    clips = {clip_id: entry for clip_id, entry in load_dense_truth(root)["clips"].items() if entry["split"] == split}
+    """The video of ``split`` that shows best what the audio does (ground truth, frame by frame): among the
+    videos in which nothing sounds for at least half a second and something sounds for at least half the
+    video (so the timeline has a shaded stretch and the strip a silent frame), the one whose sounding
+    objects change most often; if no video qualifies, the most changing of all. Ties go to the first in
+    the dataset's order."""
+    truth = load_dense_truth(root)
+    clips = {clip_id: entry for clip_id, entry in truth["clips"].items() if entry["split"] == split}
     if not clips:
         raise DatasetError(Path(root), f"no {split} videos to segment")
-    changes = {clip_id: sum(a != b for a, b in zip(entry["sounding"], entry["sounding"][1:])) for clip_id, entry in clips.items()}
-    return max(clips, key=lambda clip_id: (changes[clip_id], -list(clips).index(clip_id)))
+
+    def preference(clip_id: str) -> tuple[bool, int, int]:
+        sounding = clips[clip_id]["sounding"]
+        silent = sum(not names for names in sounding)
+        shows_both = silent >= float(truth["fps"]) / 2 and len(sounding) - silent >= len(sounding) / 2
+        changes = sum(a != b for a, b in zip(sounding, sounding[1:]))
+        return shows_both, changes, -list(clips).index(clip_id)
+
+    return max(clips, key=preference)
