@@ -1,0 +1,155 @@
+"""VCT at toy size (the same classes as the released models): forward, backward, Gumbel grouping, the converter's
+round trip and its one-line refusals, and the offline segment-by-name path.
+
+Parity with the release's own code (at equal random weights) is measured by a script outside the repository (the
+release's code is not vendored); its figures are in the README."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avseg.errors import AvsegError
+from avseg.models.vct import convert as conversion
+from avseg.models.vct.model import VCT, VCTConfig
+
+
+def randomised(model: VCT, seed: int = 0) -> VCT:
+    """Random norms and biases too (many start at 0 or 1, which would hide a misplaced tensor)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.is_floating_point() and "relative_position_index" not in name:
+                scale = 0.2 if value.dim() == 1 else 0.1
+                value.copy_(torch.randn(value.shape, generator=generator) * scale + (1.0 if name.endswith(("norm.weight", "1.weight")) and value.dim() == 1 else 0.0))
+    return model
+
+
+@pytest.fixture(scope="module", params=["s4", "ms3"])
+def model(request) -> VCT:
+    torch.manual_seed(0)
+    config = VCTConfig.tiny(num_prototypes=3 if request.param == "s4" else 0)
+    return randomised(VCT(config)).eval()
+
+
+def inputs(frames: int = 2, seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "pixels": torch.randn(frames, 3, 64, 64, generator=generator),
+        "mask_images": torch.randn(frames, 3, 64, 64, generator=generator),
+        "spectrograms": torch.randn(frames, 96, 64, generator=generator),
+    }
+
+
+@pytest.fixture()
+def tiny_release(monkeypatch):
+    """The converter builds the release's Swin-B; at toy size it builds the tiny model with the file's heads."""
+    monkeypatch.setattr(conversion, "release_config", lambda classes, prototypes: VCTConfig.tiny(num_classes=classes, num_prototypes=prototypes))
+
+
+def test_forward_gives_ten_predictions_and_the_prototype_embeddings(model):
+    with torch.no_grad():
+        output = model(**inputs())
+    assert len(output.class_logits) == len(output.mask_logits) == model.config.decoder_layers + 1
+    assert output.final_class_logits.shape == (2, 8, 3) and output.final_mask_logits.shape == (2, 8, 16, 16)
+    if model.config.num_prototypes:
+        assert output.prototype_embedding.shape == (2, 3, 32)
+        assert torch.allclose(output.audio_embedding.norm(dim=-1), torch.ones(2), atol=1e-5)
+    else:
+        assert output.audio_embedding is None and output.prototype_embedding is None
+    logits = model.segmentation_logits(output, (50, 70))
+    assert logits.shape == (2, 50, 70) and torch.isfinite(logits).all()
+
+
+def test_inference_is_deterministic_and_hears_the_audio_and_sees_the_mask_image(model):
+    batch = inputs()
+    with torch.no_grad():
+        first, again = model(**batch).final_mask_logits, model(**batch).final_mask_logits
+        deaf = model(**{**batch, "spectrograms": batch["spectrograms"] + 1}).final_mask_logits
+        blind = model(**{**batch, "mask_images": torch.zeros_like(batch["mask_images"])}).final_mask_logits
+    assert torch.equal(first, again), "the grouping is a hard argmax at inference: no noise"
+    assert not torch.allclose(first, deaf) and not torch.allclose(first, blind)
+
+
+def test_backward_reaches_every_trained_weight_and_not_vggish(model):
+    model.train()
+    try:
+        output = model(**inputs())
+        loss = sum(m.mean() for m in output.mask_logits) + sum(c.mean() for c in output.class_logits)
+        if output.audio_embedding is not None:
+            loss = loss + (output.audio_embedding[:, None] * output.prototype_embedding).sum()
+        model.zero_grad()
+        loss.backward()
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trained and not any(n.startswith("audio.vggish.") for n in trained)
+        assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    finally:
+        model.eval()
+
+
+def test_gumbel_grouping_is_noisy_in_training_and_a_one_hot_at_inference():
+    from avseg.models.vct.grouping import GumbelGrouping
+
+    grouping = GumbelGrouping(8)
+    logits = torch.randn(2, 5, 30)
+    grouping.eval()
+    assignment = grouping.assignment(logits)
+    assert torch.allclose(assignment.sum(-2), torch.ones(2, 30)) and ((assignment - assignment.round()).abs() < 1e-6).all()
+    grouping.train()
+    torch.manual_seed(0)
+    noisy = grouping.assignment(logits)
+    assert not torch.equal(noisy.argmax(-2), assignment.argmax(-2))
+
+
+def test_a_frame_of_another_size_is_one_line(model):
+    batch = inputs()
+    with pytest.raises(AvsegError, match="64x64"):
+        model(**{**batch, "pixels": torch.randn(2, 3, 96, 96)})
+
+
+def test_convert_round_trip_of_the_release_layout(model, tmp_path, tiny_release):
+    torch.save({"model": conversion.official_state(model), "iteration": 1}, tmp_path / "model_best.pth")
+    converted = conversion.convert(tmp_path / "model_best.pth", tmp_path / "converted").eval()
+    loaded = VCT.from_pretrained(tmp_path / "converted").eval()
+    assert converted.config.num_prototypes == model.config.num_prototypes
+    batch = inputs()
+    with torch.no_grad():
+        reference = model(**batch).final_mask_logits
+        assert torch.equal(converted(**batch).final_mask_logits, reference)
+        assert torch.equal(loaded(**batch).final_mask_logits, reference)
+
+
+def test_every_problem_is_named_at_once_in_one_line(model, tmp_path, tiny_release):
+    state = conversion.official_state(model)
+    state.pop("backbone.layers.0.blocks.1.attn.qkv.weight")
+    state.pop("sem_seg_head.predictor.transformer_self_attention_layers.0.self_attn.in_proj_bias")
+    state["sem_seg_head.predictor.extra.weight"] = torch.zeros(1)
+    state["pre_sam_backbone.norm3.weight"] = torch.zeros(3)
+    state["backbone.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(16, 16, dtype=torch.long)
+    state["criterion.empty_weight"] = torch.ones(3)
+    torch.save({"model": state}, tmp_path / "broken.pth")
+    with pytest.raises(AvsegError) as error:
+        conversion.convert(tmp_path / "broken.pth", tmp_path / "out")
+    message = str(error.value)
+    assert "\n" not in message
+    for part in (
+        "no place in VCT: sem_seg_head.predictor.extra.weight;",
+        "missing: backbone.layers.0.blocks.1.attn.qkv.weight, sem_seg_head.predictor.transformer_self_attention_layers.0.self_attn.in_proj_bias;",
+        "wrong shape: pre_sam_backbone.norm3.weight (3,) (expected (128,))",
+    ):
+        assert part in message, message
+    assert "relative_position_index" not in message and "empty_weight" not in message
+
+
+@pytest.mark.parametrize(
+    ("state", "named"),
+    [
+        ({"v_model.image_encoder.trunk.pos_embed": torch.zeros(1), "aural_fuser.f_blocks.0.weight": torch.zeros(1)}, "AuralSAM2"),
+        ({"features.0.weight": torch.zeros(1), "embeddings.0.weight": torch.zeros(1)}, "VGGish"),
+        ({"whatever": torch.zeros(1)}, "no VCT weights"),
+    ],
+)
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path, state, named):
+    torch.save(state, tmp_path / "other.pth")
+    with pytest.raises(AvsegError, match=f"{named}.*not a VCT checkpoint"):
+        conversion.convert(tmp_path / "other.pth", tmp_path / "out")
