@@ -153,3 +153,83 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path, state, named):
     torch.save(state, tmp_path / "other.pth")
     with pytest.raises(AvsegError, match=f"{named}.*not a VCT checkpoint"):
         conversion.convert(tmp_path / "other.pth", tmp_path / "out")
+
+
+def tiny_sam2(folder):
+    """A tiny transformers SAM 2 saved as a hub folder: the mask-image generator at toy size."""
+    from transformers import Sam2Model
+
+    from avseg.models.av2t_sam.model import tiny_sam2_config
+
+    torch.manual_seed(0)
+    Sam2Model(tiny_sam2_config()).save_pretrained(folder)
+    return folder
+
+
+def test_the_release_paints_smallest_masks_first_in_ade_colours():
+    import numpy as np
+
+    from avseg.models.vct.mask_images import ade_palette, colour, paint
+
+    big = np.zeros((8, 8), bool)
+    big[:6, :6] = True
+    small = np.zeros((8, 8), bool)
+    small[2:4, 2:4] = True
+    ids = paint(np.stack([big, small]))
+    assert ids[2, 2] == 1 and ids[0, 0] == 2 and ids[7, 7] == 0, "the smallest mask gets id 1 and wins where masks overlap"
+    image = colour(ids, 384)
+    palette = ade_palette()
+    assert image.shape == (384, 384, 3) and palette.shape == (150, 3)
+    assert (image[0, 0] == palette[2]).all() and (image[-1, -1] == palette[0]).all() and (palette[0] == 120).all()
+
+
+def test_published_mask_images_are_read_and_others_generated_and_marked_approximate(model, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from avseg.data.clip import Clip
+    from avseg.models.vct.system import VCTSegmenter
+
+    model.config.mask_generator = str(tiny_sam2(tmp_path / "sam2"))
+    frames = (np.random.default_rng(0).random((2, 40, 56, 3)) * 255).astype(np.uint8)
+    files = []
+    for k in range(2):
+        Image.fromarray(np.full((224, 224, 3), 40 * k, np.uint8)).save(tmp_path / f"{k}_mask_color.png")
+        files.append(str(tmp_path / f"{k}_mask_color.png"))
+    published = Clip(frames, np.zeros(32000, np.float32), 16000, meta={"id": "a", "mask_image_files": tuple(files)})
+    plain = Clip(frames, np.zeros(32000, np.float32), 16000, meta={"id": "b"})
+    segmenter = VCTSegmenter(model)
+    logits, details = segmenter.predict_with_details([published, plain])
+    assert logits[0].shape == (2, 40, 56) and torch.isfinite(logits[1]).all()
+    assert details[0][0] == {"mask_images": "published (COMBO's Semantic-SAM mask images from the dataset)", "approximate": False}
+    assert details[1][0]["approximate"] is True and "SAM 2 automatic mask generation" in details[1][0]["mask_images"]
+    assert segmenter.report_fields()["approximate"] is True and len(segmenter.report_fields()["mask_images"]) == 2
+    assert segmenter._generator is not None
+
+
+def test_segment_by_name_offline_from_a_prefilled_hub_cache(tmp_path, monkeypatch, tiny_release):
+    """``avseg segment clip.mp4 --model vct-s4``: the release's file in the release's repo, converted once, mask images
+    made by SAM 2 (a tiny one, under the generator's hub name), every row marked approximate."""
+    import json
+
+    from conftest import make_video
+    from hub_stand_in import publish, publish_folder, use_hub_cache
+
+    from avseg.cli import main
+    from avseg.hub.pretrained import find_pretrained
+    from avseg.models.vct.model import DEFAULT_MASK_GENERATOR
+
+    cache = use_hub_cache(monkeypatch, tmp_path)
+    torch.manual_seed(0)
+    release = randomised(VCT(VCTConfig.tiny(num_prototypes=23)))
+    torch.save({"model": conversion.official_state(release), "iteration": 44999}, tmp_path / "model_best.pth")
+    row = find_pretrained("vct-s4")
+    assert row.files == ("s4_swinb_384/model_best.pth",) and row.repo == "nowherespyfly/VCT_AVS"
+    assert row.published == {"J": 0.862, "F": 0.934}
+    publish(cache, row.repo, {row.files[0]: tmp_path / "model_best.pth"})
+    publish_folder(cache, DEFAULT_MASK_GENERATOR, tiny_sam2(tmp_path / "sam2"))
+    video = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48))
+    assert main(["segment", str(video), "--model", "vct-s4", "--out", str(tmp_path / "out"), "--rate", "1"]) == 0
+    summary = json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())
+    assert len(summary["frames"]) == 2 and summary["model"].startswith("vct (")
+    assert all(frame["approximate"] is True and DEFAULT_MASK_GENERATOR in frame["mask_images"] for frame in summary["frames"])

@@ -14,7 +14,7 @@ from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
 from avseg.engine.data import LAYOUTS, reader_class
 from avseg.engine.dense import MAX_WINDOW
-from avseg.errors import AvsegError
+from avseg.errors import AvsegError, ConfigError
 from avseg.models.architectures import MODELS
 
 MAX_FRAME_SIZE = 8192
@@ -164,6 +164,15 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    if args.kind == "vct":
+        from avseg.models.vct.convert import convert as convert_vct
+
+        if args.projector:
+            raise ConfigError("--projector: VCT has no projector (it is AV2T-SAM's)")
+        model = convert_vct(args.checkpoint, args.out)
+        config = model.config
+        print(f"converted {args.checkpoint} (vct) -> {args.out}: {model.name}, {config.num_classes} classes, {config.num_prototypes} prototypes, {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.1f}M trainable parameters")
+        return
     from avseg.models.av2t_sam.convert import convert
 
     model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
@@ -316,11 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    convert = commands.add_parser("convert", help="official AV2T-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
+    convert = commands.add_parser("convert", help="official AV2T-SAM, VCT, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
     convert.add_argument(
         "kind",
-        choices=["av2t-sam", "evf-sam", "sam3"],
-        help="av2t-sam: a trained official AV2T-SAM checkpoint; evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
+        choices=["av2t-sam", "vct", "evf-sam", "sam3"],
+        help="av2t-sam: a trained official AV2T-SAM checkpoint; vct: an official VCT checkpoint ({s4,ms3,ss}_swinb_384/model_best.pth); "
+        "evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
         "sam3: SAM 3 (hub name such as facebook/sam3, or folder; AV2T-SAM3's training start)",
     )
     convert.add_argument("checkpoint", help=".pth/.bin/.safetensors file or a hub folder (sam3: also a hub name)")

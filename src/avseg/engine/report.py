@@ -95,6 +95,8 @@ def evaluate_recipe(
     if robust:
         report["robust"] = evaluate_robust(segmenter, clips, recipe.train.seed, noise, positive=results["normal"], **options)
         markdown += "\n\n" + robust_markdown(report["robust"])
+    if hasattr(segmenter, "report_fields"):  # what the segmenter says about its outputs (VCT: where its mask images came from)
+        report.update(segmenter.report_fields())
     report.update(inference.describe())
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"

@@ -54,6 +54,9 @@ SWIN_B_384 = {
 }
 """The release's ``SWINB-*-SemanticSegmentation.yaml`` (``MODEL.SWIN``): Swin-B, window 12, ImageNet-22K at 384."""
 
+DEFAULT_MASK_GENERATOR = "facebook/sam2.1-hiera-large"
+"""SAM 2.1 Hiera-L, the largest SAM 2 (the release's Semantic-SAM is a Swin-L)."""
+
 S4_PROTOTYPES = 23
 """The release's ``ProtoVCQ(..., num_classes=23)`` for S4: one prototype per AVSBench S4 category."""
 
@@ -85,6 +88,10 @@ class VCTConfig:
     audio_hidden: int = checked(4096, min=1)
     """The audio MLP's hidden width (``audio_mlp(in_dim=512, middle_dim=4096, out_dim=256)``)."""
     vggish: dict[str, Any] = field(default_factory=lambda: {"channels": list(VGGishConfig().channels), "fc": list(VGGishConfig().fc)})
+    mask_generator: str = DEFAULT_MASK_GENERATOR
+    """Not a weight: the transformers SAM 2 (hub name or folder) that makes the mask images of videos without published
+    ones (:mod:`avseg.models.vct.mask_images`; a substitute for the release's Semantic-SAM, so those outputs are marked
+    approximate)."""
 
     @property
     def image_size(self) -> int:
