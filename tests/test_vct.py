@@ -207,29 +207,53 @@ def test_published_mask_images_are_read_and_others_generated_and_marked_approxim
     assert segmenter._generator is not None
 
 
+def prefilled_hub(tmp_path, monkeypatch, prototypes: int = 23, folder: str = "s4_swinb_384"):
+    """A hub cache holding official-format random weights under the release's file name and a tiny SAM 2 under the
+    mask-image generator's hub name; offline."""
+    from hub_stand_in import publish, publish_folder, use_hub_cache
+
+    from avseg.models.vct.model import DEFAULT_MASK_GENERATOR
+
+    cache = use_hub_cache(monkeypatch, tmp_path)
+    torch.manual_seed(0)
+    release = randomised(VCT(VCTConfig.tiny(num_prototypes=prototypes)))
+    torch.save({"model": conversion.official_state(release), "iteration": 44999}, tmp_path / "model_best.pth")
+    publish(cache, "nowherespyfly/VCT_AVS", {f"{folder}/model_best.pth": tmp_path / "model_best.pth"})
+    publish_folder(cache, DEFAULT_MASK_GENERATOR, tiny_sam2(tmp_path / "sam2"))
+
+
 def test_segment_by_name_offline_from_a_prefilled_hub_cache(tmp_path, monkeypatch, tiny_release):
     """``avseg segment clip.mp4 --model vct-s4``: the release's file in the release's repo, converted once, mask images
     made by SAM 2 (a tiny one, under the generator's hub name), every row marked approximate."""
     import json
 
     from conftest import make_video
-    from hub_stand_in import publish, publish_folder, use_hub_cache
 
     from avseg.cli import main
     from avseg.hub.pretrained import find_pretrained
     from avseg.models.vct.model import DEFAULT_MASK_GENERATOR
 
-    cache = use_hub_cache(monkeypatch, tmp_path)
-    torch.manual_seed(0)
-    release = randomised(VCT(VCTConfig.tiny(num_prototypes=23)))
-    torch.save({"model": conversion.official_state(release), "iteration": 44999}, tmp_path / "model_best.pth")
     row = find_pretrained("vct-s4")
     assert row.files == ("s4_swinb_384/model_best.pth",) and row.repo == "nowherespyfly/VCT_AVS"
-    assert row.published == {"J": 0.862, "F": 0.934}
-    publish(cache, row.repo, {row.files[0]: tmp_path / "model_best.pth"})
-    publish_folder(cache, DEFAULT_MASK_GENERATOR, tiny_sam2(tmp_path / "sam2"))
+    assert row.published == {"J": 0.862, "F": 0.934} and find_pretrained("vct-avss").published == {"mIoU": 0.525, "F": 0.569}
+    prefilled_hub(tmp_path, monkeypatch)
     video = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48))
     assert main(["segment", str(video), "--model", "vct-s4", "--out", str(tmp_path / "out"), "--rate", "1"]) == 0
     summary = json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())
     assert len(summary["frames"]) == 2 and summary["model"].startswith("vct (")
     assert all(frame["approximate"] is True and DEFAULT_MASK_GENERATOR in frame["mask_images"] for frame in summary["frames"])
+
+
+def test_evaluate_by_name_prints_measured_beside_published(tmp_path, monkeypatch, tiny_release, synthetic, capsys):
+    import json
+
+    from avseg.cli import main
+
+    prefilled_hub(tmp_path, monkeypatch)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", "vct-s4", "--data", str(synthetic / "s4"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Measured beside published (the release's README" in printed and "0.862" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["published"]["values"] == {"J": 0.862, "F": 0.934} and report["approximate"] is True
+    assert 0.0 <= report["results"]["normal"]["J"] <= 1.0

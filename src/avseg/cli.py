@@ -117,12 +117,53 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
     from avseg.engine.report import evaluate_recipe
 
+    published: dict[str, float] | None = None
+    source = ""
+    if args.model:
+        if args.config or args.checkpoint or args.set:
+            raise ConfigError("--model: evaluate either a recipe (CONFIG --checkpoint FOLDER) or a pretrained name (--model NAME --data DIR), not both")
+        recipe, checkpoint, published, source = pretrained_recipe(args.model, args.data, args.layout)
+        out = args.out or Path(f"{args.model}-eval-{args.split or recipe.data.test_split}")
+    elif args.config is None:
+        raise ConfigError("evaluate: give a recipe (CONFIG --checkpoint FOLDER) or a pretrained name (--model NAME --data DIR)")
+    else:
+        if args.data or args.layout:
+            raise ConfigError("--data/--layout: for --model NAME; a recipe names its data in data.root and data.layout")
+        recipe, checkpoint, out = load_recipe(args.config, args.set), args.checkpoint, args.out
     report = evaluate_recipe(
-        load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out,
+        recipe, checkpoint, args.split, args.perturb, out,
         silence_gate=not args.no_silence_gate, robust=args.robust, noise_dir=args.noise_dir,
-        precision=args.precision, compile=args.compile,
+        precision=args.precision, compile=args.compile, published=published, published_source=source,
     )
     print(report)
+
+
+def pretrained_recipe(name: str, data: Path | None, layout: str | None):
+    """``avseg evaluate --model NAME --data DIR``: the recipe of a pretrained name (downloaded and converted once), its
+    folder, and the numbers it should reproduce. The layout is the name's subset (``vct-s4`` -> s4) unless given."""
+    from avseg.config import DataConfig, EncodersConfig, Recipe
+    from avseg.hub.pretrained import find_pretrained
+    from avseg.hub.resolve import resolve_model
+    from avseg.models.system_info import read_system_info
+
+    row = find_pretrained(name)
+    if row is None or row.converter is None:
+        raise ConfigError(f"--model: {name!r} is not a pretrained model with weights to evaluate (see avseg models)")
+    if data is None:
+        raise ConfigError("--model: add --data DIR, the dataset folder to evaluate on")
+    subset = name.rsplit("-", 1)[-1]
+    layout = layout or (subset if subset in LAYOUTS else None)
+    if layout is None:
+        raise ConfigError(f"--model: {name} names no dataset layout; add --layout ({', '.join(LAYOUTS)})")
+    folder = resolve_model(name)
+    info = read_system_info(folder)
+    recipe = Recipe(
+        name=name,
+        model=info["model"],
+        encoders=EncodersConfig(**info["encoders"]),
+        data=DataConfig(root=str(data), layout=layout, sample_rate=info["sample_rate"]),
+    )
+    return recipe, Path(folder), dict(row.published), row.published_source
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -313,8 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")
-    evaluate.add_argument("config", type=Path)
+    evaluate.add_argument("config", type=Path, nargs="?", help="a recipe (or use --model NAME --data DIR)")
     evaluate.add_argument("--checkpoint", type=Path, help="a trained model folder (e.g. runs/NAME/best); none for zero-shot recipes")
+    evaluate.add_argument("--model", help="a pretrained name of `avseg models` (vct-s4, ...) instead of a recipe: prints the measured numbers beside the published ones")
+    evaluate.add_argument("--data", type=Path, help="with --model: the dataset folder")
+    evaluate.add_argument("--layout", choices=LAYOUTS, help="with --model: the dataset layout (default: the name's subset)")
     evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
     evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap, silence, noise, offscreen")
     evaluate.add_argument("--robust", action="store_true", help="AVSBench-Robust: J, F, FPR under silence, noise and off-screen audio; G-mIoU, G-F")

@@ -105,6 +105,7 @@ VCT_SOURCE = "the release's README (spyflying/VCT_AVS at 9a18d2f), Model Zoo, Sw
 
 
 def _vct_release(name: str, folder: str, data: str, j: float, f: float) -> PretrainedModel:
+    # AVSS's M_J is the mIoU over its 71 classes (avseg's AVSS metric name); S4 and MS3's is the binary J.
     """A released VCT checkpoint (Swin-B at 384) trained on one AVSBench subset.
 
     File names: the release's README links each checkpoint as ``nowherespyfly/VCT_AVS/blob/main/{folder}/model_best.pth``,
@@ -123,7 +124,7 @@ def _vct_release(name: str, folder: str, data: str, j: float, f: float) -> Pretr
         converter="vct",
         gpu_memory_gb=2,
         licence="Apache-2.0 (VCT); VGGish Apache-2.0; mask images: COMBO's (published) or SAM 2 (Apache-2.0)",
-        published={"J": j, "F": f},
+        published={"mIoU" if name.endswith("avss") else "J": j, "F": f},
         published_source=VCT_SOURCE,
         weights="hub nowherespyfly/VCT_AVS (official detectron2 checkpoint), converted on first use; mask images from the "
         "dataset (COMBO's) or made by SAM 2 (facebook/sam2.1-hiera-large, approximate)",
