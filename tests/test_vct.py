@@ -71,15 +71,19 @@ def test_inference_is_deterministic_and_hears_the_audio_and_sees_the_mask_image(
     assert not torch.allclose(first, deaf) and not torch.allclose(first, blind)
 
 
-def test_backward_reaches_every_trained_weight_and_not_vggish(model):
+def test_the_release_losses_reach_every_trained_weight_and_not_vggish(model):
+    from avseg.models.vct.training import mask2former_loss, vct_losses
+
     model.train()
     try:
         output = model(**inputs())
-        loss = sum(m.mean() for m in output.mask_logits) + sum(c.mean() for c in output.class_logits)
-        if output.audio_embedding is not None:
-            loss = loss + (output.audio_embedding[:, None] * output.prototype_embedding).sum()
+        labels = (torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(3)) > 0.5).long()
+        categories = torch.tensor([1, 1]) if model.config.num_prototypes else None
+        losses = vct_losses(model, output, labels, torch.tensor([True, False]), categories, mask2former_loss(2, num_points=256))
+        assert set(losses) == ({"class", "mask", "dice", "total"} | ({"prototype"} if categories is not None else set()))
+        assert all(torch.isfinite(value) for value in losses.values())
         model.zero_grad()
-        loss.backward()
+        losses["total"].backward()
         trained = {n for n, p in model.named_parameters() if p.requires_grad}
         assert trained and not any(n.startswith("audio.vggish.") for n in trained)
         assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
@@ -257,3 +261,30 @@ def test_evaluate_by_name_prints_measured_beside_published(tmp_path, monkeypatch
     report = json.loads((out / "report.json").read_text())
     assert report["published"]["values"] == {"J": 0.862, "F": 0.934} and report["approximate"] is True
     assert 0.0 <= report["results"]["normal"]["J"] <= 1.0
+
+
+RECIPE = """
+name: vct_tiny
+model: vct
+preset: tiny
+model_config: {{num_prototypes: 16, mask_generator: {sam2}}}
+data: {{layout: s4, root: {root}, synthetic_videos: 4, synthetic_size: 64}}
+train: {{epochs: 1, batch_clips: 2, lr: 1.0e-4, seed: 8434882, mute_probability: 0.0}}
+output: {out}
+"""
+
+
+def test_avseg_train_runs_the_release_losses_and_the_folder_segments(tmp_path):
+    import json
+    import math
+
+    from avseg.config import load_recipe
+    from avseg.engine.train import train
+
+    (tmp_path / "recipe.yaml").write_text(RECIPE.format(root=tmp_path / "s4", out=tmp_path / "runs", sam2=tiny_sam2(tmp_path / "sam2")))
+    out = train(load_recipe(tmp_path / "recipe.yaml", []))
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in log if "total" in row]
+    assert steps and all(math.isfinite(row[key]) for row in steps for key in ("total", "class", "mask", "dice", "prototype"))
+    assert 0.0 <= log[-1]["val"]["J"] <= 1.0
+    assert isinstance(VCT.from_pretrained(out / "final"), VCT)

@@ -12,6 +12,8 @@ the decoder's self-attention feed three avseg tensors each), and the table is re
 does not fit is one error naming every key with no place, every missing key (by its official name) and every wrong
 shape at once. Dropped without a word, because they are not weights: Swin's ``relative_position_index`` buffers
 (recomputed from the window size) and the criterion's ``empty_weight`` (the no-object class weight, a loss setting).
+The S4 and AVSS criteria also hold a trained ``logit_scale`` (the prototype-audio loss's temperature): kept, as
+``decoder.logit_scale``.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ PREFIXES = Names(
         ("audio_backbone.", "audio.vggish."),
         ("sem_seg_head.audio_transformation.embeddings.", "audio.mlp."),
         ("sem_seg_head.pixel_decoder.", "pixel_decoder."),
+        ("criterion.logit_scale", "decoder.logit_scale"),
         ("sem_seg_head.predictor.", "decoder."),
     ]
 )
-"""Official module -> avseg module."""
+"""Official module -> avseg module (the criterion's learned temperature of the prototype-audio loss is a weight too)."""
 
 SWIN = Names(
     [

@@ -18,6 +18,7 @@ With prototypes, the prototype-audio embeddings for the loss: ``audio_proj(mean 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,9 @@ class VisionCentricDecoder(nn.Module):
             self.proto_proj = nn.Linear(width, width, bias=False)
             nn.init.normal_(self.audio_proj.weight, std=width**-0.5)
             nn.init.normal_(self.proto_proj.weight, std=width**-0.5)
+            # The prototype-audio loss's learned temperature (CLIP's, from log(1/0.07)). The release keeps it in its
+            # criterion (``criterion.logit_scale``), a submodule of the model, so it is trained and saved with the weights.
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def memory(self, level: int, feature: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, C, h, w)`` -> tokens and their positions, ``(h*w, B, C)`` each."""
