@@ -288,3 +288,16 @@ def test_avseg_train_runs_the_release_losses_and_the_folder_segments(tmp_path):
     assert steps and all(math.isfinite(row[key]) for row in steps for key in ("total", "class", "mask", "dice", "prototype"))
     assert 0.0 <= log[-1]["val"]["J"] <= 1.0
     assert isinstance(VCT.from_pretrained(out / "final"), VCT)
+
+
+def test_runs_under_bf16_autocast(model):
+    batch = inputs()
+    with torch.no_grad():
+        reference = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(**batch)
+        logits = model.segmentation_logits(low, (64, 64))
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    # bf16 keeps 8 bits of mantissa: the mask logits (|x| up to ~10 here) move by a few percent of their scale
+    scale = reference.final_mask_logits.abs().max()
+    assert (low.final_mask_logits.float() - reference.final_mask_logits).abs().max() < 0.2 * scale
