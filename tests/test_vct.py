@@ -301,3 +301,33 @@ def test_runs_under_bf16_autocast(model):
     # bf16 keeps 8 bits of mantissa: the mask logits (|x| up to ~10 here) move by a few percent of their scale
     scale = reference.final_mask_logits.abs().max()
     assert (low.final_mask_logits.float() - reference.final_mask_logits).abs().max() < 0.2 * scale
+
+
+@pytest.mark.parametrize("subset", ["s4", "ms3", "avss"])
+def test_the_recipes_load_and_name_the_release_heads(subset):
+    from pathlib import Path
+
+    from avseg.config import load_recipe
+    from avseg.engine.train import check_model_config
+    from avseg.models.architectures import model_entry
+
+    recipe = load_recipe(Path(__file__).parent.parent / "configs" / f"vct_{subset}.yaml", [])
+    check_model_config(recipe)
+    config = model_entry("vct").preset_config(recipe.preset, **recipe.model_config)
+    assert (config.num_classes, config.num_prototypes) == {"s4": (2, 23), "ms3": (2, 0), "avss": (71, 71)}[subset]
+    assert config.swin_start == "microsoft/swin-base-patch4-window12-384-in22k" and recipe.data.layout == subset
+
+
+def test_a_new_model_starts_from_an_imagenet_swin_and_vggish(tmp_path):
+    from transformers import SwinConfig, SwinModel
+
+    from avseg.encoders.vggish import VGGish
+    from avseg.models.vct.system import with_pretrained_backbones
+
+    config = VCTConfig.tiny()
+    swin = SwinModel(SwinConfig(**{k: v for k, v in config.swin.items() if k != "drop_path_rate"}))
+    swin.save_pretrained(tmp_path / "swin")
+    torch.save(VGGish(config.vggish_config()).state_dict(), tmp_path / "vggish.pth")
+    model = with_pretrained_backbones(VCT(config), str(tmp_path / "swin"), str(tmp_path / "vggish.pth"))
+    for encoder in (model.encoder.frame_encoder, model.encoder.mask_encoder):
+        assert torch.equal(encoder.swin.encoder.layers[2].blocks[1].mlp.fc1.weight, swin.encoder.layers[2].blocks[1].mlp.fc1.weight)

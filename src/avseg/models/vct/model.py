@@ -88,6 +88,10 @@ class VCTConfig:
     audio_hidden: int = checked(4096, min=1)
     """The audio MLP's hidden width (``audio_mlp(in_dim=512, middle_dim=4096, out_dim=256)``)."""
     vggish: dict[str, Any] = field(default_factory=lambda: {"channels": list(VGGishConfig().channels), "fc": list(VGGishConfig().fc)})
+    swin_start: str | None = None
+    """Not used by a built model: the transformers Swin (hub name or folder) whose weights both Swins of a *new* model
+    start from in ``avseg train`` (the release starts from Swin-B ImageNet-22K at 384, ``swin_base_patch4_window12_384_22k``:
+    transformers' ``microsoft/swin-base-patch4-window12-384-in22k``); None: random (the tiny preset)."""
     mask_generator: str = DEFAULT_MASK_GENERATOR
     """Not a weight: the transformers SAM 2 (hub name or folder) that makes the mask images of videos without published
     ones (:mod:`avseg.models.vct.mask_images`; a substitute for the release's Semantic-SAM, so those outputs are marked

@@ -33,8 +33,33 @@ def vct_model(recipe: Recipe, num_classes: int) -> VCT:
         entry = model_entry(recipe.model)
         settings = config_values(entry.config_class(), settings, f"{recipe.source or 'recipe'}: model_config")
         model = VCT(entry.preset_config(recipe.preset, **{"num_classes": num_classes, **settings}))
+        if model.config.swin_start is not None:
+            with_pretrained_backbones(model, model.config.swin_start, recipe.encoders.audio_weights)
     if model.num_classes != num_classes:
         raise ConfigError(f"model: this VCT has {model.num_classes} classes but the data has {num_classes}")
+    return model
+
+
+def with_pretrained_backbones(model: VCT, swin: str, vggish_weights: str | None) -> VCT:
+    """A new model's starting weights, as the release starts training: both Swins from ``swin`` (an ImageNet Swin in
+    transformers' layout; its classifier and final LayerNorm are not part of a backbone, the four stage norms stay
+    new, as the release's ``norm0..3``) and VGGish from ``encoders.audio_weights`` (``vggish-10086976.pth``)."""
+    from transformers import SwinModel
+
+    from avseg.encoders.vggish import VGGish
+    from avseg.hub.locations import hub_cache_dir
+    from avseg.loading import load_pretrained, loading
+    from avseg.models.av2t_sam.model import load_strict
+
+    if vggish_weights is None:
+        raise ConfigError("encoders.audio_weights: the VGGish weights file (vggish-10086976.pth) is required to train VCT")
+    with loading(swin, "the Swin VCT starts from"):
+        start = load_pretrained(SwinModel, swin, "the Swin VCT starts from", cache_dir=str(hub_cache_dir()))
+    state = {f"swin.{key}": value for key, value in start.state_dict().items() if not key.startswith(("layernorm.", "pooler."))}
+    for encoder in (model.encoder.frame_encoder, model.encoder.mask_encoder):
+        state.update({key: value for key, value in encoder.state_dict().items() if key.startswith("hidden_states_norms.")})
+        load_strict(encoder, state, swin)
+    load_strict(model.audio.vggish, VGGish.from_official(vggish_weights, model.audio.vggish.config).state_dict(), vggish_weights)
     return model
 
 
