@@ -14,7 +14,7 @@ from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
 from avseg.engine.data import LAYOUTS, reader_class
 from avseg.engine.dense import MAX_WINDOW
-from avseg.errors import AvsegError
+from avseg.errors import AvsegError, ConfigError
 from avseg.models.architectures import MODELS
 
 MAX_FRAME_SIZE = 8192
@@ -117,13 +117,54 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
     from avseg.engine.report import evaluate_recipe
 
+    published: dict[str, float] | None = None
+    source = ""
+    if args.model:
+        if args.config or args.checkpoint or args.set:
+            raise ConfigError("--model: evaluate either a recipe (CONFIG --checkpoint FOLDER) or a pretrained name (--model NAME --data DIR), not both")
+        recipe, checkpoint, published, source = pretrained_recipe(args.model, args.data, args.layout)
+        out = args.out or Path(f"{args.model}-eval-{args.split or recipe.data.test_split}")
+    elif args.config is None:
+        raise ConfigError("evaluate: give a recipe (CONFIG --checkpoint FOLDER) or a pretrained name (--model NAME --data DIR)")
+    else:
+        if args.data or args.layout:
+            raise ConfigError("--data/--layout: for --model NAME; a recipe names its data in data.root and data.layout")
+        recipe, checkpoint, out = load_recipe(args.config, args.set), args.checkpoint, args.out
     report = evaluate_recipe(
-        load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out,
+        recipe, checkpoint, args.split, args.perturb, out,
         silence_gate=not args.no_silence_gate, robust=args.robust, noise_dir=args.noise_dir,
-        precision=args.precision, compile=args.compile,
+        precision=args.precision, compile=args.compile, published=published, published_source=source,
     )
     if report is not None:  # under torchrun, the first process reports
         print(report)
+
+
+def pretrained_recipe(name: str, data: Path | None, layout: str | None):
+    """``avseg evaluate --model NAME --data DIR``: the recipe of a pretrained name (downloaded and converted once), its
+    folder, and the numbers it should reproduce. The layout is the name's subset (``vct-s4`` -> s4) unless given."""
+    from avseg.config import DataConfig, EncodersConfig, Recipe
+    from avseg.hub.pretrained import find_pretrained
+    from avseg.hub.resolve import resolve_model
+    from avseg.models.system_info import read_system_info
+
+    row = find_pretrained(name)
+    if row is None or row.converter is None:
+        raise ConfigError(f"--model: {name!r} is not a pretrained model with weights to evaluate (see avseg models)")
+    if data is None:
+        raise ConfigError("--model: add --data DIR, the dataset folder to evaluate on")
+    subset = name.rsplit("-", 1)[-1]
+    layout = layout or (subset if subset in LAYOUTS else None)
+    if layout is None:
+        raise ConfigError(f"--model: {name} names no dataset layout; add --layout ({', '.join(LAYOUTS)})")
+    folder = resolve_model(name)
+    info = read_system_info(folder)
+    recipe = Recipe(
+        name=name,
+        model=info["model"],
+        encoders=EncodersConfig(**info["encoders"]),
+        data=DataConfig(root=str(data), layout=layout, sample_rate=info["sample_rate"]),
+    )
+    return recipe, Path(folder), dict(row.published), row.published_source
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -141,6 +182,15 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    if args.kind == "vct":
+        from avseg.models.vct.convert import convert as convert_vct
+
+        if args.projector:
+            raise ConfigError("--projector: VCT has no projector (it is AV2T-SAM's)")
+        model = convert_vct(args.checkpoint, args.out)
+        config = model.config
+        print(f"converted {args.checkpoint} (vct) -> {args.out}: {model.name}, {config.num_classes} classes, {config.num_prototypes} prototypes, {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.1f}M trainable parameters")
+        return
     from avseg.models.av2t_sam.convert import convert
 
     model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
@@ -281,8 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")
-    evaluate.add_argument("config", type=Path)
+    evaluate.add_argument("config", type=Path, nargs="?", help="a recipe (or use --model NAME --data DIR)")
     evaluate.add_argument("--checkpoint", type=Path, help="a trained model folder (e.g. runs/NAME/best); none for zero-shot recipes")
+    evaluate.add_argument("--model", help="a pretrained name of `avseg models` (vct-s4, ...) instead of a recipe: prints the measured numbers beside the published ones")
+    evaluate.add_argument("--data", type=Path, help="with --model: the dataset folder")
+    evaluate.add_argument("--layout", choices=LAYOUTS, help="with --model: the dataset layout (default: the name's subset)")
     evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
     evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap, silence, noise, offscreen")
     evaluate.add_argument("--robust", action="store_true", help="AVSBench-Robust: J, F, FPR under silence, noise and off-screen audio; G-mIoU, G-F")
@@ -293,11 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    convert = commands.add_parser("convert", help="official AV2T-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
+    convert = commands.add_parser("convert", help="official AV2T-SAM, VCT, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
     convert.add_argument(
         "kind",
-        choices=["av2t-sam", "evf-sam", "sam3"],
-        help="av2t-sam: a trained official AV2T-SAM checkpoint; evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
+        choices=["av2t-sam", "vct", "evf-sam", "sam3"],
+        help="av2t-sam: a trained official AV2T-SAM checkpoint; vct: an official VCT checkpoint ({s4,ms3,ss}_swinb_384/model_best.pth); "
+        "evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
         "sam3: SAM 3 (hub name such as facebook/sam3, or folder; AV2T-SAM3's training start)",
     )
     convert.add_argument("checkpoint", help=".pth/.bin/.safetensors file or a hub folder (sam3: also a hub name)")

@@ -64,6 +64,25 @@ AVSS_FRAMES = 10
 AVSS_SUBSET_FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}
 
 
+def mask_image_files(subset: str, root: Path, split: str, name: str, frames: int, category: str = "") -> tuple[str, ...]:
+    """Where COMBO's published mask images (what VCT reads, :mod:`avseg.models.vct.mask_images`) sit beside an AVSBench
+    clip, as COMBO's ``register_*`` readers find them (the model checks they exist):
+
+    - S4: ``s4_data/pre_SAM_mask/{split}/{category}/{name}/{name}_{k}_mask_color.png`` (k = 1..5)
+    - MS3: ``ms3_data/pre_SAM_mask/{name}/{name}.mp4_{k}_mask_color.png`` (k = 1..5)
+    - AVSS: ``pre_SAM_mask/AVSBench_semantic/{subset}/{uid}/frames/{i}_mask_color.png`` (i from 0; the VCT release's
+      ``s4_process.py`` reads ``frames/``, COMBO's reader ``processed_frames/``: the first that exists)."""
+    if subset == "s4":
+        folder = root / "s4_data" / "pre_SAM_mask" / split / category / name
+        return tuple(str(folder / f"{name}_{k}_mask_color.png") for k in range(1, frames + 1))
+    if subset == "ms3":
+        folder = root / "ms3_data" / "pre_SAM_mask" / name
+        return tuple(str(folder / f"{name}.mp4_{k}_mask_color.png") for k in range(1, frames + 1))
+    base = root / "pre_SAM_mask" / "AVSBench_semantic" / subset / name
+    folder = next((base / sub for sub in ("frames", "processed_frames") if (base / sub).is_dir()), base / "frames")
+    return tuple(str(folder / f"{i}_mask_color.png") for i in range(frames))
+
+
 def _find_root(root: Path, marker: str, conventional: str) -> Path:
     """Accept the folder holding ``marker`` or its parent holding ``conventional/marker``."""
     if (root / marker).is_file():
@@ -103,7 +122,7 @@ class S4(ClipReader):
             masks=tuple(masks_dir / f"{name}_{k}.png" if k <= annotated else None for k in range(1, S4_FRAMES + 1)),
             mask_valid=tuple(k <= annotated for k in range(1, S4_FRAMES + 1)),
             num_frames=S4_FRAMES,
-            meta={"subset": "s4", "split": split, "category": category},
+            meta={"subset": "s4", "split": split, "category": category, "mask_image_files": mask_image_files("s4", root, split, name, S4_FRAMES, category)},
         )
 
     def sounding_labels(self, record: ClipRecord, masks: np.ndarray) -> list[list[str]]:
@@ -134,7 +153,7 @@ class MS3(ClipReader):
             masks=tuple(data / "gt_masks" / split / name / f"{name}_{k}.png" for k in range(1, S4_FRAMES + 1)),
             mask_valid=(True,) * S4_FRAMES,
             num_frames=S4_FRAMES,
-            meta={"subset": "ms3", "split": split},
+            meta={"subset": "ms3", "split": split, "mask_image_files": mask_image_files("ms3", root, split, name, S4_FRAMES)},
         )
 
 
@@ -193,7 +212,13 @@ class AVSS(ClipReader):
             masks=tuple(folder / "labels_rgb" / f"{i}.png" if i < annotated else None for i in range(count)),
             mask_valid=tuple(i < annotated for i in range(count)),
             num_frames=AVSS_FRAMES,
-            meta={"subset": subset, "split": split, "vid": row.get("vid", ""), "sounding": row.get("a_obj", "")},
+            meta={
+                "subset": subset,
+                "split": split,
+                "vid": row.get("vid", ""),
+                "sounding": row.get("a_obj", ""),
+                "mask_image_files": mask_image_files(subset, root, split, uid, count),
+            },
         )
 
     def read_mask(self, path: Path) -> np.ndarray:

@@ -48,6 +48,8 @@ def evaluate_recipe(
     noise_dir: Path | None = None,
     precision: str | None = None,
     compile: bool = False,
+    published: dict[str, float] | None = None,
+    published_source: str = "",
 ) -> str:
     """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data;
     ``silence_gate=False`` evaluates the network without its silence gate; ``robust`` adds
@@ -104,6 +106,12 @@ def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robu
     if robust:
         report["robust"] = evaluate_robust(segmenter, clips, recipe.train.seed, noise, positive=results["normal"], **options)
         markdown += "\n\n" + robust_markdown(report["robust"])
+    if published:
+        measured = results["normal"]
+        report["published"] = {"values": published, "source": published_source}
+        markdown += "\n\n" + published_markdown(measured, published, published_source)
+    if hasattr(segmenter, "report_fields"):  # what the segmenter says about its outputs (VCT: where its mask images came from)
+        report.update(segmenter.report_fields())
     report.update(inference.describe(), processes=ranks.world)
     if ranks.rank != 0:
         return None
@@ -140,6 +148,12 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
             plot(values, out / name)
         else:
             (out / name).unlink(missing_ok=True)  # not this run's: an earlier run's plot
+
+
+def published_markdown(measured: dict, published: dict[str, float], source: str) -> str:
+    """The measured numbers beside the ones the released weights should reproduce (``avseg evaluate --model NAME``)."""
+    rows = [{"metric": metric, "measured": measured.get(metric), "published": value} for metric, value in published.items()]
+    return f"Measured beside published ({source}):\n\n{format_table(rows)}"
 
 
 def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list) -> str:

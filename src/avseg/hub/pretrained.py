@@ -50,7 +50,8 @@ class PretrainedModel:
     revision: str | None = None
     """a branch, tag or commit of ``repo``; None is the default branch"""
     converter: str | None = None
-    """``av2t-sam`` or ``evf-sam``: the :func:`avseg.models.av2t_sam.convert.convert` kind; None: no conversion"""
+    """``av2t-sam`` or ``evf-sam`` (the :func:`avseg.models.av2t_sam.convert.convert` kind), ``vct``
+    (:func:`avseg.models.vct.convert.convert`); None: no conversion"""
     projector: str | None = None
     gpu_memory_gb: float = 0.0
     """an estimate for inference at bf16: the weights (parameter count x 2 bytes) plus one 5-frame window"""
@@ -100,9 +101,42 @@ def _av2t_sam_release(subset: str, data: str) -> PretrainedModel:
     )
 
 
+VCT_SOURCE = "the release's README (spyflying/VCT_AVS at 9a18d2f), Model Zoo, Swin-B-384: M_J and M_F"
+
+
+def _vct_release(name: str, folder: str, data: str, j: float, f: float) -> PretrainedModel:
+    # AVSS's M_J is the mIoU over its 71 classes (avseg's AVSS metric name); S4 and MS3's is the binary J.
+    """A released VCT checkpoint (Swin-B at 384) trained on one AVSBench subset.
+
+    File names: the release's README links each checkpoint as ``nowherespyfly/VCT_AVS/blob/main/{folder}/model_best.pth``,
+    hence ``verified``. Published numbers: its Model Zoo table (M_J and M_F at 224 x 224, as the release evaluates;
+    written there in percent, S4 86.2 / 93.4, here as fractions, as avseg reports them). Made with COMBO's Semantic-SAM
+    mask images: outputs made with avseg's generated ones are approximate (see :mod:`avseg.models.vct.mask_images`)."""
+    return PretrainedModel(
+        name=name,
+        architecture="vct",
+        method="VCT (two Swin-B @ 384, Mask2Former pixel decoder, vision-centric queries; VGGish audio)",
+        data=data,
+        repo="nowherespyfly/VCT_AVS",
+        files=(f"{folder}/model_best.pth",),
+        file_names="verified",
+        file_names_source="the release's README (9a18d2f), its Model Zoo download links",
+        converter="vct",
+        gpu_memory_gb=2,
+        licence="Apache-2.0 (VCT); VGGish Apache-2.0; mask images: COMBO's (published) or SAM 2 (Apache-2.0)",
+        published={"mIoU" if name.endswith("avss") else "J": j, "F": f},
+        published_source=VCT_SOURCE,
+        weights="hub nowherespyfly/VCT_AVS (official detectron2 checkpoint), converted on first use; mask images from the "
+        "dataset (COMBO's) or made by SAM 2 (facebook/sam2.1-hiera-large, approximate)",
+    )
+
+
 PRETRAINED: tuple[PretrainedModel, ...] = (
     _av2t_sam_release("s4", "AVSBench S4 (single source)"),
     _av2t_sam_release("ms3", "AVSBench MS3 (multiple sources)"),
+    _vct_release("vct-s4", "s4_swinb_384", "AVSBench S4 (single source)", 0.862, 0.934),
+    _vct_release("vct-ms3", "ms3_swinb_384", "AVSBench MS3 (multiple sources)", 0.676, 0.814),
+    _vct_release("vct-avss", "ss_swinb_384", "AVSBench-semantic (AVSS, 71 classes)", 0.525, 0.569),
     PretrainedModel(
         name="evf-sam2",
         architecture="av2t-sam",

@@ -135,6 +135,18 @@ MODELS: dict[str, ModelEntry] = {
             binary=True,
         ),
         ModelEntry(
+            name="vct",
+            method="VCT (Vision-Centric Transformer, CVPR 2025: two Swin-B + Mask2Former pixel decoder + vision-centric queries)",
+            description="frames and their mask images through two Swin-B, VGGish audio tokens, prototype-prompted "
+            "vision-derived queries in a decoder cycling audio/res5/res4/res3; loads the release's checkpoints (avseg "
+            "convert vct); mask images published (COMBO's) or made by SAM 2 (approximate); S4, MS3 (binary), AVSS",
+            system="avseg.models.vct.system:VCTSystem",
+            config="avseg.models.vct.model:VCTConfig",
+            model="avseg.models.vct.model:VCT",
+            presets=("paper", "s4", "ms3", "avss", "tiny"),
+            converter="avseg.models.vct.convert:convert",
+        ),
+        ModelEntry(
             name="zeroshot-sam3",
             method="zero-shot: LAION CLAP + SAM 3",
             description="CLAP names the sounding classes from a vocabulary, SAM 3 segments them; no training; "

@@ -1,0 +1,52 @@
+"""From clips to VCT's inputs: 384 x 384 frames and mask images, one VGGish log-mel example per frame.
+
+Frames: the release's ``generate_data_384`` resizes each AVSBench frame to 384 x 384 with PIL bilinear and the model
+subtracts ImageNet's mean and divides by its std on the 0-255 scale: :func:`avseg.models.av2t_sam.inputs.sam_pixels`
+does exactly that. Mask images (:mod:`.mask_images`): the published ones where the clip's reader found them, else
+made by the generator; normalised like the frames (the release's ``pre_sam_masks`` go through the same
+``(x - pixel_mean) / pixel_std``). Audio: VGGish's log-mel front end (16 kHz, one 0.96-s example per frame, the last
+repeated when the track is short), as AVSBench's ``audio_log_mel`` pickles the release reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avseg.audio import vggish_examples
+from avseg.data.clip import Clip
+from avseg.models.av2t_sam.inputs import sam_pixels
+from avseg.models.vct import mask_images
+
+
+def published_mask_image_files(clip: Clip) -> list[str] | None:
+    """The clip's published mask image files (its reader's ``mask_image_files``) when every real frame has one."""
+    files = clip.meta.get("mask_image_files")
+    real = int(clip.frame_valid.sum())
+    if not files or len(files) < real or not all(Path(file).is_file() for file in files[:real]):
+        return None
+    return list(files[:real])
+
+
+def clip_inputs(clip: Clip, image_size: int, generator, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], str | None]:
+    """The model's inputs for the clip's real frames, and the generator that made its mask images (None: published).
+
+    ``generator`` is a callable returning a :class:`~avseg.models.vct.mask_images.Sam2MaskGenerator`, called only when
+    the clip has no published mask images (loading SAM 2 is not free)."""
+    keep = torch.from_numpy(clip.frame_valid)
+    frames = torch.from_numpy(clip.frames)[keep]
+    files = published_mask_image_files(clip)
+    if files is not None:
+        images, made_by = mask_images.read_published(files, image_size), None
+    else:
+        maker = generator()
+        images, made_by = np.stack([maker.mask_image(frame, image_size) for frame in frames.numpy()]), maker.name
+    examples = vggish_examples(np.asarray(clip.waveform, dtype=np.float32), clip.sample_rate, num_examples=clip.num_frames)
+    inputs = {
+        "pixels": sam_pixels(frames.to(device), image_size),
+        "mask_images": sam_pixels(torch.from_numpy(images).to(device), image_size),
+        "spectrograms": torch.from_numpy(examples)[keep].to(device),
+    }
+    return inputs, made_by
