@@ -236,7 +236,11 @@ class AuralSAM2(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> AuralSAM2:
-        config, state, source = read_model_folder(folder, AuralSAM2Config)
+        return cls.from_state(*read_model_folder(folder, AuralSAM2Config))
+
+    @classmethod
+    def from_state(cls, config: AuralSAM2Config, state: dict[str, Tensor], source: str) -> AuralSAM2:
+        """A model of ``config`` holding exactly ``state`` (every key, of the right shape, or one line naming what differs)."""
         with no_init_weights():  # everything is overwritten; the memory attention's RoPE tables are computed when built
             model = cls(config)
         load_strict(model, state, source)
