@@ -14,7 +14,7 @@ from avseg.data.synthetic import MAX_SIZE as MAX_SYNTHETIC_SIZE
 from avseg.data.synthetic import MIN_SIZE as MIN_SYNTHETIC_SIZE
 from avseg.engine.data import LAYOUTS, reader_class
 from avseg.engine.dense import MAX_WINDOW
-from avseg.errors import AvsegError
+from avseg.errors import AvsegError, ConfigError
 from avseg.models.architectures import MODELS
 
 MAX_FRAME_SIZE = 8192
@@ -164,8 +164,19 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    if args.kind == "auralsam2":
+        from avseg.models.auralsam2.convert import DEFAULT_SAM, convert as convert_auralsam2
+
+        if args.projector:
+            raise ConfigError("--projector: AuralSAM2 has no projector (it is AV2T-SAM's)")
+        model = convert_auralsam2(args.checkpoint, args.out, sam=args.sam or DEFAULT_SAM)
+        trainable = sum(p.numel() for p in model.trainable_parameters())
+        print(f"converted {args.checkpoint} (auralsam2) -> {args.out}: {model.name}, inference mode {model.inference_mode}, {trainable / 1e6:.1f}M trainable parameters")
+        return
     from avseg.models.av2t_sam.convert import convert
 
+    if args.sam:
+        raise ConfigError("--sam: only for auralsam2 (the SAM 2 of a checkpoint that holds the AuralFuser alone)")
     model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
     trainable = sum(p.numel() for p in model.trainable_parameters())
     print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.name}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
@@ -316,12 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    convert = commands.add_parser("convert", help="official AV2T-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
+    convert = commands.add_parser("convert", help="official AV2T-SAM, AuralSAM2, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
     convert.add_argument(
         "kind",
-        choices=["av2t-sam", "evf-sam", "sam3"],
-        help="av2t-sam: a trained official AV2T-SAM checkpoint; evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
+        choices=["av2t-sam", "auralsam2", "evf-sam", "sam3"],
+        help="av2t-sam: a trained official AV2T-SAM checkpoint; auralsam2: an official AuralSAM2 checkpoint (the AuralFuser alone, "
+        "the whole model or legacy audio_prompter names); evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
         "sam3: SAM 3 (hub name such as facebook/sam3, or folder; AV2T-SAM3's training start)",
+    )
+    convert.add_argument(
+        "--sam",
+        help="auralsam2: the transformers SAM 2 video model (hub name or folder) for a checkpoint holding the AuralFuser alone "
+        "(default facebook/sam2-hiera-large, the release's SAM 2.0 Hiera-L)",
     )
     convert.add_argument("checkpoint", help=".pth/.bin/.safetensors file or a hub folder (sam3: also a hub name)")
     convert.add_argument("--out", required=True, type=Path, help="model folder to write (config.json, model.safetensors, system.json)")

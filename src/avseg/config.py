@@ -53,6 +53,9 @@ class DataConfig:
     synthetic_videos: int = checked(0, min=0)
     """If > 0 and ``root`` holds no dataset, write a synthetic one of this many videos there first."""
     synthetic_size: int = 64
+    channels: int = checked(1, min=1, max=2)
+    """1: the clips' audio is the mono mix; 2: the track's own channels are kept too (``clip.channels``), for
+    AuralSAM2's stereo VGGish (a mono track is then duplicated by the model's inputs)."""
 
 
 @dataclass

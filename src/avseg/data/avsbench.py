@@ -162,9 +162,9 @@ class AVSS(ClipReader):
     meta_file = "metadata.csv"
     label_file = "label2idx.json"
 
-    def __init__(self, root, split="test", sample_rate=None, size=None, subsets=("v1s", "v1m", "v2")):
+    def __init__(self, root, split="test", sample_rate=None, size=None, subsets=("v1s", "v1m", "v2"), channels=1):
         self.subsets = tuple(subsets)
-        super().__init__(root, split, sample_rate, size)
+        super().__init__(root, split, sample_rate, size, channels)
         self.class_names = read_class_names(self.root / self.label_file)
         self.num_classes = len(self.class_names)
         self.palette = voc_palette(self.num_classes)

@@ -50,7 +50,8 @@ class PretrainedModel:
     revision: str | None = None
     """a branch, tag or commit of ``repo``; None is the default branch"""
     converter: str | None = None
-    """``av2t-sam`` or ``evf-sam``: the :func:`avseg.models.av2t_sam.convert.convert` kind; None: no conversion"""
+    """``av2t-sam`` or ``evf-sam`` (the :func:`avseg.models.av2t_sam.convert.convert` kind), ``auralsam2``
+    (:func:`avseg.models.auralsam2.convert.convert`); None: no conversion"""
     projector: str | None = None
     gpu_memory_gb: float = 0.0
     """an estimate for inference at bf16: the weights (parameter count x 2 bytes) plus one 5-frame window"""
@@ -100,9 +101,40 @@ def _av2t_sam_release(subset: str, data: str) -> PretrainedModel:
     )
 
 
+AURALSAM2_PAPER = "AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting (arXiv:2506.01015)"
+
+
+def _auralsam2_release(name: str, file: str, data: str) -> PretrainedModel:
+    """A released AuralSAM2 checkpoint (SAM 2.0 Hiera-L + AuralFuser) trained on one AVSBench subset.
+
+    Its file name is the release's own list (``docs/before_start.md`` at 64a16dd, "Available Checkpoints", the
+    document its README points to for reproducing the results), hence ``verified``. Published numbers: the
+    release's README has no table, and the paper's tables could not be read here (only its abstract was
+    reachable), so none is entered; ``avseg evaluate`` prints what the weights measure."""
+    return PretrainedModel(
+        name=f"auralsam2-{name}",
+        architecture="auralsam2",
+        method="AuralSAM2 (SAM 2.0 Hiera-L prompted by the AuralFuser; stereo VGGish; SAM 2 video memory)",
+        data=data,
+        repo="yyliu01/AuralSAM2",
+        files=(f"ckpts/auralsam2_{file}.pth",),
+        file_names="verified",
+        file_names_source="the release's docs/before_start.md (64a16dd), its list of available checkpoints",
+        converter="auralsam2",
+        gpu_memory_gb=4,
+        licence="MIT (AuralSAM2); SAM 2 Apache-2.0; VGGish Apache-2.0",
+        published_source=f"{AURALSAM2_PAPER}: the release's README has no table and the paper's could not be read here; none entered",
+        weights="hub yyliu01/AuralSAM2 (official checkpoint), converted on first use; SAM 2.0 Hiera-L from the checkpoint, "
+        "else transformers' facebook/sam2-hiera-large",
+    )
+
+
 PRETRAINED: tuple[PretrainedModel, ...] = (
     _av2t_sam_release("s4", "AVSBench S4 (single source)"),
     _av2t_sam_release("ms3", "AVSBench MS3 (multiple sources)"),
+    _auralsam2_release("s4", "avs_v1s", "AVSBench S4 (single source; the AVSBench-semantic v1s folder)"),
+    _auralsam2_release("ms3", "avs_v1m", "AVSBench MS3 (multiple sources; the AVSBench-semantic v1m folder)"),
+    _auralsam2_release("avss", "avs_v2", "AVSBench-semantic v2 (binary foreground, as the release trains it)"),
     PretrainedModel(
         name="evf-sam2",
         architecture="av2t-sam",

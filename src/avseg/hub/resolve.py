@@ -102,7 +102,9 @@ def converted_model(row: PretrainedModel) -> Path:
     return folder
 
 
-CONVERTED_KINDS = {"av2t-sam": "trained AV2T-SAM checkpoint", "evf-sam": "EVF-SAM weights"}
+CONVERTED_KINDS = {"av2t-sam": "trained AV2T-SAM checkpoint", "evf-sam": "EVF-SAM weights", "auralsam2": "AuralSAM2 checkpoint"}
+SINGLE_FILE_KINDS = ("av2t-sam", "auralsam2")
+"""Converters of one checkpoint file: two matching files are named, not chosen between."""
 """What a row's converter turns into a model, as messages name it."""
 
 
@@ -120,10 +122,10 @@ def _download(row: PretrainedModel) -> tuple[Path, list[Path]]:
         raise AvsegError(
             f"{where}: holds no {CONVERTED_KINDS[row.converter]} for {row.name} (no file matching {patterns}); it holds {describe_files(names)}"
         )
-    if len(chosen) > 1 and row.converter == "av2t-sam":
+    if len(chosen) > 1 and row.converter in SINGLE_FILE_KINDS:
         raise AvsegError(
             f"{where}: {len(chosen)} files could be {row.name}'s checkpoint ({', '.join(chosen)}); "
-            "convert the one you mean with `avseg convert av2t-sam FILE`"
+            f"convert the one you mean with `avseg convert {row.converter} FILE`"
         )
     files = [hub_file(row.repo, name, row.revision) for name in chosen]
     if len(files) == 1:
@@ -198,7 +200,12 @@ def _convert_into(row: PretrainedModel, source: Path, folder: Path, key: str) ->
     temporary = Path(tempfile.mkdtemp(dir=cache_folder(folder.parent), prefix=f".{folder.name}."))
     try:
         logger.warning("converting %s (%s) into %s; done once", row.name, source.name, folder)
-        conversion.convert(source, temporary, kind=row.converter, projector=row.projector)
+        if row.converter == "auralsam2":
+            from avseg.models.auralsam2 import convert as auralsam2_conversion
+
+            auralsam2_conversion.convert(source, temporary)
+        else:
+            conversion.convert(source, temporary, kind=row.converter, projector=row.projector)
         written = sorted(path for path in temporary.iterdir() if path.is_file())
         sizes = {path.name: path.stat().st_size for path in written}
         checksums = {path.name: file_crc32(path) for path in written}

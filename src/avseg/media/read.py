@@ -392,6 +392,19 @@ def read_audio(
     return resample(waveform, native_rate, rate), rate
 
 
+def read_audio_channels(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream keeping its channels: ``(channels (C, S) float32, rate)``, each channel
+    resampled as :func:`read_audio` resamples the mix (which is their mean)."""
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(path, "has no audio track")
+        native_rate = _audio_rate(container, path)
+        chunks = list(_decode(container, path, mix=False))
+    channels = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), dtype=np.float32)
+    rate = sample_rate or native_rate
+    return np.stack([resample(channel, native_rate, rate) for channel in channels]), rate
+
+
 def iter_audio(
     path: str | os.PathLike,
     sample_rate: int,
@@ -455,16 +468,23 @@ def _silence(container, path, missing: str, rate: int) -> np.ndarray:
 
 def _decode_mono(container, path) -> Iterator[np.ndarray]:
     """Native-rate mono chunks of the first audio stream, checked for corruption, truncation and NaN."""
+    return _decode(container, path, mix=True)
+
+
+def _decode(container, path, mix: bool) -> Iterator[np.ndarray]:
+    """Native-rate chunks of the first audio stream, mono (``mix``) or ``(channels, samples)``, checked for
+    corruption, truncation and NaN."""
     stream = container.streams.audio[0]
     declared = _stream_duration(container, stream)
     decoded = 0
     try:
         for frame in container.decode(stream):
-            mono = _audio_frame_to_float(frame).mean(axis=0)
-            if not np.all(np.isfinite(mono)):
+            chunk = _audio_frame_to_float(frame)
+            chunk = chunk.mean(axis=0) if mix else chunk
+            if not np.all(np.isfinite(chunk)):
                 raise MediaError(path, "audio contains NaN or infinite samples")
-            decoded += len(mono)
-            yield mono
+            decoded += chunk.shape[-1]
+            yield chunk
     except av.error.FFmpegError as exc:
         raise MediaError(path, f"audio stream is corrupt ({_reason(exc)})") from None
     seconds = decoded / stream.codec_context.sample_rate

@@ -135,6 +135,18 @@ MODELS: dict[str, ModelEntry] = {
             binary=True,
         ),
         ModelEntry(
+            name="auralsam2",
+            method="AuralSAM2 (SAM 2 Hiera-L prompted by the AuralFuser)",
+            description="stereo VGGish and SAM 2's feature pyramid fused into prompts inside SAM 2's mask decoder, "
+            "tracked with SAM 2's video memory; loads the release's checkpoints (avseg convert auralsam2); binary masks",
+            system="avseg.models.auralsam2.system:AuralSAM2System",
+            config="avseg.models.auralsam2.model:AuralSAM2Config",
+            model="avseg.models.auralsam2.model:AuralSAM2",
+            presets=("paper", "tiny"),
+            converter="avseg.models.auralsam2.convert:convert",
+            binary=True,
+        ),
+        ModelEntry(
             name="zeroshot-sam3",
             method="zero-shot: LAION CLAP + SAM 3",
             description="CLAP names the sounding classes from a vocabulary, SAM 3 segments them; no training; "

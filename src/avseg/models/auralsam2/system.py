@@ -1,0 +1,79 @@
+"""AuralSAM2 as a system: the model (its VGGish inside), the segmenter over whole clips, and its training task.
+
+The model needs no encoder outside it (its frozen VGGish and SAM 2 are part of its weights), so a recipe's
+``encoders`` section is not read. Each clip is one call: its frames are one group for the AuralFuser and
+one video for SAM 2's memory, tracked from the first frame (the release's inference, batch size 1).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from avseg.config import ConfigError, Recipe, config_values
+from avseg.data.clip import Clip
+from avseg.models.architectures import load_model, model_entry
+from avseg.models.auralsam2.inputs import clip_inputs
+from avseg.models.auralsam2.model import AuralSAM2, check_mode
+
+
+def auralsam2_model(recipe: Recipe) -> AuralSAM2:
+    """A new model for ``recipe``: from ``model_config.init`` (a converted folder) when given, else the preset's
+    architecture with random weights (only sensible for the tiny preset)."""
+    entry = model_entry(recipe.model)
+    settings = dict(recipe.model_config)
+    init = settings.pop("init", None)
+    if init is not None:
+        mode = settings.pop("inference_mode", None)
+        if settings:
+            raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
+        model = load_model(init)
+        if not isinstance(model, AuralSAM2):
+            raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an AuralSAM2 model")
+        if mode is not None:
+            model.inference_mode = model.config.inference_mode = check_mode(mode, "model_config.inference_mode")
+        return model
+    settings = config_values(entry.config_class(), settings, f"{recipe.source or 'recipe'}: model_config")
+    return AuralSAM2(entry.preset_config(recipe.preset, **settings))
+
+
+class AuralSAM2Segmenter:
+    """Runs an :class:`AuralSAM2` on whole clips; logits at each clip's mask size (or frame size), padding frames -100."""
+
+    def __init__(self, model: AuralSAM2, device: str | torch.device = "cpu"):
+        self.model = model.eval().to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def predict(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
+        outputs = []
+        for clip in clips:
+            size = tuple(clip.masks.shape[1:]) if clip.masks is not None else tuple(clip.frames.shape[1:3])
+            logits = torch.full((clip.num_frames, *size), -100.0)
+            output = self.model(**clip_inputs(clip, self.model.image_size, self.device))
+            logits[torch.from_numpy(clip.frame_valid)] = self.model.select(output, size).float().cpu()
+            outputs.append(logits)
+        return outputs
+
+
+class AuralSAM2System:
+    def __init__(self, model: AuralSAM2):
+        self.model = model
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, model: AuralSAM2 | None = None, num_classes: int = 2, cues=None) -> AuralSAM2System:
+        """The signature is the model table's: ``num_classes`` must be 2 (one binary mask) and ``cues`` empty."""
+        if cues:
+            raise ConfigError(f"cues: {recipe.model} takes no text cues (only TeSO does)")
+        if num_classes != 2:
+            raise ConfigError(f"model: {recipe.model} segments sounding objects as one binary mask, not {num_classes} classes")
+        return cls(model or auralsam2_model(recipe))
+
+    def task(self, clips: Sequence[Clip], batch_clips: int, seed: int):
+        from avseg.models.auralsam2.training import AuralSAM2Task
+
+        return AuralSAM2Task(self.model, clips, batch_clips, seed)
+
+    def segmenter(self, device: str | torch.device = "cpu") -> AuralSAM2Segmenter:
+        return AuralSAM2Segmenter(self.model, device)
