@@ -206,3 +206,56 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path, state, named):
     torch.save(state, tmp_path / "other.pth")
     with pytest.raises(AvsegError, match=f"{named}.*not an AuralSAM2 checkpoint"):
         conversion.convert(tmp_path / "other.pth", tmp_path / "out")
+
+
+RECIPE = """
+name: auralsam2_tiny
+model: auralsam2
+preset: tiny
+data: {{layout: ms3, root: {root}, synthetic_videos: 4, synthetic_size: 64, channels: 2}}
+train: {{epochs: 1, batch_clips: 2, lr: 1.0e-4, seed: 666, schedule: poly, mute_probability: 0.0}}
+output: {out}
+"""
+
+
+def test_the_release_losses_train_through_avseg_train_and_the_folder_segments_a_video(tmp_path):
+    import json
+    import math
+
+    from conftest import make_video
+
+    from avseg.cli import main
+    from avseg.config import load_recipe
+    from avseg.engine.train import train
+
+    (tmp_path / "recipe.yaml").write_text(RECIPE.format(root=tmp_path / "ms3", out=tmp_path / "runs"))
+    out = train(load_recipe(tmp_path / "recipe.yaml", []))
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in log if "total" in row]
+    assert steps and all(math.isfinite(row[key]) for row in steps for key in ("total", "mask", "dice", "iou", "class", "contrastive"))
+    assert any(row["contrastive"] > 0 for row in steps)
+    assert 0.0 <= log[-1]["val"]["J"] <= 1.0
+    video = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(80, 64))
+    assert main(["segment", str(video), "--model", str(out / "final"), "--out", str(tmp_path / "seg"), "--rate", "1"]) == 0
+    assert (tmp_path / "seg" / "clip" / "overlay.mp4").is_file() and len(list((tmp_path / "seg" / "clip" / "masks").iterdir())) == 3
+
+
+def test_segment_by_name_offline_from_a_prefilled_hub_cache(model, tmp_path, monkeypatch, tiny_release):
+    """``avseg segment clip.mp4 --model auralsam2-ms3``: the release's file name in the release's repo, converted once."""
+    import json
+
+    from conftest import make_video
+    from hub_stand_in import publish, use_hub_cache
+
+    from avseg.cli import main
+    from avseg.hub.pretrained import find_pretrained
+
+    cache = use_hub_cache(monkeypatch, tmp_path)
+    torch.save(official_state(model), tmp_path / "release.pth")
+    row = find_pretrained("auralsam2-ms3")
+    assert row.files == ("ckpts/auralsam2_avs_v1m.pth",) and row.repo == "yyliu01/AuralSAM2"
+    publish(cache, row.repo, {row.files[0]: tmp_path / "release.pth"})
+    video = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48))
+    assert main(["segment", str(video), "--model", "auralsam2-ms3", "--out", str(tmp_path / "out"), "--rate", "1"]) == 0
+    summary = json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())
+    assert len(summary["frames"]) == 2 and summary["model"].startswith("auralsam2 (")

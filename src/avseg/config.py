@@ -80,8 +80,9 @@ class TrainConfig:
     batch_clips: int = checked(4, min=1)
     lr: float = checked(1e-4, above=0)
     weight_decay: float = checked(0.01, min=0)
-    schedule: str = checked("cosine", choices=("cosine", "constant"))
-    """``cosine`` (from ``lr`` to ``min_lr`` over the run) or ``constant`` (``lr`` throughout)."""
+    schedule: str = checked("cosine", choices=("cosine", "constant", "poly"))
+    """``cosine`` (from ``lr`` to ``min_lr`` over the run), ``constant`` (``lr`` throughout) or ``poly``
+    (``lr * (1 - step / steps) ** 0.9``, AuralSAM2's release; ``min_lr`` unused)."""
     schedule_step: str = checked("iteration", choices=("iteration", "epoch"))
     """When the cosine schedule steps: after every ``iteration`` (T_max = all steps of the run) or at the end of
     every ``epoch`` (T_max = ``epochs``, as the AV2T-SAM release does)."""

@@ -46,6 +46,8 @@ class ModelEntry:
     """Import path of the function that turns official weights into a model (``avseg convert``)."""
     binary: bool = False
     """Segments the sounding objects as one binary mask (no semantic AVSS output)."""
+    start_keys: tuple[str, ...] = ()
+    """``model_config`` keys that name weights a new model starts from (hub names or folders), not config fields."""
 
     @property
     def trainable(self) -> bool:
@@ -145,6 +147,7 @@ MODELS: dict[str, ModelEntry] = {
             presets=("paper", "tiny"),
             converter="avseg.models.auralsam2.convert:convert",
             binary=True,
+            start_keys=("sam",),
         ),
         ModelEntry(
             name="zeroshot-sam3",

@@ -14,6 +14,7 @@ import torch
 from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.models.architectures import load_model, model_entry
+from avseg.models.auralsam2.convert import DEFAULT_SAM
 from avseg.models.auralsam2.inputs import clip_inputs
 from avseg.models.auralsam2.model import AuralSAM2, check_mode
 
@@ -34,8 +35,29 @@ def auralsam2_model(recipe: Recipe) -> AuralSAM2:
         if mode is not None:
             model.inference_mode = model.config.inference_mode = check_mode(mode, "model_config.inference_mode")
         return model
+    sam = settings.pop("sam", None)
     settings = config_values(entry.config_class(), settings, f"{recipe.source or 'recipe'}: model_config")
-    return AuralSAM2(entry.preset_config(recipe.preset, **settings))
+    model = AuralSAM2(entry.preset_config(recipe.preset, **settings))
+    if recipe.preset == "tiny":
+        if sam is not None:
+            raise ConfigError("model_config.sam: the tiny preset trains from random weights; remove it")
+        return model
+    return with_pretrained_backbones(model, sam or DEFAULT_SAM, recipe.encoders.audio_weights)
+
+
+def with_pretrained_backbones(model: AuralSAM2, sam: str, vggish_weights: str | None) -> AuralSAM2:
+    """A new model's frozen parts from their releases, as the release starts training: SAM 2.0 Hiera-L (transformers'
+    ``sam``, strictly) and VGGish (``encoders.audio_weights``, ``vggish-10086976.pth``); the AuralFuser stays new."""
+    from avseg.encoders.vggish import VGGish
+    from avseg.models.auralsam2.convert import transformers_sam
+    from avseg.models.av2t_sam.model import load_strict
+
+    if vggish_weights is None:
+        raise ConfigError("encoders.audio_weights: the VGGish weights file (vggish-10086976.pth) is required to train AuralSAM2")
+    state = {key[len("sam.") :]: value for key, value in transformers_sam(sam).items()}
+    load_strict(model.sam, state, sam)
+    load_strict(model.vggish, VGGish.from_official(vggish_weights, model.vggish.config).state_dict(), vggish_weights)
+    return model
 
 
 class AuralSAM2Segmenter:
