@@ -28,7 +28,7 @@ import torch
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
 from avseg.models.auralsam2.model import AuralSAM2, AuralSAM2Config
-from avseg.models.av2t_sam.convert import _POSITIONAL, _SAM2_POINT, SAM2_NAMES, SAM2_VIDEO_NAMES, NameTable, read_weights
+from avseg.models.av2t_sam.convert import _POSITIONAL, _SAM2_POINT, SAM2_NAMES, SAM2_VIDEO_NAMES, NameTable, read_weights, stack_point_embeddings
 from avseg.models.av2t_sam.model import listed_problems
 from avseg.models.system_info import save_system_info
 
@@ -156,12 +156,7 @@ def map_official(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
             unexpected.append(key)
             continue
         mapped.update({t: value for t in targets})
-    if points:
-        key = "sam.prompt_encoder.point_embed.weight"
-        rows = len(expected[key])
-        unexpected += [f"v_model.sam_prompt_encoder.point_embeddings.{i}.weight" for i in sorted(points) if i >= rows]
-        if all(i in points for i in range(rows)):
-            mapped[key] = torch.cat([points[i] for i in range(rows)])
+    unexpected += stack_point_embeddings(points, mapped, expected, "v_model.")
     return mapped, unexpected
 
 
