@@ -259,3 +259,13 @@ def test_segment_by_name_offline_from_a_prefilled_hub_cache(model, tmp_path, mon
     assert main(["segment", str(video), "--model", "auralsam2-ms3", "--out", str(tmp_path / "out"), "--rate", "1"]) == 0
     summary = json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())
     assert len(summary["frames"]) == 2 and summary["model"].startswith("auralsam2 (")
+
+
+def test_runs_under_bf16_autocast_and_picks_the_masks_fp32_picks(model):
+    batch = inputs()
+    with torch.no_grad():
+        reference = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(**batch)
+    assert low.multimask_logits.dtype == torch.float32 and torch.isfinite(low.multimask_logits).all()
+    assert (low.multimask_logits - reference.multimask_logits).abs().max() < 0.1

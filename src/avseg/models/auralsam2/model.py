@@ -44,6 +44,7 @@ from avseg.models.auralsam2.aural_fuser import AuralFuser
 from avseg.models.auralsam2.decoder_prompts import PromptedTwoWayTransformer
 from avseg.models.auralsam2.memory import ClipMemory
 from avseg.models.av2t_sam.model import hiera_large_sam2_config, load_strict, read_model_folder, save_model_folder
+from avseg.models.av2t_sam.sam import predict_iou_in_fp32
 from avseg.propagation.sam2_weights import sam2_video_config, tiny_video_sam2_config
 
 INFERENCE_MODES = ("default", "iou_select", "iou_occ_select")
@@ -134,6 +135,7 @@ class AuralSAM2(nn.Module):
         self.config = config = config or AuralSAM2Config()
         check_mode(config.inference_mode)
         self.sam = AudioPromptedSam2(config.sam_config())
+        predict_iou_in_fp32(self.sam.mask_decoder.iou_prediction_head)  # it picks the mask (iou_select) and the memory's mask
         self.vggish = VGGish(config.vggish_config())
         width = self.sam.config.vision_config.fpn_hidden_size
         if 2 * self.vggish.config.dim != width:
