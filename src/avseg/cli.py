@@ -143,7 +143,9 @@ def cmd_segment(args: argparse.Namespace) -> None:
     sampling = Sampling(None if args.rate == "all" else int(args.rate), args.keyframes)
     for video in args.videos:
         check_sampling(video, sampling, args.allow_silent)
-    loaded = load_segmenter(args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models, args.precision, args.compile)
+    loaded = load_segmenter(
+        args.model, () if auto_cues else parse_cues(args.cues), settings, args.device, cue_models, args.precision, args.compile, args.expression
+    )
     folder = Path(loaded.info["source"]) if Path(loaded.info["source"]).is_dir() else None
     device = str(resolve_device(args.device))
     propagator = load_propagator(args.propagator, folder, {**loaded.info, "sam3_model": args.sam3_model}, device)
@@ -355,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", required=True, help="a model folder (runs/NAME/best), a name of `avseg models` (av2t-sam-s4, zeroshot-sam3), or a hub repo org/name[@revision]")
     segment.add_argument("--out", required=True, type=Path)
     segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound, or 'auto' (captioner + LLM, cached)")
+    segment.add_argument("--expression", help="Ref-AVS models (auralsam2-refavs): the referring expression, what to segment ('the dog on the left')")
     segment.add_argument("--vocabulary", help="zero-shot: s4, avss (default), a .txt file, or a comma list ('dog barking: dog, piano')")
     segment.add_argument("--clap-model", help="zero-shot: CLAP hub name or folder (default laion/larger_clap_general)")
     segment.add_argument("--sam3-model", help="zero-shot: SAM 3 hub name or folder (default facebook/sam3)")

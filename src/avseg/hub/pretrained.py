@@ -63,6 +63,8 @@ class PretrainedModel:
     published_source: str = ""
     weights: str = ""
     """where the weights come from, in words"""
+    needs_expression: bool = False
+    """a Ref-AVS model: ``avseg segment`` needs ``--expression`` (what to segment)"""
 
     @property
     def needs(self) -> str:
@@ -104,7 +106,7 @@ def _av2t_sam_release(subset: str, data: str) -> PretrainedModel:
 AURALSAM2_PAPER = "AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting (arXiv:2506.01015)"
 
 
-def _auralsam2_release(name: str, file: str, data: str) -> PretrainedModel:
+def _auralsam2_release(name: str, file: str, data: str, text: bool = False) -> PretrainedModel:
     """A released AuralSAM2 checkpoint (SAM 2.0 Hiera-L + AuralFuser) trained on one AVSBench subset.
 
     Its file name is the release's own list (``docs/before_start.md`` at 64a16dd, "Available Checkpoints", the
@@ -114,7 +116,8 @@ def _auralsam2_release(name: str, file: str, data: str) -> PretrainedModel:
     return PretrainedModel(
         name=f"auralsam2-{name}",
         architecture="auralsam2",
-        method="AuralSAM2 (SAM 2.0 Hiera-L prompted by the AuralFuser; stereo VGGish; SAM 2 video memory)",
+        method="AuralSAM2 (SAM 2.0 Hiera-L prompted by the AuralFuser; stereo VGGish; SAM 2 video memory)"
+        + ("; Ref-AVS: a frozen DistilRoBERTa reads the expression" if text else ""),
         data=data,
         repo="yyliu01/AuralSAM2",
         files=(f"ckpts/auralsam2_{file}.pth",),
@@ -122,10 +125,11 @@ def _auralsam2_release(name: str, file: str, data: str) -> PretrainedModel:
         file_names_source="the release's docs/before_start.md (64a16dd), its list of available checkpoints",
         converter="auralsam2",
         gpu_memory_gb=4,
-        licence="MIT (AuralSAM2); SAM 2 Apache-2.0; VGGish Apache-2.0",
+        licence="MIT (AuralSAM2); SAM 2 Apache-2.0; VGGish Apache-2.0" + ("; DistilRoBERTa Apache-2.0" if text else ""),
         published_source=f"{AURALSAM2_PAPER}: the release's README has no table and the paper's could not be read here; none entered",
         weights="hub yyliu01/AuralSAM2 (official checkpoint), converted on first use; SAM 2.0 Hiera-L from the checkpoint, "
-        "else transformers' facebook/sam2-hiera-large",
+        "else transformers' facebook/sam2-hiera-large" + ("; DistilRoBERTa and its tokenizer from distilbert/distilroberta-base" if text else ""),
+        needs_expression=text,
     )
 
 
@@ -135,6 +139,7 @@ PRETRAINED: tuple[PretrainedModel, ...] = (
     _auralsam2_release("s4", "avs_v1s", "AVSBench S4 (single source; the AVSBench-semantic v1s folder)"),
     _auralsam2_release("ms3", "avs_v1m", "AVSBench MS3 (multiple sources; the AVSBench-semantic v1m folder)"),
     _auralsam2_release("avss", "avs_v2", "AVSBench-semantic v2 (binary foreground, as the release trains it)"),
+    _auralsam2_release("refavs", "refavs_best", "Ref-AVS (referring expressions; segment needs --expression)", text=True),
     PretrainedModel(
         name="evf-sam2",
         architecture="av2t-sam",

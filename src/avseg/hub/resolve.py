@@ -51,7 +51,9 @@ CACHE_FORMAT = 1
 MARKER = "avseg-cache.json"
 ENTRY_FILES = frozenset({MARKER, "config.json", "model.safetensors", "sam2_memory.safetensors", "system.json"})
 """What a conversion writes into an entry (with the marker): all that replacing an entry may remove."""
-MODEL_FILES = ["config.json", "model.safetensors", "sam2_memory.safetensors", "system.json", "recipe.json", "README.md", "eval-*/report.json"]
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]
+"""What ``save_pretrained`` of a text model's tokenizer writes beside the weights (AuralSAM2's Ref-AVS variant)."""
+MODEL_FILES = ["config.json", "model.safetensors", "sam2_memory.safetensors", "system.json", "recipe.json", "README.md", "eval-*/report.json", *TOKENIZER_FILES]
 """What a hub repo of an avseg model folder holds (as ``avseg push`` uploads it)."""
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 

@@ -140,14 +140,15 @@ MODELS: dict[str, ModelEntry] = {
             name="auralsam2",
             method="AuralSAM2 (SAM 2 Hiera-L prompted by the AuralFuser)",
             description="stereo VGGish and SAM 2's feature pyramid fused into prompts inside SAM 2's mask decoder, "
-            "tracked with SAM 2's video memory; loads the release's checkpoints (avseg convert auralsam2); binary masks",
+            "tracked with SAM 2's video memory; loads the release's checkpoints (avseg convert auralsam2); binary masks; "
+            "presets refavs / tiny-refavs: the Ref-AVS variant (a frozen DistilRoBERTa reads the expression)",
             system="avseg.models.auralsam2.system:AuralSAM2System",
             config="avseg.models.auralsam2.model:AuralSAM2Config",
             model="avseg.models.auralsam2.model:AuralSAM2",
-            presets=("paper", "tiny"),
+            presets=("paper", "tiny", "refavs", "tiny-refavs"),
             converter="avseg.models.auralsam2.convert:convert",
             binary=True,
-            start_keys=("sam",),
+            start_keys=("sam", "text"),
         ),
         ModelEntry(
             name="zeroshot-sam3",

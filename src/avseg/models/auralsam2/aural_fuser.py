@@ -28,6 +28,16 @@ Decisions (the release's code, ``model/aural_fuser.py`` at 64a16dd, wins over th
 - **Parameters the release builds but never runs are kept**, so its checkpoints load strictly: the
   audio blocks' depth-wise convolution and spatial-reduction layers, and the fusion's ``g`` and
   ``align_channel_back``. They receive no gradient.
+
+**The Ref-AVS variant** (the release's ``ref-avs.code/model/aural_fuser.py``, ``text_width`` set): the referring
+expression's token features (the frozen text encoder's ``last_hidden_state``, all 25 padded positions) pass
+through ``text_projection`` (768 -> 1024 -> 256, GELU) and are appended to the clip's audio rows, so the audio
+blocks and the fusion attend over ``N + 25`` rows; the decoder takes the first ``N`` (one per frame). Its
+contrastive heads are MLPs (linear, GELU, LayerNorm, linear) on the fusion's *gated update* of the visual map
+(not the fused map) and on the audio rows of the frames. One release bug is done right: its visual head
+L2-normalises each channel over the 4096 pixels (``normalize(dim=1)`` of a ``(N, pixels, 128)`` tensor); we
+normalise each pixel's embedding, as its audio head and the AVS variant do and as the cosine similarities of
+the contrastive loss need. The heads are used only by the training loss; inference is unchanged by this.
 """
 
 from __future__ import annotations
@@ -168,8 +178,9 @@ class AudioVisualFusion(nn.Module):
         self.q_frame, self.k_frame, self.v_frame = (nn.Conv3d(dim, inner, kernel_size=1) for _ in range(3))
         self.q_audio, self.k_audio, self.v_audio = (nn.Conv1d(dim, inner, kernel_size=1) for _ in range(3))
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, H*W, dim)`` visual tokens and ``(N, dim)`` audio -> the fused pair, same shapes."""
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N, H*W, dim)`` visual tokens and ``(M, dim)`` audio rows (M = N, or N + the expression's tokens) -> the
+        fused pair, same shapes, and the gated visual update ``(N, dim, 1, H, W)`` (what the Ref-AVS heads project)."""
         frames, _, dim = visual.shape
         frame = visual.transpose(1, 2).reshape(frames, dim, 1, height, width)
         audio = self.align_channel(audio[..., None])  # (N, dim, 1)
@@ -183,15 +194,16 @@ class AudioVisualFusion(nn.Module):
         to_audio = q_frame @ k_audio.mT
         frame_update = (to_audio / to_audio.shape[1]) @ v_audio
         frame_update = frame_update.transpose(1, 2).contiguous().view(frames, self.inner, 1, height, width)
-        frame = self.W_z(frame_update) + frame
+        frame_update = self.W_z(frame_update)
+        frame = frame_update + frame
         frame = self.norm_layer(frame.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
         visual = frame.reshape(frames, dim, height * width).transpose(1, 2)
 
         to_frames = q_audio @ k_frame.mT
         audio_update = (to_frames / to_frames.shape[-1]) @ v_frame
-        audio_update = audio_update.transpose(1, 2).contiguous().view(frames, self.inner, 1)
+        audio_update = audio_update.transpose(1, 2).contiguous().view(len(audio), self.inner, 1)
         audio = self.W_z2(audio_update) + audio
-        return visual, self.norm_layer2(audio[..., 0])
+        return visual, self.norm_layer2(audio[..., 0]), frame_update
 
 
 class ProjectionHead(nn.Module):
@@ -206,9 +218,21 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.proj(x), p=2, dim=1)
 
 
+class MlpProjectionHead(nn.Module):
+    """The Ref-AVS variant's head: linear, GELU, LayerNorm, linear on the last axis, then L2 normalisation over it."""
+
+    def __init__(self, dim: int = WIDTH, out: int = 128):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(dim, out), nn.GELU(), nn.LayerNorm(out), nn.Linear(out, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(x), p=2, dim=-1)
+
+
 class AuralFuser(nn.Module):
     """The fuser (see the module docstring). ``patch_sizes``: the patch-embedding kernel (= stride) per FPN level,
-    chosen so that every level becomes ``grid`` x ``grid``; ``depths``: PVT-v2 blocks per level."""
+    chosen so that every level becomes ``grid`` x ``grid``; ``depths``: PVT-v2 blocks per level; ``text_width``: the
+    text encoder's width for the Ref-AVS variant (None: no text), ``text_hidden`` its projection's hidden width."""
 
     def __init__(
         self,
@@ -221,6 +245,8 @@ class AuralFuser(nn.Module):
         mlp_ratio: int = 4,
         reduction: int = 4,
         dropout: float = 0.1,
+        text_width: int | None = None,
+        text_hidden: int = 1024,
     ):
         super().__init__()
         self.grid, self.width = grid, width
@@ -230,18 +256,31 @@ class AuralFuser(nn.Module):
         self.audio_blocks = nn.ModuleList(nn.ModuleList(AudioBlock(**block) for _ in range(audio_depth)) for _ in depths)
         self.fusions = nn.ModuleList(AudioVisualFusion(width) for _ in depths)
         self.smooth_convs = nn.ModuleList(nn.Conv2d(width, width, kernel_size=1) for _ in depths[1:])
-        self.visual_projection = ProjectionHead(width)
-        self.audio_projection = ProjectionHead(width, one_d=True)
+        self.text_width = text_width
+        if text_width is None:
+            self.visual_projection = ProjectionHead(width)
+            self.audio_projection = ProjectionHead(width, one_d=True)
+        else:
+            self.visual_projection, self.audio_projection = MlpProjectionHead(width), MlpProjectionHead(width)
+            self.text_projection = nn.Sequential(nn.Linear(text_width, text_hidden), nn.GELU(), nn.Linear(text_hidden, width))
         self.position = Sam2VideoPositionEmbeddingSine(num_position_features=width // 2, normalize=True)
         self.register_buffer("audio_position", audio_position(width), persistent=False)
 
-    def forward(self, pyramid: list[torch.Tensor], audio: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """SAM 2's FPN levels ``(N, width, h_l, w_l)`` (highest resolution first) and the stereo VGGish embeddings
-        ``(N, width)`` -> per level the visual prompt ``(N, grid*grid, 256)`` and the audio prompt ``(N, 256)``,
-        in pyramid order (level 0 first)."""
+    def forward(
+        self, pyramid: list[torch.Tensor], audio: torch.Tensor, text: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """SAM 2's FPN levels ``(N, width, h_l, w_l)`` (highest resolution first), the stereo VGGish embeddings
+        ``(N, width)`` and, for the Ref-AVS variant, the expression's token features ``(L, text_width)`` -> per level
+        the visual prompt ``(N, grid*grid, 256)``, the audio rows ``(N [+ L], 256)`` (the first N are the frames'
+        audio prompts) and the fusion's gated visual update ``(N, 256, 1, grid, grid)``, in pyramid order."""
+        if (text is None) != (self.text_width is None):
+            raise ValueError("the Ref-AVS variant needs the expression's features, the AVS one takes none")
+        if text is not None:
+            audio = torch.cat([audio, self.text_projection(text)])
         size = self.grid
         visual_prompts: list[torch.Tensor] = []
         audio_prompts: list[torch.Tensor] = []
+        updates: list[torch.Tensor] = []
         for level, (embed, fusion) in enumerate(zip(self.patch_embeds, self.fusions)):
             x = embed(pyramid[level])
             position = self.position(x.shape, x.device, x.dtype).flatten(2).transpose(1, 2)
@@ -255,14 +294,21 @@ class AuralFuser(nn.Module):
                 x = block(x, size, size)
             for block in self.audio_blocks[level]:
                 audio = block(audio)
-            x, audio = fusion(x + position, audio + self.audio_position, size, size)
+            x, audio, update = fusion(x + position, audio + self.audio_position, size, size)
             visual_prompts.append(x)
             audio_prompts.append(audio)
-        return visual_prompts, audio_prompts
+            updates.append(update)
+        return visual_prompts, audio_prompts, updates
 
-    def project(self, visual_prompts: list[torch.Tensor], audio_prompts: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The contrastive-loss embeddings: per level ``(N, 128, grid, grid)`` and ``(N, 128, 1)``, unit length."""
+    def project(
+        self, visual_prompts: list[torch.Tensor], audio_prompts: list[torch.Tensor], visual_updates: list[torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The contrastive-loss embeddings: per level ``(N, 128, grid, grid)`` and ``(N, 128, 1)``, unit length (the
+        Ref-AVS variant projects the gated updates; ``audio_prompts`` hold the N frames' rows)."""
         size = self.grid
+        if self.text_width is not None:
+            visual = [self.visual_projection(u.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(len(u), -1, size, size) for u in visual_updates]
+            return visual, [self.audio_projection(a)[..., None] for a in audio_prompts]
         visual = [self.visual_projection(x.transpose(1, 2).reshape(-1, self.width, size, size)) for x in visual_prompts]
         audio = [self.audio_projection(a[..., None]) for a in audio_prompts]
         return visual, audio

@@ -15,6 +15,14 @@ The release writes three layouts, all read here (``torch.load(weights_only=True)
 Every key is placed by name tables read in both directions (SAM 2's are AV2T-SAM's, :mod:`avseg.models.av2t_sam.convert`),
 and a file that does not fit is one error naming every key with no place, every missing key (by its official
 name) and every wrong shape at once. A checkpoint of another model is one line saying what it is.
+
+**Ref-AVS** (``ckpts/auralsam2_refavs_best.pth``, the release's ``ref-avs.code``): a fuser with ``text_proj.*`` is the
+Ref-AVS variant (:meth:`AuralSAM2Config.refavs`). Its frozen text encoder and tokenizer come from
+transformers' ``distilbert/distilroberta-base`` (``text``), as the release's ``AutoModel`` / ``AutoTokenizer``
+load them; a whole-model file's ``t_model.*`` weights are placed instead (the tokenizer is still ``text``'s), except
+``t_model.pooler.*``: the release's ``AutoModel`` builds a pooler that it never runs (``last_hidden_state`` is read)
+and that DistilRoBERTa's hub weights do not hold (transformers initialises it at random), so avseg builds none and
+drops those keys, counted in a log line.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import torch
 
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
-from avseg.models.auralsam2.model import AuralSAM2, AuralSAM2Config
+from avseg.models.auralsam2.model import DEFAULT_TEXT_ENCODER, AuralSAM2, AuralSAM2Config, load_tokenizer
 from avseg.models.av2t_sam.convert import _POSITIONAL, _SAM2_POINT, SAM2_NAMES, SAM2_VIDEO_NAMES, NameTable, read_weights, stack_point_embeddings
 from avseg.models.av2t_sam.model import listed_problems
 from avseg.models.system_info import save_system_info
@@ -47,6 +55,7 @@ FUSER_NAMES = NameTable(
         ("train_proj_a1.", "aural_fuser.audio_projection."),
         ("patch_embeds.", "aural_fuser.patch_embeds."),
         ("smooth_convs.", "aural_fuser.smooth_convs."),
+        ("text_proj.", "aural_fuser.text_projection."),
     ]
 )
 """The release's ``AuralFuser`` state dict (no prefix) <-> avseg (its VGGish is avseg's, beside the fuser)."""
@@ -79,9 +88,10 @@ OTHER_MODELS = (
 )
 
 
-def release_config() -> AuralSAM2Config:
-    """The released models' sizes: SAM 2.0 Hiera-L at 1024, VGGish, the fuser of ``architecture.yaml``."""
-    return AuralSAM2Config()
+def release_config(referring: bool = False) -> AuralSAM2Config:
+    """The released models' sizes: SAM 2.0 Hiera-L at 1024, VGGish, the fuser of ``architecture.yaml`` (``referring``:
+    and Ref-AVS's DistilRoBERTa)."""
+    return AuralSAM2Config.refavs() if referring else AuralSAM2Config()
 
 
 def official_layout(state: Mapping[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
@@ -133,6 +143,8 @@ def to_official(key: str, expected: Mapping[str, torch.Tensor]) -> list[str]:
     """The official keys an avseg key is made from (for naming missing and misshapen weights)."""
     if key.startswith("sam."):
         return sam_to_official(key, expected)
+    if key.startswith("text_encoder."):
+        return [f"t_model.{key[len('text_encoder.') :]}"]
     return [f"aural_fuser.{FUSER_NAMES.to_official(key) or key}"]
 
 
@@ -149,6 +161,10 @@ def map_official(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
                 points[int(point.group(1))] = value
                 continue
             targets = sam_to_ours(inner)
+        elif key.startswith("t_model.pooler."):
+            continue  # never run (see the module docstring); counted by convert()
+        elif key.startswith("t_model."):
+            targets = [f"text_encoder.{key[len('t_model.') :]}"]
         else:
             target = FUSER_NAMES.to_ours(key[len("aural_fuser.") :])
             targets = [target] if target else None
@@ -168,12 +184,25 @@ def transformers_sam(name: str) -> dict[str, torch.Tensor]:
     return {f"sam.{key}": value for key, value in load_sam2_video(name).state_dict().items()}
 
 
-def convert(path: str | Path, out: str | Path, sam: str = DEFAULT_SAM) -> AuralSAM2:
+def transformers_text(name: str) -> dict[str, torch.Tensor]:
+    """The Ref-AVS text encoder: transformers' ``AutoModel`` ``name`` (hub name or folder), as ``text_encoder.*`` tensors."""
+    from transformers import AutoModel
+
+    from avseg.loading import load_pretrained, loading
+
+    with loading(name, "the Ref-AVS text encoder"):
+        model = load_pretrained(AutoModel, name, "the Ref-AVS text encoder", add_pooling_layer=False)
+    return {f"text_encoder.{key}": value for key, value in model.state_dict().items()}
+
+
+def convert(path: str | Path, out: str | Path, sam: str = DEFAULT_SAM, text: str = DEFAULT_TEXT_ENCODER) -> AuralSAM2:
     """Convert an official AuralSAM2 checkpoint into a model folder at ``out``; returns the model. ``sam``: the
-    transformers SAM 2 video model used when the checkpoint holds no SAM 2 (the AuralFuser alone)."""
+    transformers SAM 2 video model used when the checkpoint holds no SAM 2 (the AuralFuser alone); ``text``: the
+    Ref-AVS text encoder and tokenizer (hub name or folder) when the checkpoint holds no text encoder."""
     path = Path(path)
     state, in_file, dropped = official_layout(read_weights(path), path)
-    config = release_config()
+    referring = any(key.startswith("aural_fuser.text_proj.") for key in state)
+    config = release_config(referring)
     with torch.device("meta"):
         model = AuralSAM2(config)
     expected = model.state_dict()
@@ -182,12 +211,21 @@ def convert(path: str | Path, out: str | Path, sam: str = DEFAULT_SAM) -> AuralS
         backbone = transformers_sam(sam)
         unexpected += [f"{sam}:{key}" for key in backbone if key not in expected]
         mapped.update({key: value for key, value in backbone.items() if key in expected})
+    if referring and not any(key.startswith("t_model.") for key in state):  # the fuser alone: the text encoder from transformers
+        encoder = transformers_text(text)
+        unexpected += [f"{text}:{key}" for key in encoder if key not in expected]
+        mapped.update({key: value for key, value in encoder.items() if key in expected})
     missing = sorted({o for k in expected if k not in mapped for o in to_official(k, expected)})
     wrong = sorted({o for k, v in mapped.items() if v.shape != expected[k].shape for o in to_official(k, expected)})
     problems = listed_problems({"no place in AuralSAM2": sorted(in_file.get(k, k) for k in unexpected), "missing": missing, "wrong shape": wrong})
     if problems:
         raise AvsegError(f"{path}: does not fit AuralSAM2; {problems}")
     model = AuralSAM2.from_state(config, mapped, str(path))
+    if referring:
+        model.tokenizer = load_tokenizer(text)
+    poolers = sum(key.startswith("t_model.pooler.") for key in state)
+    if poolers:
+        logger.warning("%s: dropped %d t_model.pooler.* tensors (a pooler the release builds and never runs)", path, poolers)
     if dropped:
         logger.warning("%s: dropped %d legacy training_layers/finetuning_layers copies, as the release's remap script does", path, dropped)
     model.save_pretrained(out)

@@ -7,6 +7,9 @@ giving ``(T, 2, 96, 64)``. The left and right channels come from ``clip.channels
 loader fails on mono files; duplicating gives each half of the embedding the same input, which is what a
 centred mono source sounds like in stereo). A track of more than two channels uses its first two.
 
+Ref-AVS: the clip's referring expression (the reader's ``meta["expression"]``, or ``avseg segment --expression``)
+read by the model's frozen text encoder, :func:`expression_features`.
+
 Frames: SAM 2's 1024x1024 ImageNet-normalised input, prepared as AV2T-SAM prepares it (PIL bilinear resize of
 the uint8 frame), see :func:`avseg.models.av2t_sam.inputs.sam_pixels`.
 """
@@ -18,6 +21,7 @@ import torch
 
 from avseg.audio import vggish_examples
 from avseg.data.clip import Clip
+from avseg.errors import AvsegError
 from avseg.models.av2t_sam.inputs import sam_pixels
 
 
@@ -34,3 +38,14 @@ def clip_inputs(clip: Clip, image_size: int, device: torch.device | str = "cpu")
     keep = torch.from_numpy(clip.frame_valid)
     frames = torch.from_numpy(clip.frames)[keep].to(device)
     return {"pixels": sam_pixels(frames, image_size), "spectrograms": stereo_examples(clip)[keep].to(device)}
+
+
+def expression_features(model, clip: Clip, expression: str | None = None) -> torch.Tensor | None:
+    """The Ref-AVS variant's expression features for ``clip`` (its ``meta["expression"]``, else ``expression``);
+    None for the AVS models. A Ref-AVS model without an expression is one line."""
+    if not model.config.referring:
+        return None
+    text = clip.meta.get("expression") or expression
+    if not text or not str(text).strip():
+        raise AvsegError(f"{clip.meta.get('id', 'clip')}: a Ref-AVS model segments what an expression refers to; pass --expression 'the dog on the left'")
+    return model.read(str(text))

@@ -22,6 +22,14 @@ IoU; ``iou_occ_select`` that one, with logit 0 (probability 0.5, below the mask 
 whose object score is negative. The default here is ``iou_select``: the release's ``main.py`` saves a
 checkpoint whenever the ``iou_select`` mIoU improves and names it by that number, so the released
 weights are the ``iou_select`` ones. (The paper's own tables could not be read here.)
+
+**The Ref-AVS variant** (``text_encoder`` set; the release's ``ref-avs.code``): a frozen DistilRoBERTa
+(``distilbert/distilroberta-base``, transformers' ``RobertaModel`` as the release's ``AutoModel``) reads the
+referring expression, padded or cut to 25 tokens; its ``last_hidden_state`` (all 25 positions, pads included,
+as the release) enters the AuralFuser beside the audio (:mod:`avseg.models.auralsam2.aural_fuser`). Its clip is
+tracked from the **middle** frame at inference too (``conditioning_frame: middle``; the release's Ref-AVS
+``AVmodel.forward`` passes ``int(frames / 2)`` in training and evaluation alike). The text encoder's weights are
+part of the model's (frozen, like SAM 2 and VGGish), its tokenizer is saved beside them.
 """
 
 from __future__ import annotations
@@ -48,6 +56,11 @@ from avseg.models.av2t_sam.sam import predict_iou_in_fp32
 from avseg.propagation.sam2_weights import sam2_video_config, tiny_video_sam2_config
 
 INFERENCE_MODES = ("default", "iou_select", "iou_occ_select")
+CONDITIONING_FRAMES = ("first", "middle")
+DEFAULT_TEXT_ENCODER = "distilbert/distilroberta-base"
+"""The Ref-AVS release's frozen text encoder (``AutoModel`` / ``AutoTokenizer`` of this hub name)."""
+EXPRESSION_TOKENS = 25
+"""The release's ``_encode_text``: ``max_length=25, padding="max_length", truncation=True``."""
 PAPER_FUSER = {"depths": [3, 6, 12], "audio_depth": 3, "heads": 4, "mlp_ratio": 4, "reduction": 4, "dropout": 0.1}
 """The release's ``configs/auralfuser/architecture.yaml`` (``block_kw`` and ``one_d_kw`` are equal)."""
 
@@ -55,6 +68,34 @@ PAPER_FUSER = {"depths": [3, 6, 12], "audio_depth": 3, "heads": 4, "mlp_ratio": 
 def hiera_large_sam2_video_config() -> Sam2VideoConfig:
     """SAM 2.0 Hiera-L with its memory (``sam2_hiera_l.yaml``: no SAM 2.1 occlusion embedding or pointer time encoding)."""
     return sam2_video_config(hiera_large_sam2_config(), sam21=False)
+
+
+def distilroberta_config() -> dict[str, Any]:
+    """``distilbert/distilroberta-base``'s configuration (its hub ``config.json``), so a converter can build the
+    Ref-AVS model before any download."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(
+        vocab_size=50265, hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072,
+        max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    ).to_dict()
+
+
+def tiny_text_config(vocab_size: int) -> dict[str, Any]:
+    """A RoBERTa of the same class at toy size (pad, bos and eos ids those of :func:`tiny_tokenizer`)."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=40, type_vocab_size=1, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    ).to_dict()
+
+
+def tiny_tokenizer() -> Any:
+    """The tiny Ref-AVS model's stand-in for DistilRoBERTa's tokenizer: a word-level one (tests, offline runs)."""
+    from avseg.models.zero_shot.clap_scorer import word_tokenizer
+
+    return word_tokenizer(["the a an of on in left right first second sounding playing making sound object bell dog guitar"])
 
 
 @dataclass
@@ -67,16 +108,39 @@ class AuralSAM2Config:
     vggish: dict[str, Any] = field(default_factory=lambda: {"channels": list(VGGishConfig().channels), "fc": list(VGGishConfig().fc)})
     fuser: dict[str, Any] = field(default_factory=lambda: dict(PAPER_FUSER))
     inference_mode: str = "iou_select"
+    text_encoder: dict[str, Any] | None = None
+    """The Ref-AVS variant's frozen text encoder (a ``RobertaConfig`` as a dictionary); None: the AVS models."""
+    conditioning_frame: str = "first"
+    """Which frame of a clip SAM 2 tracks from at inference: ``first`` (the AVS release) or ``middle`` (Ref-AVS)."""
 
     @property
     def num_classes(self) -> int:
         return 2
 
+    @property
+    def referring(self) -> bool:
+        return self.text_encoder is not None
+
     @classmethod
-    def tiny(cls, **changes: Any) -> AuralSAM2Config:
-        """The same classes at toy size: a 64x64 SAM 2 128 wide, a VGGish of 64-d per channel, a shallow fuser."""
+    def refavs(cls, **changes: Any) -> AuralSAM2Config:
+        """The released Ref-AVS model's sizes (preset ``refavs``): the AVS model's, DistilRoBERTa, tracked from the
+        middle frame."""
+        return cls(**{"text_encoder": distilroberta_config(), "conditioning_frame": "middle", **changes})
+
+    @classmethod
+    def tiny_refavs(cls, **changes: Any) -> AuralSAM2Config:
+        """The Ref-AVS variant at toy size (preset ``tiny-refavs``)."""
+        return cls.tiny(referring=True, **changes)
+
+    @classmethod
+    def tiny(cls, referring: bool = False, **changes: Any) -> AuralSAM2Config:
+        """The same classes at toy size: a 64x64 SAM 2 128 wide, a VGGish of 64-d per channel, a shallow fuser
+        (``referring``: and a RoBERTa 32 wide, tracked from the middle frame)."""
         fuser = {"depths": [1, 2, 2], "audio_depth": 1, "heads": 2, "mlp_ratio": 2, "reduction": 4, "dropout": 0.1}
         vggish = {"channels": [4, 8, 8, 8, 16, 16], "fc": [32, 32, 64]}
+        if referring:
+            fuser["text_hidden"] = 64
+            changes = {"text_encoder": tiny_text_config(len(tiny_tokenizer())), "conditioning_frame": "middle", **changes}
         return cls(sam=sam2_video_config(tiny_video_sam2_config(), sam21=False).to_dict(), vggish=vggish, fuser=fuser, **changes)
 
     def sam_config(self) -> Sam2VideoConfig:
@@ -92,6 +156,7 @@ class AuralSAM2Config:
     def from_dict(cls, values: dict[str, Any], where: str = "config.json: ") -> AuralSAM2Config:
         config = build_config(cls, {k: v for k, v in values.items() if k != "model"}, where)
         check_mode(config.inference_mode, where.rstrip(": ") + ": inference_mode")
+        check_conditioning(config.conditioning_frame, where.rstrip(": ") + ": conditioning_frame")
         return config
 
 
@@ -99,6 +164,12 @@ def check_mode(mode: str, where: str = "inference_mode") -> str:
     if mode not in INFERENCE_MODES:
         raise AvsegError(f"{where}: unknown inference mode {mode!r} (use {', '.join(INFERENCE_MODES)})")
     return mode
+
+
+def check_conditioning(frame: str, where: str = "conditioning_frame") -> str:
+    if frame not in CONDITIONING_FRAMES:
+        raise AvsegError(f"{where}: {frame!r} is not one of {', '.join(CONDITIONING_FRAMES)}")
+    return frame
 
 
 class AudioPromptedSam2(Sam2VideoModel):
@@ -123,6 +194,8 @@ class ClipOutput:
     """per fuser level ``(T, grid*grid, C)`` (for the contrastive loss)."""
     audio_prompts: list[Tensor]
     """per fuser level ``(T, C)``."""
+    visual_updates: list[Tensor] = field(default_factory=list)
+    """per fuser level ``(T, C, 1, grid, grid)``, the fusion's gated visual update (the Ref-AVS contrastive heads')."""
 
 
 class AuralSAM2(nn.Module):
@@ -134,6 +207,7 @@ class AuralSAM2(nn.Module):
         super().__init__()
         self.config = config = config or AuralSAM2Config()
         check_mode(config.inference_mode)
+        check_conditioning(config.conditioning_frame)
         self.sam = AudioPromptedSam2(config.sam_config())
         predict_iou_in_fp32(self.sam.mask_decoder.iou_prediction_head)  # it picks the mask (iou_select) and the memory's mask
         self.vggish = VGGish(config.vggish_config())
@@ -142,7 +216,17 @@ class AuralSAM2(nn.Module):
             raise AvsegError(f"the stereo VGGish embedding ({2 * self.vggish.config.dim}-d) must be as wide as SAM 2's features ({width})")
         sizes = self.sam.backbone_feature_sizes
         patch_sizes = tuple(size[0] // sizes[-1][0] for size in sizes)
-        self.aural_fuser = AuralFuser(width=width, grid=sizes[-1][0], patch_sizes=patch_sizes, **config.fuser)
+        self.text_encoder = None
+        self.tokenizer = None
+        """the text encoder's tokenizer (Ref-AVS): set by :meth:`from_pretrained`, the converter or the recipe"""
+        text_width = None
+        if config.referring:
+            from transformers import RobertaConfig, RobertaModel
+
+            self.text_encoder = RobertaModel(RobertaConfig.from_dict(config.text_encoder), add_pooling_layer=False)  # its pooler is never run
+            self.text_encoder.requires_grad_(False)
+            text_width = self.text_encoder.config.hidden_size
+        self.aural_fuser = AuralFuser(width=width, grid=sizes[-1][0], patch_sizes=patch_sizes, text_width=text_width, **config.fuser)
         self.sam.requires_grad_(False)
         self.vggish.requires_grad_(False)
         self.inference_mode = config.inference_mode
@@ -159,7 +243,23 @@ class AuralSAM2(nn.Module):
         super().train(mode)
         self.sam.eval()
         self.vggish.eval()
+        if self.text_encoder is not None:
+            self.text_encoder.eval()
         return self
+
+    def read(self, expression: str) -> Tensor:
+        """The Ref-AVS variant's expression features ``(25, text width)``: the frozen text encoder's last hidden state
+        of the expression padded or cut to 25 tokens (the release's ``_encode_text``)."""
+        if self.tokenizer is None:
+            raise AvsegError("this Ref-AVS model has no tokenizer (its folder lacks the tokenizer files; convert it again)")
+        tokens = self.tokenizer(expression, max_length=EXPRESSION_TOKENS, padding="max_length", truncation=True, return_tensors="pt")
+        device = self.text_encoder.embeddings.word_embeddings.weight.device
+        with torch.no_grad():
+            hidden = self.text_encoder(input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)).last_hidden_state
+        return hidden[0]
+
+    def default_conditioning_frame(self, frames: int) -> int:
+        return frames // 2 if self.config.conditioning_frame == "middle" else 0
 
     def hear(self, spectrograms: Tensor) -> Tensor:
         """``(T, 2, 96, 64)`` log-mel examples, one per frame and channel -> ``(T, 2 * dim)`` [left | right]."""
@@ -172,17 +272,22 @@ class AuralSAM2(nn.Module):
             vision = self.sam.vision_encoder(pixels, return_dict=True)
         return list(vision.fpn_hidden_states), list(vision.fpn_position_encoding)
 
-    def forward(self, pixels: Tensor, spectrograms: Tensor, conditioning_frame: int = 0) -> ClipOutput:
-        """One clip: ``(T, 3, S, S)`` frames and ``(T, 2, 96, 64)`` stereo log-mel examples -> :class:`ClipOutput`.
+    def forward(self, pixels: Tensor, spectrograms: Tensor, conditioning_frame: int | None = None, expression: Tensor | None = None) -> ClipOutput:
+        """One clip: ``(T, 3, S, S)`` frames and ``(T, 2, 96, 64)`` stereo log-mel examples (and, for the Ref-AVS
+        variant, the expression's features from :meth:`read`) -> :class:`ClipOutput`.
 
         The frames are one group for the fuser (its audio blocks and fusion attend across them) and one video
-        for SAM 2's memory, tracked from ``conditioning_frame`` (0 at inference; the release trains with the
-        middle frame, ``T // 2``)."""
+        for SAM 2's memory, tracked from ``conditioning_frame`` (None: the config's, the first frame for AVS and
+        the middle one for Ref-AVS; the release trains with the middle frame, ``T // 2``)."""
         frames = len(pixels)
         if len(spectrograms) != frames:
             raise ValueError(f"{frames} frames but {len(spectrograms)} audio examples")
+        if conditioning_frame is None:
+            conditioning_frame = self.default_conditioning_frame(frames)
         pyramid, positions = self.see(pixels)
-        visual_prompts, audio_prompts = self.aural_fuser(pyramid, self.hear(spectrograms))
+        visual_prompts, audio_rows, visual_updates = self.aural_fuser(pyramid, self.hear(spectrograms), expression)
+        audio_prompts = [rows[:frames] for rows in audio_rows]  # Ref-AVS: the expression's rows follow the frames'
+
         high_resolution = [self.sam.mask_decoder.conv_s0(pyramid[0]), self.sam.mask_decoder.conv_s1(pyramid[1])]
         lowest = pyramid[-1].flatten(2).permute(2, 0, 1)  # (HW, T, C)
         lowest_positions = positions[-1].flatten(2).permute(2, 0, 1)
@@ -210,7 +315,7 @@ class AuralSAM2(nn.Module):
             memory.remember(frame, features, best_mask, object_score, self._object_pointer(tokens[:, best[0]], object_score))
             outputs[frame] = (masks, iou, object_score)
         masks, iou, scores = (torch.cat([outputs[t][k] for t in range(frames)]) for k in range(3))
-        return ClipOutput(masks, iou, scores, visual_prompts, audio_prompts)
+        return ClipOutput(masks, iou, scores, visual_prompts, audio_prompts, visual_updates)
 
     def _object_pointer(self, token: Tensor, object_score: Tensor) -> Tensor:
         """SAM 2's object pointer from the best mask's token, replaced by ``no_object_pointer`` when the object score
@@ -235,10 +340,15 @@ class AuralSAM2(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         save_model_folder(self, self.config.to_dict(), folder)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(folder))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> AuralSAM2:
-        return cls.from_state(*read_model_folder(folder, AuralSAM2Config))
+        model = cls.from_state(*read_model_folder(folder, AuralSAM2Config))
+        if model.config.referring:
+            model.tokenizer = load_tokenizer(folder)
+        return model
 
     @classmethod
     def from_state(cls, config: AuralSAM2Config, state: dict[str, Tensor], source: str) -> AuralSAM2:
@@ -247,3 +357,13 @@ class AuralSAM2(nn.Module):
             model = cls(config)
         load_strict(model, state, source)
         return model
+
+
+def load_tokenizer(source: str | Path) -> Any:
+    """The text encoder's tokenizer from a model folder or hub name (one line when it is not there)."""
+    from transformers import AutoTokenizer
+
+    from avseg.loading import loading
+
+    with loading(source, "the Ref-AVS text encoder's tokenizer"):
+        return AutoTokenizer.from_pretrained(str(source))

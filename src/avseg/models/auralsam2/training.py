@@ -3,7 +3,9 @@
 **Batches.** The release flattens a batch of clips into one sequence of frames and tracks it as one video,
 the middle frame being the conditioning frame (``AVmodel.forward``: ``cond_frame=int(frames / 2)`` in
 training); the AuralFuser's audio blocks and fusion also see the whole batch at once. We do the same
-(avseg's loop then averages gradients over ``micro_batches`` / processes as for every model).
+(avseg's loop then averages gradients over ``micro_batches`` / processes as for every model). The Ref-AVS
+variant reads one expression per tracked video (the release trains it with one clip per GPU: its
+``_encode_text(*prompts)`` takes one string), so each micro-batch must hold one clip there.
 
 **Mask loss** (``loss/training/sam2_training_loss.py``, weights from ``sam2_training_config.yaml``): per frame with
 a ground truth, on SAM 2's three masks at the input size (labels resized there with nearest, as the release's
@@ -29,8 +31,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from avseg.config import ConfigError
 from avseg.data.clip import Clip
-from avseg.models.auralsam2.inputs import clip_inputs
+from avseg.models.auralsam2.inputs import clip_inputs, expression_features
 from avseg.models.auralsam2.model import AuralSAM2, ClipOutput
 
 WEIGHTS = {"mask": 20.0, "dice": 1.0, "iou": 1.0, "class": 1.0}
@@ -148,11 +151,18 @@ class AuralSAM2Task:
         pixels, spectrograms = torch.cat([p["pixels"] for p in parts]), torch.cat([p["spectrograms"] for p in parts])
         masks = torch.cat([torch.from_numpy(clip.masks[clip.frame_valid] > 0).float() for clip in clips]).to(device)
         annotated = torch.cat([torch.from_numpy(clip.mask_valid[clip.frame_valid]) for clip in clips]).to(device)
-        output: ClipOutput = (forward or model)(pixels, spectrograms, conditioning_frame=len(pixels) // 2)
+        expression = None
+        if model.config.referring:
+            if len(clips) != 1:
+                raise ConfigError(
+                    f"train: the Ref-AVS AuralSAM2 tracks one clip and its expression per micro-batch, got {len(clips)}; set train.micro_batches to train.batch_clips"
+                )
+            expression = expression_features(model, clips[0])
+        output: ClipOutput = (forward or model)(pixels, spectrograms, conditioning_frame=len(pixels) // 2, expression=expression)
         logits = F.interpolate(output.multimask_logits, (size, size), mode="bilinear", align_corners=False)
         full_masks = F.interpolate(masks[:, None], (size, size), mode="nearest")[:, 0]
         losses = mask_loss(logits, output.iou_scores, output.object_scores, full_masks, annotated)
-        visual, audio = model.aural_fuser.project(output.visual_prompts, output.audio_prompts)
+        visual, audio = model.aural_fuser.project(output.visual_prompts, output.audio_prompts, output.visual_updates)
         grid = model.aural_fuser.grid
         best = output.multimask_logits[torch.arange(len(pixels), device=pixels.device), output.iou_scores.argmax(-1)]
         predictions = F.interpolate(best[:, None].detach(), (grid, grid), mode="bilinear", align_corners=False)[:, 0]
