@@ -269,3 +269,29 @@ def test_runs_under_bf16_autocast_and_picks_the_masks_fp32_picks(model):
             low = model(**batch)
     assert low.multimask_logits.dtype == torch.float32 and torch.isfinite(low.multimask_logits).all()
     assert (low.multimask_logits - reference.multimask_logits).abs().max() < 0.1
+
+
+def test_avss_trains_as_binary_foreground_with_data_foreground_and_is_refused_without(tmp_path):
+    """The release trains AVSBench-semantic as one binary mask (label > 0); ``data.foreground: true`` reads it so."""
+    import json
+
+    from avseg.config import ConfigError, load_recipe
+    from avseg.data.avsbench import AVSS
+    from avseg.engine.data import open_split
+    from avseg.engine.train import train
+
+    recipe = RECIPE.replace("layout: ms3", "layout: avss, foreground: true").format(root=tmp_path / "avss", out=tmp_path / "runs")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    loaded = load_recipe(tmp_path / "recipe.yaml", [])
+    out = train(loaded)
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["val"]["J"] >= 0.0  # binary metrics, not mIoU
+    semantic, binary = AVSS(tmp_path / "avss", split="val"), open_split(loaded.data, "val")
+    assert semantic.num_classes > 2 and binary.num_classes == 2
+    clip, classes = binary[0], semantic[0]
+    assert set(np.unique(clip.masks)) <= {0, 1} and np.array_equal(clip.masks, (classes.masks > 0).astype(np.uint8))
+    (tmp_path / "semantic.yaml").write_text(recipe.replace(", foreground: true", "").replace("runs", "runs2"))
+    with pytest.raises(ConfigError, match="data.foreground: true"):
+        train(load_recipe(tmp_path / "semantic.yaml", []))
+    (tmp_path / "ms3.yaml").write_text(RECIPE.replace("layout: ms3", "layout: ms3, foreground: true").format(root=tmp_path / "ms3", out=tmp_path / "runs3"))
+    with pytest.raises(ConfigError, match="only for the avss layout"):
+        train(load_recipe(tmp_path / "ms3.yaml", []))

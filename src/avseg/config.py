@@ -56,6 +56,9 @@ class DataConfig:
     channels: int = checked(1, min=1, max=2)
     """1: the clips' audio is the mono mix; 2: the track's own channels are kept too (``clip.channels``), for
     AuralSAM2's stereo VGGish (a mono track is then duplicated by the model's inputs)."""
+    foreground: bool = False
+    """``avss`` only: every sounding class is foreground, so the masks are binary (two classes: what a binary model
+    such as AuralSAM2 trains on and is scored on, J and F); false keeps the 71 classes (mIoU)."""
 
 
 @dataclass
