@@ -295,3 +295,54 @@ def test_avss_trains_as_binary_foreground_with_data_foreground_and_is_refused_wi
     (tmp_path / "ms3.yaml").write_text(RECIPE.replace("layout: ms3", "layout: ms3, foreground: true").format(root=tmp_path / "ms3", out=tmp_path / "runs3"))
     with pytest.raises(ConfigError, match="only for the avss layout"):
         train(load_recipe(tmp_path / "ms3.yaml", []))
+
+
+def test_segment_hears_a_stereo_video_s_two_channels_and_a_mono_one_duplicated(tmp_path, monkeypatch, capsys):
+    """``avseg segment`` decodes both channels for a model that hears stereo (dense rate and ``--rate 1``); a
+    video without audio is still refused in one line, or heard as silence with ``--allow-silent``."""
+    from conftest import make_video
+
+    from avseg.cli import main
+    from avseg.config import DataConfig, EncodersConfig, Recipe
+    from avseg.media import iter_audio
+    from avseg.models.auralsam2.system import AuralSAM2Segmenter
+    from avseg.models.system_info import save_system_info
+
+    stereo = make_video(tmp_path / "stereo.mp4", seconds=2.0, layout="stereo")  # right = 2 x left
+    mono = make_video(tmp_path / "mono.mp4", seconds=2.0)
+    silent = make_video(tmp_path / "silent.mp4", seconds=1.0, audio_rate=None)
+    pair = np.concatenate(list(iter_audio(stereo, 16000, 1, channels=2)), axis=1)
+    assert pair.shape[0] == 2
+    rms = np.sqrt((pair**2).mean(axis=1))
+    assert abs(rms[1] / rms[0] - 2) < 0.1  # AAC is lossy per channel: the level ratio, not the samples
+    np.testing.assert_allclose(pair.mean(0), np.concatenate(list(iter_audio(stereo, 16000, 1))), atol=1e-5)
+    duplicated = np.concatenate(list(iter_audio(mono, 16000, 1, channels=2)), axis=1)
+    assert np.array_equal(duplicated[0], duplicated[1])
+
+    folder = tmp_path / "model"
+    AuralSAM2(AuralSAM2Config.tiny()).save_pretrained(folder)
+    save_system_info(folder, Recipe(model="auralsam2", encoders=EncodersConfig(audio="vggish"), data=DataConfig(sample_rate=16000)))
+    heard = []
+    predict = AuralSAM2Segmenter.predict
+
+    def spy(self, clips):
+        heard.extend(clips)
+        return predict(self, clips)
+
+    monkeypatch.setattr(AuralSAM2Segmenter, "predict", spy)
+    for rate in ("1", "all"):
+        heard.clear()
+        assert main(["segment", str(stereo), "--model", str(folder), "--out", str(tmp_path / rate), "--rate", rate]) == 0
+        assert heard and all(clip.channels is not None and clip.channels.shape == (2, len(clip.waveform)) for clip in heard)
+        left, right = np.concatenate([c.channels[0] for c in heard]), np.concatenate([c.channels[1] for c in heard])
+        assert np.abs(right).max() > 1.5 * np.abs(left).max()  # the channels stay apart
+    heard.clear()
+    assert main(["segment", str(mono), "--model", str(folder), "--out", str(tmp_path / "mono"), "--rate", "1"]) == 0
+    assert all(np.array_equal(clip.channels[0], clip.channels[1]) for clip in heard)
+    capsys.readouterr()
+    assert main(["segment", str(silent), "--model", str(folder), "--out", str(tmp_path / "s")]) != 0
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "no audio track" in error
+    heard.clear()
+    assert main(["segment", str(silent), "--model", str(folder), "--out", str(tmp_path / "s"), "--allow-silent"]) == 0
+    assert heard and all(not clip.channels.any() for clip in heard)

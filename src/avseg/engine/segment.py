@@ -77,7 +77,8 @@ def segment_video(
     ``window``: frames per model call; ``propagator``: carries keyframe masks over the other frames
     (:class:`avseg.propagation.Propagator`), or None for the model on every output frame; ``video_name``: what
     ``summary.json`` calls the video (the app gives the user's file name, not its upload path); ``allow_silent``:
-    segment a video without an audio track with silence (else it is refused)."""
+    segment a video without an audio track with silence (else it is refused). A segmenter whose ``audio_channels``
+    is 2 (AuralSAM2's stereo VGGish) hears the track's two channels (``clip.channels``; a mono track duplicated)."""
     check_window(window)
     if mask_format not in MASK_FORMATS:
         raise ConfigError(f"--format {mask_format!r}: expected one of {', '.join(MASK_FORMATS)}")
@@ -90,7 +91,8 @@ def segment_video(
     with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
         outputs = FrameOutputs(staging, video, info.fps, (info.width, info.height), info.has_audio, header, mask_format, time_base=timing.time_base)
         try:
-            frames = stream_frames(video, sampling, timing.fps, sample_rate, window, propagator is not None)
+            channels = getattr(segmenter, "audio_channels", 1)
+            frames = stream_frames(video, sampling, timing.fps, sample_rate, window, propagator is not None, channels)
             bar = tqdm(total=estimated_outputs(info.duration, timing.fps, sampling), desc=video.name, unit="frame", disable=None if progress else True)
             with Prefetch(frames, QUEUE_FRAMES) as decoded, bar:
                 writer = Worker(outputs.handle, QUEUE_FRAMES)
@@ -194,7 +196,8 @@ class _Loop:
             meta["seconds"] = [int(output.time) for output in keyframes]
             meta["audio_span"] = audio_span(keyframes, self.sample_rate)
         waveform = np.concatenate([output.audio for output in keyframes])
-        return Clip(frames=np.stack([output.image for output in keyframes]), waveform=waveform, sample_rate=self.sample_rate, meta=meta)
+        channels = np.concatenate([output.channels for output in keyframes], axis=1) if keyframes[0].channels is not None else None
+        return Clip(frames=np.stack([output.image for output in keyframes]), waveform=waveform, sample_rate=self.sample_rate, meta=meta, channels=channels)
 
 
 def check_output_folders(videos: Sequence[str | Path], out_root: str | Path) -> None:

@@ -78,6 +78,9 @@ def with_pretrained_backbones(model: AuralSAM2, sam: str, vggish_weights: str | 
 class AuralSAM2Segmenter:
     """Runs an :class:`AuralSAM2` on whole clips; logits at each clip's mask size (or frame size), padding frames -100."""
 
+    audio_channels = 2
+    """it hears stereo: ``avseg segment`` and the app decode a video's two channels (a mono track duplicated)"""
+
     def __init__(self, model: AuralSAM2, device: str | torch.device = "cpu"):
         self.model = model.eval().to(device)
         self.device = device
