@@ -346,3 +346,29 @@ def test_segment_hears_a_stereo_video_s_two_channels_and_a_mono_one_duplicated(t
     heard.clear()
     assert main(["segment", str(silent), "--model", str(folder), "--out", str(tmp_path / "s"), "--allow-silent"]) == 0
     assert heard and all(not clip.channels.any() for clip in heard)
+
+
+def test_evaluate_by_name_on_its_test_set_prints_the_published_numbers_beside(model, tmp_path, monkeypatch, tiny_release, capsys):
+    """``avseg evaluate --model auralsam2-s4 --data DIR``: the release's weights (here random, official format, from a
+    pre-filled hub cache) on S4's test split, stereo as the release, with the row's published numbers or why none."""
+    import json
+
+    from hub_stand_in import publish, use_hub_cache
+
+    from avseg.cli import main
+    from avseg.data.synthetic import write_dataset
+    from avseg.hub.pretrained import find_pretrained
+
+    cache = use_hub_cache(monkeypatch, tmp_path / "hub")
+    torch.save(official_state(model), tmp_path / "release.pth")
+    row = find_pretrained("auralsam2-s4")
+    publish(cache, row.repo, {row.files[0]: tmp_path / "release.pth"})
+    write_dataset("s4", tmp_path / "s4", 5, seed=0, size=64)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--model", "auralsam2-s4", "--data", str(tmp_path / "s4")]) == 0
+    printed = capsys.readouterr().out
+    assert "published (auralsam2-s4): " in printed and "none entered" in printed
+    report = json.loads((tmp_path / "runs" / "auralsam2-s4" / "eval-test" / "report.json").read_text())
+    assert 0.0 <= report["results"]["normal"]["J"] <= 1.0 and report["published"]["source"] == row.published_source
+    assert main(["evaluate", "--model", "evf-sam2", "--data", str(tmp_path / "s4")]) != 0
+    assert "no test set of its own" in capsys.readouterr().err

@@ -115,12 +115,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
-    from avseg.engine.report import evaluate_recipe
+    from avseg.engine.report import evaluate_recipe, pretrained_recipe
 
+    row, checkpoint, out = None, args.checkpoint, args.out
+    if args.model is not None:
+        if args.config is not None or args.checkpoint is not None:
+            raise ConfigError("--model: evaluates a pretrained model by name on its own test set; give either --model NAME --data DIR, or a recipe with --checkpoint")
+        recipe, checkpoint, row = pretrained_recipe(args.model, args.data, args.set)
+        out = out or Path(recipe.output) / recipe.name / f"eval-{args.split or recipe.data.test_split}"
+    elif args.config is None:
+        raise ConfigError("evaluate: give a recipe (avseg evaluate RECIPE --checkpoint FOLDER) or a pretrained model (--model NAME --data DIR)")
+    else:
+        recipe = load_recipe(args.config, args.set + ([f"data.root={args.data}"] if args.data is not None else []))
     report = evaluate_recipe(
-        load_recipe(args.config, args.set), args.checkpoint, args.split, args.perturb, args.out,
+        recipe, checkpoint, args.split, args.perturb, out,
         silence_gate=not args.no_silence_gate, robust=args.robust, noise_dir=args.noise_dir,
-        precision=args.precision, compile=args.compile,
+        precision=args.precision, compile=args.compile, pretrained=row,
     )
     print(report)
 
@@ -317,8 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")
-    evaluate.add_argument("config", type=Path)
+    evaluate.add_argument("config", type=Path, nargs="?", help="a recipe (or --model NAME --data DIR instead)")
     evaluate.add_argument("--checkpoint", type=Path, help="a trained model folder (e.g. runs/NAME/best); none for zero-shot recipes")
+    evaluate.add_argument("--model", help="a pretrained name of `avseg models` (auralsam2-s4, ...): evaluated on its own test set, its published numbers printed beside")
+    evaluate.add_argument("--data", type=Path, help="the dataset folder (with --model: the test set's layout; with a recipe: overrides data.root)")
     evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
     evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap, silence, noise, offscreen")
     evaluate.add_argument("--robust", action="store_true", help="AVSBench-Robust: J, F, FPR under silence, noise and off-screen audio; G-mIoU, G-F")

@@ -65,6 +65,9 @@ class PretrainedModel:
     """where the weights come from, in words"""
     needs_expression: bool = False
     """a Ref-AVS model: ``avseg segment`` needs ``--expression`` (what to segment)"""
+    evaluation: dict = field(default_factory=dict)
+    """the recipe ``data`` fields of the test set its published numbers are on (``avseg evaluate --model NAME --data
+    DIR``: ``layout``, and ``channels``, ``foreground``, ``test_split`` where they differ); empty: no such test set"""
 
     @property
     def needs(self) -> str:
@@ -100,19 +103,34 @@ def _av2t_sam_release(subset: str, data: str) -> PretrainedModel:
         licence="not stated by the release (see the hub repo); SAM 2 Apache-2.0, BEiT-3 MIT",
         published_source=f"{AV2T_SAM_PAPER}; values not yet entered here",
         weights=f"hub Kyungbok/AV2T-SAM (official AVTSAM state dict), converted on first use; {_AV2T_ENCODERS}",
+        evaluation={"layout": subset},
     )
 
 
 AURALSAM2_PAPER = "AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting (arXiv:2506.01015)"
 
 
+AURALSAM2_EVALUATION = {
+    "s4": {"layout": "s4", "channels": 2},
+    "ms3": {"layout": "ms3", "channels": 2},
+    "avss": {"layout": "avss", "channels": 2, "foreground": True},
+    "refavs": {"layout": "refavs", "channels": 2, "test_split": "test_s"},
+}
+"""The test sets of the release's evaluation (stereo audio; AVSS as binary foreground, ``v2.code``; Ref-AVS's seen split
+first, ``main.py`` scores test_s, test_u and test_n)."""
+AURALSAM2_PUBLISHED = (
+    f"{AURALSAM2_PAPER}: none entered. The release's README and docs/ (64a16dd) give no numbers, and the paper's "
+    "tables could not be read here (the stored copies of arXiv 2506.01015 v1 and v2 gave only their abstract); "
+    "avseg evaluate --model prints what the weights measure"
+)
+
+
 def _auralsam2_release(name: str, file: str, data: str, text: bool = False) -> PretrainedModel:
     """A released AuralSAM2 checkpoint (SAM 2.0 Hiera-L + AuralFuser) trained on one AVSBench subset.
 
     Its file name is the release's own list (``docs/before_start.md`` at 64a16dd, "Available Checkpoints", the
-    document its README points to for reproducing the results), hence ``verified``. Published numbers: the
-    release's README has no table, and the paper's tables could not be read here (only its abstract was
-    reachable), so none is entered; ``avseg evaluate`` prints what the weights measure."""
+    document its README points to for reproducing the results), hence ``verified``. Published numbers: see
+    :data:`AURALSAM2_PUBLISHED` (none could be entered); ``avseg evaluate --model`` prints what the weights measure."""
     return PretrainedModel(
         name=f"auralsam2-{name}",
         architecture="auralsam2",
@@ -126,10 +144,11 @@ def _auralsam2_release(name: str, file: str, data: str, text: bool = False) -> P
         converter="auralsam2",
         gpu_memory_gb=4,
         licence="MIT (AuralSAM2); SAM 2 Apache-2.0; VGGish Apache-2.0" + ("; DistilRoBERTa Apache-2.0" if text else ""),
-        published_source=f"{AURALSAM2_PAPER}: the release's README has no table and the paper's could not be read here; none entered",
+        published_source=AURALSAM2_PUBLISHED,
         weights="hub yyliu01/AuralSAM2 (official checkpoint), converted on first use; SAM 2.0 Hiera-L from the checkpoint, "
         "else transformers' facebook/sam2-hiera-large" + ("; DistilRoBERTa and its tokenizer from distilbert/distilroberta-base" if text else ""),
         needs_expression=text,
+        evaluation=AURALSAM2_EVALUATION[name],
     )
 
 
