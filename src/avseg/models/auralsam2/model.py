@@ -230,6 +230,7 @@ class AuralSAM2(nn.Module):
         self.sam.requires_grad_(False)
         self.vggish.requires_grad_(False)
         self.inference_mode = config.inference_mode
+        self.train()  # the frozen parts in evaluation mode from the start (the text encoder's dropout must never run)
 
     @property
     def image_size(self) -> int:
