@@ -15,7 +15,8 @@ frames with an object only, and the object score's BCE x 1; summed over frames (
 
 **Contrastive loss** (``loss/training/contrastive_learning.py``, temperature 0.1): per frame and fuser level, pixels
 of the projected visual prompt (64x64) are sampled per class, up to 128 the prediction gets wrong ("hard") and
-128 it gets right ("easy"), topped up from the other kind to 256, and pulled towards the frame's projected audio
+128 it gets right ("easy"; 64 and 64 for the Ref-AVS variant, its release's ``sample_limits``), topped up from the
+other kind to twice that, and pulled towards the frame's projected audio
 prompt of their class (background for a silent frame), pushed from the other class's pixels and audio. Three
 release bugs are done right, as the code clearly intends: hard/easy compare the *thresholded* prediction with
 the label (the release compares raw logits with 0/1 labels, so every pixel is "hard"); a sampled pixel's label
@@ -40,6 +41,8 @@ WEIGHTS = {"mask": 20.0, "dice": 1.0, "iou": 1.0, "class": 1.0}
 """``sam2_training_config.yaml``'s ``weight_dict``."""
 TEMPERATURE, SAMPLES_PER_KIND, TOTAL_SAMPLES = 0.1, 128, 15240
 """``contrastive_learning`` in ``sam2_training_config.yaml``."""
+REFAVS_SAMPLES_PER_KIND = 64
+"""The Ref-AVS release's ``sample_limits`` (``ref-avs.code/configs/training/sam2_training_config.yaml``)."""
 
 
 def mask_loss(logits: torch.Tensor, iou: torch.Tensor, object_scores: torch.Tensor, masks: torch.Tensor, annotated: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -68,7 +71,10 @@ def mask_loss(logits: torch.Tensor, iou: torch.Tensor, object_scores: torch.Tens
     return losses
 
 
-def contrastive_loss(visual: list[torch.Tensor], audio: list[torch.Tensor], masks: torch.Tensor, predictions: torch.Tensor, annotated: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def contrastive_loss(
+    visual: list[torch.Tensor], audio: list[torch.Tensor], masks: torch.Tensor, predictions: torch.Tensor, annotated: torch.Tensor,
+    generator: torch.Generator, samples_per_kind: int = SAMPLES_PER_KIND,
+) -> torch.Tensor:
     """The audio-guided contrastive loss (see the module docstring): ``visual`` per level ``(T, D, g, g)``, ``audio`` per
     level ``(T, D, 1)``, ``masks`` and ``predictions`` (logits) ``(T, g, g)`` at the fuser's grid."""
     anchors, anchor_labels, audios, audio_labels = [], [], [], []
@@ -85,11 +91,11 @@ def contrastive_loss(visual: list[torch.Tensor], audio: list[torch.Tensor], mask
             for label in classes.tolist():
                 hard = torch.nonzero((labels == label) & ~right).flatten()
                 easy = torch.nonzero((labels == label) & right).flatten()
-                take_hard, take_easy = min(SAMPLES_PER_KIND, len(hard)), min(SAMPLES_PER_KIND, len(easy))
+                take_hard, take_easy = min(samples_per_kind, len(hard)), min(samples_per_kind, len(easy))
                 if take_hard > take_easy:  # top up from the other kind, as the release
-                    take_hard = min(len(hard), take_hard + 2 * SAMPLES_PER_KIND - take_hard - take_easy)
+                    take_hard = min(len(hard), take_hard + 2 * samples_per_kind - take_hard - take_easy)
                 else:
-                    take_easy = min(len(easy), take_easy + 2 * SAMPLES_PER_KIND - take_hard - take_easy)
+                    take_easy = min(len(easy), take_easy + 2 * samples_per_kind - take_hard - take_easy)
                 for pool, count in ((hard, take_hard), (easy, take_easy)):
                     chosen = pool[torch.randperm(len(pool), generator=generator)[:count].to(pool.device)]
                     anchors.append(pixels[chosen])
@@ -168,6 +174,7 @@ class AuralSAM2Task:
         predictions = F.interpolate(best[:, None].detach(), (grid, grid), mode="bilinear", align_corners=False)[:, 0]
         grid_masks = F.interpolate(masks[:, None], (grid, grid), mode="nearest")[:, 0]
         generator = torch.Generator().manual_seed(int(self.seed) + int(annotated.sum()))
-        losses["contrastive"] = contrastive_loss(visual, audio, grid_masks, predictions, annotated, generator)
+        per_kind = REFAVS_SAMPLES_PER_KIND if model.config.referring else SAMPLES_PER_KIND
+        losses["contrastive"] = contrastive_loss(visual, audio, grid_masks, predictions, annotated, generator, per_kind)
         losses["total"] = losses["total"] + losses["contrastive"]
         return losses
