@@ -141,7 +141,7 @@ class SegmentApp:
 
         auto = (cues_text or "").strip() == "auto"
         cues = () if auto else parse_cues(cues_text)
-        expression = check_expression(model, expression, option="expression")
+        check_expression(model, expression, option="expression", resolved=False)
         folder = resolve_model(model)
         expression = check_expression(folder, expression, option="expression")
         check_cues(folder, cues, option="cues", auto=auto)

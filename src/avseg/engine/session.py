@@ -132,13 +132,15 @@ def reads_expression(model: str | Path) -> bool:
         return False
 
 
-def check_expression(model: str | Path, expression: str | None, option: str = "--expression") -> str | None:
-    """The expression, stripped, once it fits the model: a Ref-AVS model needs one, the others take none."""
+def check_expression(model: str | Path, expression: str | None, option: str = "--expression", resolved: bool = True) -> str | None:
+    """The expression, stripped, once it fits the model: a Ref-AVS model needs one, the others take none.
+    ``resolved=False`` (before any download: a name, a hub repo or a folder) refuses only a missing expression of a
+    catalogue row that needs one; the resolved folder's own config decides the rest."""
     expression = (expression or "").strip() or None
     needed = reads_expression(model)
     if needed and expression is None:
         raise ConfigError(f"{model} is a Ref-AVS model: it segments what an expression refers to; pass {option} 'the dog on the left'")
-    if expression is not None and not needed:
+    if expression is not None and not needed and resolved:
         raise ConfigError(f"{option}: {model} reads no expression (only a Ref-AVS model such as auralsam2-refavs does)")
     return expression
 
@@ -164,7 +166,7 @@ def load_segmenter(
     from avseg.models.registry import load_system
 
     inference = Inference.resolve(resolve_device(device), precision, compile)
-    check_expression(model, expression)
+    check_expression(model, expression, resolved=False)
     model = resolve_model(model)
     expression = check_expression(model, expression)
     check_cues(model, cues, auto=cue_models is not None)
