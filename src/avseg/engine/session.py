@@ -160,7 +160,7 @@ def load_segmenter(
     model is known to take cues; the others take none), or a zero-shot model name
     (``settings``: its config fields, e.g. ``vocabulary``). ``precision`` (None: the device's default) and
     ``compile``: see :mod:`avseg.engine.precision`. ``expression``: what a Ref-AVS model segments (it needs one;
-    the others take none), refused before any download when it does not fit."""
+    the others take none); a catalogue row's missing expression is refused before any download."""
     from avseg.engine.train import resolve_device
     from avseg.hub.resolve import resolve_model
     from avseg.models.registry import load_system
