@@ -26,7 +26,7 @@ from avseg.models.teso import TeSO, TeSOConfig
         ("train.lr=-0.0001", "train.lr: must be greater than 0, got -0.0001"),
         ("train.epochs=0", "train.epochs: must be at least 1, got 0"),
         ("train.mute_probability=1.5", "train.mute_probability: must be at most 1, got 1.5"),
-        ("train.schedule=linear", "train.schedule: must be one of cosine, constant, got 'linear'"),
+        ("train.schedule=linear", "train.schedule: must be one of cosine, constant, poly, got 'linear'"),
         ("train.schedule_step=batch", "train.schedule_step: must be one of iteration, epoch, got 'batch'"),
         ("train.validate_every=0", "train.validate_every: must be at least 1, got 0"),
         ("model_config=5", "model_config: expected a mapping, got int"),

@@ -19,10 +19,11 @@ from avseg.models.architectures import MODELS, model_entry
 from avseg.models.registry import build_system, load_model, load_system, read_system_info, save_system_info
 
 SRC = Path(avseg.__file__).parent
-NAMES = ("teso", "av2t-sam", "av2t-sam3", "vct", "zeroshot-sam3")
+NAMES = ("teso", "av2t-sam", "av2t-sam3", "vct", "auralsam2", "zeroshot-sam3")
 OFFLINE = {"teso": EncodersConfig(audio="logmel", text="minilm-offline"), "av2t-sam": EncodersConfig(audio="logmel", image="thumbnail")}
 OFFLINE["av2t-sam3"] = OFFLINE["av2t-sam"]
 OFFLINE["vct"] = EncodersConfig()  # VGGish is inside the model; no encoder is built
+OFFLINE["auralsam2"] = EncodersConfig(audio="vggish")  # its VGGish is inside the model (tiny: random weights)
 
 
 def recipe_for(name: str, synthetic, model_dirs) -> Recipe:  # noqa: F811
@@ -182,7 +183,7 @@ def test_import_avseg_and_the_table_stay_light():
     [
         ([1], "expected a JSON object"),
         ({"encoders": {}, "sample_rate": 16000}, "model: missing key"),
-        ({"model": "sam9", "encoders": {}, "sample_rate": 16000}, "model: 'sam9' is not a trained model (known: teso, av2t-sam, av2t-sam3, vct)"),
+        ({"model": "sam9", "encoders": {}, "sample_rate": 16000}, "model: 'sam9' is not a trained model (known: teso, av2t-sam, av2t-sam3, vct, auralsam2)"),
         ({"model": "zeroshot-sam3", "encoders": {}, "sample_rate": 16000}, "model: 'zeroshot-sam3' is not a trained model"),
         ({"model": "teso", "encoders": "logmel", "sample_rate": 16000}, "encoders: expected a mapping, got str"),
         ({"model": "teso", "encoders": {"audi": "logmel"}, "sample_rate": 16000}, "encoders.audi: unknown key"),

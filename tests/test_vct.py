@@ -257,7 +257,7 @@ def test_evaluate_by_name_prints_measured_beside_published(tmp_path, monkeypatch
     out = tmp_path / "eval"
     assert main(["evaluate", "--model", "vct-s4", "--data", str(synthetic / "s4"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "Measured beside published (the release's README" in printed and "0.862" in printed
+    assert "published (vct-s4; the release's README" in printed and "0.862" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["published"]["values"] == {"J": 0.862, "F": 0.934} and report["approximate"] is True
     assert 0.0 <= report["results"]["normal"]["J"] <= 1.0

@@ -115,56 +115,25 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from avseg.config import load_recipe
-    from avseg.engine.report import evaluate_recipe
+    from avseg.engine.report import evaluate_recipe, pretrained_recipe
 
-    published: dict[str, float] | None = None
-    source = ""
-    if args.model:
-        if args.config or args.checkpoint or args.set:
-            raise ConfigError("--model: evaluate either a recipe (CONFIG --checkpoint FOLDER) or a pretrained name (--model NAME --data DIR), not both")
-        recipe, checkpoint, published, source = pretrained_recipe(args.model, args.data, args.layout)
-        out = args.out or Path(f"{args.model}-eval-{args.split or recipe.data.test_split}")
+    row, checkpoint, out = None, args.checkpoint, args.out
+    if args.model is not None:
+        if args.config is not None or args.checkpoint is not None:
+            raise ConfigError("--model: evaluates a pretrained model by name on its own test set; give either --model NAME --data DIR, or a recipe with --checkpoint")
+        recipe, checkpoint, row = pretrained_recipe(args.model, args.data, args.set)
+        out = out or Path(recipe.output) / recipe.name / f"eval-{args.split or recipe.data.test_split}"
     elif args.config is None:
-        raise ConfigError("evaluate: give a recipe (CONFIG --checkpoint FOLDER) or a pretrained name (--model NAME --data DIR)")
+        raise ConfigError("evaluate: give a recipe (avseg evaluate RECIPE --checkpoint FOLDER) or a pretrained model (--model NAME --data DIR)")
     else:
-        if args.data or args.layout:
-            raise ConfigError("--data/--layout: for --model NAME; a recipe names its data in data.root and data.layout")
-        recipe, checkpoint, out = load_recipe(args.config, args.set), args.checkpoint, args.out
+        recipe = load_recipe(args.config, args.set + ([f"data.root={args.data}"] if args.data is not None else []))
     report = evaluate_recipe(
         recipe, checkpoint, args.split, args.perturb, out,
         silence_gate=not args.no_silence_gate, robust=args.robust, noise_dir=args.noise_dir,
-        precision=args.precision, compile=args.compile, published=published, published_source=source,
+        precision=args.precision, compile=args.compile, pretrained=row,
     )
     if report is not None:  # under torchrun, the first process reports
         print(report)
-
-
-def pretrained_recipe(name: str, data: Path | None, layout: str | None):
-    """``avseg evaluate --model NAME --data DIR``: the recipe of a pretrained name (downloaded and converted once), its
-    folder, and the numbers it should reproduce. The layout is the name's subset (``vct-s4`` -> s4) unless given."""
-    from avseg.config import DataConfig, EncodersConfig, Recipe
-    from avseg.hub.pretrained import find_pretrained
-    from avseg.hub.resolve import resolve_model
-    from avseg.models.system_info import read_system_info
-
-    row = find_pretrained(name)
-    if row is None or row.converter is None:
-        raise ConfigError(f"--model: {name!r} is not a pretrained model with weights to evaluate (see avseg models)")
-    if data is None:
-        raise ConfigError("--model: add --data DIR, the dataset folder to evaluate on")
-    subset = name.rsplit("-", 1)[-1]
-    layout = layout or (subset if subset in LAYOUTS else None)
-    if layout is None:
-        raise ConfigError(f"--model: {name} names no dataset layout; add --layout ({', '.join(LAYOUTS)})")
-    folder = resolve_model(name)
-    info = read_system_info(folder)
-    recipe = Recipe(
-        name=name,
-        model=info["model"],
-        encoders=EncodersConfig(**info["encoders"]),
-        data=DataConfig(root=str(data), layout=layout, sample_rate=info["sample_rate"]),
-    )
-    return recipe, Path(folder), dict(row.published), row.published_source
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -191,8 +160,19 @@ def cmd_convert(args: argparse.Namespace) -> None:
         config = model.config
         print(f"converted {args.checkpoint} (vct) -> {args.out}: {model.name}, {config.num_classes} classes, {config.num_prototypes} prototypes, {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.1f}M trainable parameters")
         return
+    if args.kind == "auralsam2":
+        from avseg.models.auralsam2.convert import DEFAULT_SAM, convert as convert_auralsam2
+
+        if args.projector:
+            raise ConfigError("--projector: AuralSAM2 has no projector (it is AV2T-SAM's)")
+        model = convert_auralsam2(args.checkpoint, args.out, sam=args.sam or DEFAULT_SAM)
+        trainable = sum(p.numel() for p in model.trainable_parameters())
+        print(f"converted {args.checkpoint} (auralsam2) -> {args.out}: {model.name}, inference mode {model.inference_mode}, {trainable / 1e6:.1f}M trainable parameters")
+        return
     from avseg.models.av2t_sam.convert import convert
 
+    if args.sam:
+        raise ConfigError("--sam: only for auralsam2 (the SAM 2 of a checkpoint that holds the AuralFuser alone)")
     model = convert(args.checkpoint, args.out, kind=args.kind, projector=args.projector)
     trainable = sum(p.numel() for p in model.trainable_parameters())
     print(f"converted {args.checkpoint} ({args.kind}) -> {args.out}: {model.name}, projector {model.config.projector}, {trainable / 1e6:.1f}M trainable parameters")
@@ -331,11 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="official metrics, with audio perturbations for the preference test")
-    evaluate.add_argument("config", type=Path, nargs="?", help="a recipe (or use --model NAME --data DIR)")
+    evaluate.add_argument("config", type=Path, nargs="?", help="a recipe (or --model NAME --data DIR instead)")
     evaluate.add_argument("--checkpoint", type=Path, help="a trained model folder (e.g. runs/NAME/best); none for zero-shot recipes")
-    evaluate.add_argument("--model", help="a pretrained name of `avseg models` (vct-s4, ...) instead of a recipe: prints the measured numbers beside the published ones")
-    evaluate.add_argument("--data", type=Path, help="with --model: the dataset folder")
-    evaluate.add_argument("--layout", choices=LAYOUTS, help="with --model: the dataset layout (default: the name's subset)")
+    evaluate.add_argument("--model", help="a pretrained name of `avseg models` (auralsam2-s4, ...): evaluated on its own test set, its published numbers printed beside")
+    evaluate.add_argument("--data", type=Path, help="the dataset folder (with --model: the test set's layout; with a recipe: overrides data.root)")
     evaluate.add_argument("--split", help="which split (default: the recipe's test split)")
     evaluate.add_argument("--perturb", default="", help="comma list of mute, wgnDB (e.g. wgn10), swap, silence, noise, offscreen")
     evaluate.add_argument("--robust", action="store_true", help="AVSBench-Robust: J, F, FPR under silence, noise and off-screen audio; G-mIoU, G-F")
@@ -346,13 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    convert = commands.add_parser("convert", help="official AV2T-SAM, VCT, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
+    convert = commands.add_parser("convert", help="official AV2T-SAM, AuralSAM2, VCT, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
     convert.add_argument(
         "kind",
-        choices=["av2t-sam", "vct", "evf-sam", "sam3"],
-        help="av2t-sam: a trained official AV2T-SAM checkpoint; vct: an official VCT checkpoint ({s4,ms3,ss}_swinb_384/model_best.pth); "
+        choices=["av2t-sam", "auralsam2", "vct", "evf-sam", "sam3"],
+        help="av2t-sam: a trained official AV2T-SAM checkpoint; auralsam2: an official AuralSAM2 checkpoint (the AuralFuser alone, "
+        "the whole model or legacy audio_prompter names); vct: an official VCT checkpoint ({s4,ms3,ss}_swinb_384/model_best.pth); "
         "evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
         "sam3: SAM 3 (hub name such as facebook/sam3, or folder; AV2T-SAM3's training start)",
+    )
+    convert.add_argument(
+        "--sam",
+        help="auralsam2: the transformers SAM 2 video model (hub name or folder) for a checkpoint holding the AuralFuser alone "
+        "(default facebook/sam2-hiera-large, the release's SAM 2.0 Hiera-L)",
     )
     convert.add_argument("checkpoint", help=".pth/.bin/.safetensors file or a hub folder (sam3: also a hub name)")
     convert.add_argument("--out", required=True, type=Path, help="model folder to write (config.json, model.safetensors, system.json)")
@@ -370,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", required=True, help="a model folder (runs/NAME/best), a name of `avseg models` (av2t-sam-s4, zeroshot-sam3), or a hub repo org/name[@revision]")
     segment.add_argument("--out", required=True, type=Path)
     segment.add_argument("--cues", help="TeSO: comma-separated names of the objects that could sound, or 'auto' (captioner + LLM, cached)")
+    segment.add_argument("--expression", help="Ref-AVS models (auralsam2-refavs): the referring expression, what to segment ('the dog on the left')")
     segment.add_argument("--vocabulary", help="zero-shot: s4, avss (default), a .txt file, or a comma list ('dog barking: dog, piano')")
     segment.add_argument("--clap-model", help="zero-shot: CLAP hub name or folder (default laion/larger_clap_general)")
     segment.add_argument("--sam3-model", help="zero-shot: SAM 3 hub name or folder (default facebook/sam3)")

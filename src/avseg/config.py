@@ -59,6 +59,12 @@ class DataConfig:
     synthetic_motion: bool = False
     """With ``synthetic_fps``: objects move within each second and sounds start and stop at any instant
     (``avseg synth --motion``)."""
+    channels: int = checked(1, min=1, max=2)
+    """1: the clips' audio is the mono mix; 2: the track's own channels are kept too (``clip.channels``), for
+    AuralSAM2's stereo VGGish (a mono track is then duplicated by the model's inputs)."""
+    foreground: bool = False
+    """``avss`` only: every sounding class is foreground, so the masks are binary (two classes: what a binary model
+    such as AuralSAM2 trains on and is scored on, J and F); false keeps the 71 classes (mIoU)."""
 
 
 @dataclass
@@ -83,8 +89,9 @@ class TrainConfig:
     batch_clips: int = checked(4, min=1)
     lr: float = checked(1e-4, above=0)
     weight_decay: float = checked(0.01, min=0)
-    schedule: str = checked("cosine", choices=("cosine", "constant"))
-    """``cosine`` (from ``lr`` to ``min_lr`` over the run) or ``constant`` (``lr`` throughout)."""
+    schedule: str = checked("cosine", choices=("cosine", "constant", "poly"))
+    """``cosine`` (from ``lr`` to ``min_lr`` over the run), ``constant`` (``lr`` throughout) or ``poly``
+    (``lr * (1 - step / steps) ** 0.9``, AuralSAM2's release; ``min_lr`` unused)."""
     schedule_step: str = checked("iteration", choices=("iteration", "epoch"))
     """When the cosine schedule steps: after every ``iteration`` (T_max = all steps of the run) or at the end of
     every ``epoch`` (T_max = ``epochs``, as the AV2T-SAM release does)."""

@@ -29,7 +29,7 @@ import pandas as pd
 
 from avseg.engine.dense import Sampling
 from avseg.app.inputs import check_audio_source, check_max_seconds, check_upload, write_examples
-from avseg.engine.session import LoadedSegmenter, check_cues, load_cue_models, load_segmenter, mask_agreement, parse_cues
+from avseg.engine.session import LoadedSegmenter, check_cues, check_expression, load_cue_models, load_segmenter, mask_agreement, parse_cues
 from avseg.errors import AvsegError, ConfigError
 
 COMPARISONS = ("none", "muted audio", "swapped audio")
@@ -78,10 +78,10 @@ class SegmentApp:
             raise ConfigError(f"--port {port}: cannot listen on {host}:{port} (the port is in use, or {host} is not an address of this machine); choose another, or --port 0 for any free port") from None
         return self.blocks.local_url
 
-    def segment(self, video, model, cues, vocabulary, comparison, swap_audio, progress=gr.Progress()) -> tuple:
+    def segment(self, video, model, cues, vocabulary, comparison, swap_audio, expression="", progress=gr.Progress()) -> tuple:
         """The page's one action; a bad upload or setting comes back as a one-line status, not a traceback."""
         try:
-            return self._segment(video, model, cues, vocabulary, comparison, swap_audio, progress)
+            return self._segment(video, model, cues, vocabulary, comparison, swap_audio, progress, expression)
         except AvsegError as error:
             return (f"**Error:** {self._as_the_user_names_it(str(error), video, swap_audio)}", *[None] * (len(OUTPUTS) - 1))
 
@@ -92,7 +92,7 @@ class SegmentApp:
             message = message.replace(str(upload), Path(upload).name)
         return message.replace(f"{self.root}{os.sep}", "")
 
-    def _segment(self, video, model, cues, vocabulary, comparison, swap_audio, progress) -> tuple:
+    def _segment(self, video, model, cues, vocabulary, comparison, swap_audio, progress, expression="") -> tuple:
         if not video:
             raise ConfigError("upload a video or pick an example first")
         if not model:
@@ -101,7 +101,7 @@ class SegmentApp:
         info = check_upload(video, self.max_seconds, name=name)
         audio = self._comparison_audio(comparison, swap_audio, video)
         progress(0.05, desc=f"loading {model}")
-        segmenter = self._segmenter(model, cues, vocabulary)
+        segmenter = self._segmenter(model, cues, vocabulary, expression)
         run = self.root / "runs" / uuid.uuid4().hex[:12]
         progress(0.2, desc="segmenting with the video's own audio")
         options = {"progress": False, "sampling": APP_SAMPLING, "video_name": name, "allow_silent": True}  # as avseg segment --allow-silent
@@ -133,19 +133,25 @@ class SegmentApp:
         other = next((e.video for e in self.examples if e.video.name != Path(video).name), None)
         return str(other)
 
-    def _segmenter(self, model: str, cues_text: str | None, vocabulary: str | None) -> LoadedSegmenter:
+    def _segmenter(self, model: str, cues_text: str | None, vocabulary: str | None, expression: str | None = None) -> LoadedSegmenter:
         """The loaded model (kept for later runs) with this run's cues: typed names, or "auto" (the
-        captioner and LLM of ``avseg cues``, loaded once, name what could sound in the video)."""
+        captioner and LLM of ``avseg cues``, loaded once, name what could sound in the video); a Ref-AVS model
+        with this run's expression."""
         from avseg.hub.resolve import resolve_model
 
         auto = (cues_text or "").strip() == "auto"
         cues = () if auto else parse_cues(cues_text)
-        check_cues(resolve_model(model), cues, option="cues", auto=auto)
+        check_expression(model, expression, option="expression", resolved=False)
+        folder = resolve_model(model)
+        expression = check_expression(folder, expression, option="expression")
+        check_cues(folder, cues, option="cues", auto=auto)
         settings = {"vocabulary": vocabulary.strip()} if vocabulary and vocabulary.strip() else {}
         key = (model, tuple(sorted(settings.items())))
         if key not in self._loaded:
-            self._loaded[key] = load_segmenter(model, cues, settings, self.device, self._auto_cue_models if auto else None)
+            self._loaded[key] = load_segmenter(model, cues, settings, self.device, self._auto_cue_models if auto else None, expression=expression)
         loaded = self._loaded[key]
+        if expression is not None:
+            loaded.segmenter.expression = expression
         return LoadedSegmenter(loaded.segmenter, loaded.info, cues, self._auto_cue_models() if auto else None, loaded.inference)
 
     def _auto_cue_models(self) -> tuple:
@@ -193,6 +199,7 @@ def build_page(app: SegmentApp) -> gr.Blocks:
                 model = gr.Dropdown(app.models, value=app.models[0] if app.models else None, label="Model (name or folder)", allow_custom_value=True)
                 cues = gr.Textbox(label="Cues (TeSO): the objects that could sound, or auto", placeholder="guitar, man (or auto)", elem_id="cues")
                 vocabulary = gr.Textbox(label="Vocabulary (zero-shot): s4, avss or a comma list", placeholder="avss")
+                expression = gr.Textbox(value="", label="Expression (Ref-AVS models): what to segment", placeholder="the dog on the left", elem_id="expression")
                 comparison = gr.Radio(list(COMPARISONS), value="muted audio", label="Compare with")
                 swap_audio = gr.File(label="Swap in the audio of (default: another example)", file_types=["audio", "video"], type="filepath")
                 button = gr.Button("Segment", variant="primary", elem_id="segment")
@@ -207,7 +214,7 @@ def build_page(app: SegmentApp) -> gr.Blocks:
                 masks = gr.File(label="Masks (zip of PNGs)")
                 with gr.Accordion("summary.json", open=False):
                     summary = gr.Code(language="json")
-        button.click(app.segment, [video, model, cues, vocabulary, comparison, swap_audio],
+        button.click(app.segment, [video, model, cues, vocabulary, comparison, swap_audio, expression],
                      [status, overlay, compared, agreement, timeline, summary, masks], api_name="segment")
     return page
 

@@ -51,10 +51,12 @@ Where the official code differs from what is done here, and why:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from avseg.data.clip import Clip
 from avseg.data.files import read_color_mask, read_csv, require_file
 from avseg.data.reader import ClipReader, ClipRecord
 from avseg.errors import DatasetError
@@ -175,18 +177,25 @@ def voc_palette(num_classes: int) -> np.ndarray:
 class AVSS(ClipReader):
     """AVSBench-semantic (AVSS): 71 classes, clips padded to 10 frames.
 
-    ``subsets`` restricts the rows to some of ``v1s``, ``v1m``, ``v2``.
+    ``subsets`` restricts the rows to some of ``v1s``, ``v1m``, ``v2``. ``foreground``: the masks become binary
+    (every class > 0 is 1, ``num_classes`` 2), as AuralSAM2's release trains and scores AVSBench-semantic
+    (``avs.code/v2.code``: ``label > 0``); the clips' sounding labels still name the classes.
     """
 
     meta_file = "metadata.csv"
     label_file = "label2idx.json"
 
-    def __init__(self, root, split="test", sample_rate=None, size=None, subsets=("v1s", "v1m", "v2")):
+    def __init__(self, root, split="test", sample_rate=None, size=None, subsets=("v1s", "v1m", "v2"), channels=1, foreground=False):
         self.subsets = tuple(subsets)
-        super().__init__(root, split, sample_rate, size)
+        super().__init__(root, split, sample_rate, size, channels)
         self.class_names = read_class_names(self.root / self.label_file)
-        self.num_classes = len(self.class_names)
-        self.palette = voc_palette(self.num_classes)
+        self.palette = voc_palette(len(self.class_names))
+        self.foreground = foreground
+        self.num_classes = 2 if foreground else len(self.class_names)
+
+    def load(self, record: ClipRecord) -> Clip:
+        clip = super().load(record)
+        return replace(clip, masks=(clip.masks > 0).astype(np.uint8)) if self.foreground else clip
 
     @classmethod
     def resolve_root(cls, root: Path) -> Path:

@@ -29,6 +29,10 @@ class Clip:
             frames included, empty there), what sounds in it, for TeSO's
             InfoNCE; absent where the dataset does not say (each reader
             documents where its names come from).
+        channels: float32 ``(C, S)``, the track's own channels at ``sample_rate``
+            (``waveform`` is their mix), read when a recipe asks for them
+            (``data.channels: 2``, AuralSAM2's stereo VGGish); None otherwise.
+            Replacing the sound (:meth:`with_audio`) drops them.
     """
 
     frames: np.ndarray
@@ -38,6 +42,7 @@ class Clip:
     mask_valid: np.ndarray | None = None
     frame_valid: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    channels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         num_frames = len(self.frames)
@@ -45,6 +50,8 @@ class Clip:
             raise ValueError(f"frames must be uint8 (T,H,W,3), got {self.frames.dtype} {self.frames.shape}")
         if self.waveform.ndim != 1:
             raise ValueError(f"waveform must be mono (S,), got shape {self.waveform.shape}")
+        if self.channels is not None and (self.channels.ndim != 2 or self.channels.shape[1] != len(self.waveform)):
+            raise ValueError(f"channels must be (C, {len(self.waveform)}), got shape {self.channels.shape}")
         if self.frame_valid is None:
             self.frame_valid = np.ones(num_frames, dtype=bool)
         if self.masks is not None:
@@ -69,4 +76,4 @@ class Clip:
 
     def with_audio(self, waveform: np.ndarray, sample_rate: int | None = None) -> Clip:
         """A copy with its sound replaced (used by the perturbations)."""
-        return replace(self, waveform=waveform, sample_rate=sample_rate or self.sample_rate, meta=dict(self.meta))
+        return replace(self, waveform=waveform, sample_rate=sample_rate or self.sample_rate, meta=dict(self.meta), channels=None)

@@ -230,6 +230,8 @@ def offscreen_donors(clips: Sequence[Clip], seed: int) -> tuple[np.ndarray, list
         if not candidates:
             unmatched.append(index)
             candidates = [k for k, other in enumerate(categories) if other and k != index]
+        if not candidates:
+            raise ConfigError(f"off-screen audio needs another clip that sounds; {clips[index].id or 'a clip'} has none to borrow from in these {len(clips)} clips")
         donors[index] = candidates[int(np.random.default_rng([seed, index]).integers(len(candidates)))]
     return donors, unmatched
 

@@ -26,7 +26,7 @@ from PIL import Image
 from avseg.data.clip import Clip
 from avseg.data.files import read_binary_mask, read_rgb, resize
 from avseg.errors import ConfigError, DatasetError, MediaError
-from avseg.media import read_audio
+from avseg.media import read_audio, read_audio_channels
 
 
 def _pixels(shape: tuple[int, ...]) -> str:
@@ -61,6 +61,8 @@ class ClipReader(Sequence[Clip]):
         sample_rate: resample audio to this rate; the file's own rate if None.
         size: resize frames (bilinear) and masks (nearest) to ``(width, height)``
             after checking that each mask has its frame's stored size.
+        channels: 2 also keeps the audio's own channels in ``clip.channels`` (decoded once more; the mono
+            ``waveform`` stays exactly as with 1).
     """
 
     splits: tuple[str, ...] = ("train", "val", "test")
@@ -72,7 +74,9 @@ class ClipReader(Sequence[Clip]):
         split: str | None = "test",
         sample_rate: int | None = None,
         size: tuple[int, int] | None = None,
+        channels: int = 1,
     ):
+        self.channels = channels
         if split is not None and split not in self.splits:
             raise ConfigError(f"unknown split {split!r} for {type(self).__name__}; choose from {', '.join(self.splits)}")
         self.root = self.resolve_root(Path(root))
@@ -125,6 +129,7 @@ class ClipReader(Sequence[Clip]):
             masks = np.stack([resize(mask, self.size, Image.NEAREST) for mask in masks])
         try:
             waveform, rate = read_audio(record.audio, self.sample_rate)
+            channels = read_audio_channels(record.audio, self.sample_rate)[0] if self.channels == 2 else None
         except MediaError as exc:
             raise DatasetError(record.audio, str(exc).removeprefix(f"{record.audio}: ")) from None
         height, width = frames.shape[1:3]
@@ -134,7 +139,7 @@ class ClipReader(Sequence[Clip]):
             frames = np.concatenate([frames, np.zeros((padding, height, width, 3), dtype=np.uint8)])
         mask_valid = np.zeros(record.num_frames, dtype=bool)
         mask_valid[: len(record.mask_valid)] = record.mask_valid
-        return Clip(frames, waveform, rate, masks, mask_valid, frame_valid, meta)
+        return Clip(frames, waveform, rate, masks, mask_valid, frame_valid, meta, channels)
 
     def sounding_labels(self, record: ClipRecord, masks: np.ndarray) -> list[list[str]] | None:
         """Per real frame, the names of the categories that sound in it (the masks are the label maps

@@ -76,6 +76,7 @@ class SegmentOptions:
     model: str
     out: Path
     cues: str | None = None
+    expression: str | None = None
     vocabulary: str | None = None
     clap_model: str | None = None
     sam3_model: str | None = None
@@ -173,7 +174,9 @@ class _CorpusRun:
         per_video = check_video_cues(options.model, self.videos, self.cue_names, options.auto_cues)
         device = str(self.ranks.device(resolve_device(options.device)))
         cue_models = (lambda: load_cue_models(options.captioner, options.llm, device)) if options.auto_cues else None
-        self.loaded = load_segmenter(options.model, self.cue_names, self.model_settings, device, cue_models, options.precision, options.compile, per_video)
+        self.loaded = load_segmenter(
+            options.model, self.cue_names, self.model_settings, device, cue_models, options.precision, options.compile, per_video, options.expression
+        )
         self.model = model_identity(self.loaded.info, self.model_settings)
         source = Path(self.loaded.info["source"])
         self.propagator = load_propagator(options.propagator, source if source.is_dir() else None, {**self.loaded.info, "sam3_model": options.sam3_model}, device)
@@ -204,6 +207,7 @@ class _CorpusRun:
             "precision": self.loaded.inference.precision,
             "allow_silent": options.allow_silent,
             "cues": cues,
+            "expression": options.expression,
             "vocabulary": [asdict(entry) for entry in vocabulary] if vocabulary is not None else None,
         }
 
@@ -225,7 +229,9 @@ class _CorpusRun:
         """Video ``index`` opened (in the opener's thread), with the record it will get (its file as it is now)."""
         video, options = self.videos[index], self.options
         expected = self.expected(video)
-        return open_video(video.path, options.sampling, self.loaded.info["sample_rate"], options.window, self.propagator is not None, options.allow_silent), expected
+        channels = getattr(self.loaded.segmenter, "audio_channels", 1)
+        opened = open_video(video.path, options.sampling, self.loaded.info["sample_rate"], options.window, self.propagator is not None, options.allow_silent, channels)
+        return opened, expected
 
     def segment_shard(self, shard: list[int]) -> tuple[dict[int, dict[str, Any]], _Tally]:
         """This process's videos, each opened while the one before it runs; their rows by corpus index."""

@@ -36,5 +36,12 @@ def open_split(data: DataConfig, split: str) -> ClipReader:
     fallback for sounding labels (MS3's files name no category)."""
     from avseg.data.synthetic import OBJECTS_FILE, attach_sounding_labels
 
-    reader = reader_class(data.layout)(data.root, split=split, sample_rate=data.sample_rate)
+    from avseg.errors import ConfigError
+
+    options = {}
+    if data.foreground:
+        if data.layout != "avss":
+            raise ConfigError(f"data.foreground: only for the avss layout ({data.layout} masks are binary already)")
+        options["foreground"] = True
+    reader = reader_class(data.layout)(data.root, split=split, sample_rate=data.sample_rate, channels=data.channels, **options)
     return attach_sounding_labels(reader) if (reader.root / OBJECTS_FILE).is_file() else reader

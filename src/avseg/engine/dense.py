@@ -80,6 +80,8 @@ class OutputFrame:
     """Dense rates, model frames: the audio from ``CONTEXT_SECONDS`` before ``audio`` to as many after it."""
     context_start: int = 0
     track_length: int | None = None
+    channels: np.ndarray | None = None
+    """Models that hear stereo (``channels=2``): ``audio``'s two channels ``(2, S)`` (``audio`` is their mean)."""
 
 
 @dataclass
@@ -126,11 +128,14 @@ def check_sampling(video: Path, sampling: Sampling, allow_silent: bool = False) 
     return VideoTiming(info, check_frame_times(video, info.fps))
 
 
-def stream_frames(video: Path, sampling: Sampling, fps: float, sample_rate: int, window: int, propagated: bool) -> Iterator[OutputFrame | ShownFrame]:
+def stream_frames(
+    video: Path, sampling: Sampling, fps: float, sample_rate: int, window: int, propagated: bool, channels: int = 1
+) -> Iterator[OutputFrame | ShownFrame]:
     """The video decoded once, in order: each decoded frame as a :class:`ShownFrame`, preceded by the
     :class:`OutputFrame` (s) it provides, with their audio (only on the frames the model sees; silence
-    for a video without an audio track)."""
-    audio = _SecondChunks(video, sample_rate, window) if sampling.avsbench else _CentredWindows(video, sample_rate)
+    for a video without an audio track). ``channels=2``: the track's two channels too (a mono track
+    duplicated; see :func:`avseg.media.iter_audio`), for a model that hears stereo."""
+    audio = _SecondChunks(video, sample_rate, window, channels) if sampling.avsbench else _CentredWindows(video, sample_rate, channels)
     frames = decode_frames(video)
     # at a rate, a frame that stays on screen over several sampling instants stands in for each (as AVSBench's rule)
     paired = ((frame, 1) for frame in frames) if sampling.rate is None else sampling_instants(frames, sampling.rate, fps)
@@ -146,7 +151,8 @@ def stream_frames(video: Path, sampling: Sampling, fps: float, sample_rate: int,
             last_key = key_interval
             output = OutputFrame(outputs, frame.index, frame.time, frame.image, keyframe)
             if keyframe:
-                output.audio = audio.next_for(output)
+                heard = audio.next_for(output)
+                output.audio, output.channels = (heard, None) if channels == 1 else (heard.mean(axis=0), heard)
             outputs += 1
             yield output
         yield ShownFrame(interval, frame.time, frame.image)
@@ -158,26 +164,29 @@ def stream_frames(video: Path, sampling: Sampling, fps: float, sample_rate: int,
 class _SecondChunks:
     """``--rate 1``: ``window`` seconds of contiguous audio on the first frame of each model call."""
 
-    def __init__(self, video: Path, sample_rate: int, window: int):
-        self.chunks = iter_audio(video, sample_rate, window, missing="silence")
+    def __init__(self, video: Path, sample_rate: int, window: int, channels: int = 1):
+        self.chunks = iter_audio(video, sample_rate, window, missing="silence", channels=channels)
         self.window = window
         self.seen = 0
+        self.empty = np.zeros(0 if channels == 1 else (channels, 0), dtype=np.float32)
 
     def next_for(self, output: OutputFrame) -> np.ndarray:
         self.seen += 1
         if (self.seen - 1) % self.window:
-            return np.zeros(0, dtype=np.float32)
-        return next(self.chunks, np.zeros(0, dtype=np.float32))
+            return self.empty.copy()
+        return next(self.chunks, self.empty.copy())
 
 
 class _CentredWindows:
     """Dense rates: the second of audio centred on each frame, and the ``CONTEXT_SECONDS`` either side of it
-    (:mod:`avseg.data.audio_span`), streamed (frames come in time order)."""
+    (:mod:`avseg.data.audio_span`), streamed (frames come in time order); ``channels=2``: ``(2, S)`` windows of
+    the track's two channels (the context is then their mean)."""
 
-    def __init__(self, video: Path, sample_rate: int):
-        self.chunks = iter_audio(video, sample_rate, 1, missing="silence")
+    def __init__(self, video: Path, sample_rate: int, channels: int = 1):
+        self.chunks = iter_audio(video, sample_rate, 1, missing="silence", channels=channels)
         self.rate = sample_rate
-        self.buffer = np.zeros(0, dtype=np.float32)
+        self.lead = () if channels == 1 else (channels,)
+        self.buffer = np.zeros((*self.lead, 0), dtype=np.float32)
         self.start = 0
         self.ended = False
 
@@ -187,21 +196,22 @@ class _CentredWindows:
         margin = CONTEXT_SECONDS * self.rate
         first = centred_window_start(output.time, self.rate) - margin
         last = first + self.rate + 2 * margin
-        while not self.ended and self.start + len(self.buffer) < last:
+        held = lambda: self.buffer.shape[-1]  # noqa: E731
+        while not self.ended and self.start + held() < last:
             chunk = next(self.chunks, None)
             if chunk is None:
                 self.ended = True
             else:
-                self.buffer = np.concatenate([self.buffer, chunk])
-        drop = min(len(self.buffer), max(0, first - self.start))
-        self.buffer, self.start = self.buffer[drop:], self.start + drop
-        context = np.zeros(last - first, dtype=np.float32)
-        low, high = max(first, self.start), min(last, self.start + len(self.buffer))
+                self.buffer = np.concatenate([self.buffer, chunk], axis=-1)
+        drop = min(held(), max(0, first - self.start))
+        self.buffer, self.start = self.buffer[..., drop:], self.start + drop
+        context = np.zeros((*self.lead, last - first), dtype=np.float32)
+        low, high = max(first, self.start), min(last, self.start + held())
         if high > low:
-            context[low - first : high - first] = self.buffer[low - self.start : high - self.start]
-        output.context, output.context_start = context, first
-        output.track_length = self.start + len(self.buffer) if self.ended else None
-        return context[margin : margin + self.rate]
+            context[..., low - first : high - first] = self.buffer[..., low - self.start : high - self.start]
+        output.context, output.context_start = (context if not self.lead else context.mean(axis=0)), first
+        output.track_length = self.start + held() if self.ended else None
+        return context[..., margin : margin + self.rate]
 
 
 def audio_span(outputs: list[OutputFrame], sample_rate: int) -> AudioSpan:

@@ -29,6 +29,7 @@ from avseg.engine.robust import plot_robust, robust_markdown
 from avseg.engine.run_folder import REPORT_FILES
 from avseg.engine.train import resolve_device
 from avseg.errors import ConfigError
+from avseg.hub.pretrained import PretrainedModel
 from avseg.metrics import format_table
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, load_model
 from avseg.outputs import check_writable
@@ -48,19 +49,19 @@ def evaluate_recipe(
     noise_dir: Path | None = None,
     precision: str | None = None,
     compile: bool = False,
-    published: dict[str, float] | None = None,
-    published_source: str = "",
+    pretrained: PretrainedModel | None = None,
 ) -> str:
     """Evaluate a trained ``checkpoint``, or a zero-shot recipe (no checkpoint), on the recipe's data;
     ``silence_gate=False`` evaluates the network without its silence gate; ``robust`` adds
     AVSBench-Robust's negative audio (``noise_dir``: noise recordings); ``precision``, ``compile``:
-    see :mod:`avseg.engine.precision`. Returns the tables, or None in a process other than the first
+    see :mod:`avseg.engine.precision`; ``pretrained``: the catalogue row evaluated (its published numbers are
+    printed and recorded beside the measured ones). Returns the tables, or None in a process other than the first
     under torchrun: there the processes share the batches (:func:`avseg.engine.evaluate._evaluate`), each on
     its own device, and the first writes the report."""
-    return _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, join("gloo"))
+    return _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, pretrained, join("gloo"))
 
 
-def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, ranks: Ranks) -> str | None:
+def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robust, noise_dir, precision, compile, pretrained, ranks: Ranks) -> str | None:
     reuse_freed_memory()
     inference = Inference.resolve(ranks.device(resolve_device(recipe.train.device)), precision, compile)
     if noise_dir is not None and not robust:
@@ -106,10 +107,9 @@ def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robu
     if robust:
         report["robust"] = evaluate_robust(segmenter, clips, recipe.train.seed, noise, positive=results["normal"], **options)
         markdown += "\n\n" + robust_markdown(report["robust"])
-    if published:
-        measured = results["normal"]
-        report["published"] = {"values": published, "source": published_source}
-        markdown += "\n\n" + published_markdown(measured, published, published_source)
+    if pretrained is not None:
+        report["published"] = {"values": pretrained.published, "source": pretrained.published_source}
+        markdown += "\n\n" + published_markdown(pretrained, results["normal"])
     if hasattr(segmenter, "report_fields"):  # what the segmenter says about its outputs (VCT: where its mask images came from)
         report.update(segmenter.report_fields())
     report.update(inference.describe(), processes=ranks.world)
@@ -117,6 +117,41 @@ def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robu
         return None
     write_report(out, report, markdown)
     return markdown + f"\n\nreport: {out}"
+
+
+def pretrained_recipe(name: str, data: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Recipe, Path, PretrainedModel]:
+    """``avseg evaluate --model NAME --data DIR``: a recipe for the catalogue row ``name`` on its own test set (the
+    row's ``evaluation`` data fields, at ``data``), its model folder (downloaded and converted once) and the row."""
+    import dataclasses
+
+    from avseg.config import apply_overrides, build_config, recipe_to_dict
+    from avseg.hub.pretrained import find_pretrained, pretrained_models
+    from avseg.hub.resolve import resolve_model
+    from avseg.models.registry import read_system_info
+
+    row = find_pretrained(name)
+    if row is None:
+        names = ", ".join(r.name for r in pretrained_models() if r.evaluation)
+        raise ConfigError(f"--model {name}: not a name of `avseg models` ({names}); for a model folder give its recipe: avseg evaluate RECIPE --checkpoint FOLDER")
+    if not row.evaluation:
+        raise ConfigError(f"--model {name}: trained on {row.data}, so it has no test set of its own; evaluate it with a recipe")
+    if data is None:
+        raise ConfigError(f"--data: the {row.evaluation['layout']} dataset folder to evaluate {name} on")
+    folder = Path(resolve_model(name))
+    info = read_system_info(folder)
+    base = Recipe(name=name, model=info["model"])
+    tree = recipe_to_dict(base)
+    tree["encoders"] = info["encoders"]
+    tree["data"] = {**dataclasses.asdict(base.data), **row.evaluation, "root": str(data), "sample_rate": info["sample_rate"]}
+    return build_config(Recipe, apply_overrides(tree, overrides), f"--model {name}: "), folder, row
+
+
+def published_markdown(row: PretrainedModel, measured: dict) -> str:
+    """The measured numbers beside the row's published ones (or why none are entered)."""
+    if not row.published:
+        return f"published ({row.name}): {row.published_source}"
+    rows = [{"metric": metric, "measured": measured.get(metric, float("nan")), "published": value} for metric, value in row.published.items()]
+    return f"published ({row.name}; {row.published_source}):\n\n{format_table(rows)}"
 
 
 def _silence_gate(segmenter, on: bool, model: str) -> dict:
@@ -148,12 +183,6 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
             plot(values, out / name)
         else:
             (out / name).unlink(missing_ok=True)  # not this run's: an earlier run's plot
-
-
-def published_markdown(measured: dict, published: dict[str, float], source: str) -> str:
-    """The measured numbers beside the ones the released weights should reproduce (``avseg evaluate --model NAME``)."""
-    rows = [{"metric": metric, "measured": measured.get(metric), "published": value} for metric, value in published.items()]
-    return f"Measured beside published ({source}):\n\n{format_table(rows)}"
 
 
 def _markdown(recipe: Recipe, split: str, batch: int, results: dict, drops: list) -> str:

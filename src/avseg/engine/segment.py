@@ -84,13 +84,15 @@ class OpenedVideo:
         self.close()
 
 
-def open_video(video: str | Path, sampling: Sampling, sample_rate: int, window: int, propagated: bool, allow_silent: bool = False) -> OpenedVideo:
-    """Check ``video`` (one line per problem) and start decoding it, at most :data:`QUEUE_FRAMES` frames ahead.
-    A corpus opens the next video this way while the model runs on the current one; close it when it is not
-    segmented."""
+def open_video(
+    video: str | Path, sampling: Sampling, sample_rate: int, window: int, propagated: bool, allow_silent: bool = False, channels: int = 1
+) -> OpenedVideo:
+    """Check ``video`` (one line per problem) and start decoding it, at most :data:`QUEUE_FRAMES` frames ahead
+    (``channels``: see :func:`avseg.engine.dense.stream_frames`). A corpus opens the next video this way while the
+    model runs on the current one; close it when it is not segmented."""
     video = Path(video)
     timing = check_sampling(video, sampling, allow_silent)
-    frames = stream_frames(video, sampling, timing.fps, sample_rate, window, propagated)
+    frames = stream_frames(video, sampling, timing.fps, sample_rate, window, propagated, channels)
     return OpenedVideo(video, timing, Prefetch(frames, QUEUE_FRAMES))
 
 
@@ -115,17 +117,19 @@ def segment_video(
     ``window``: frames per model call; ``propagator``: carries keyframe masks over the other frames
     (:class:`avseg.propagation.Propagator`), or None for the model on every output frame; ``video_name``: what
     ``summary.json`` calls the video (the app gives the user's file name, not its upload path); ``allow_silent``:
-    segment a video without an audio track with silence (else it is refused). ``opened``: ``video`` already
-    opened by :func:`open_video` with these settings (it is closed here). ``on_complete(folder, masks)``: called
-    once everything is written, with the folder not yet in place and the number of masks, so that what it adds
-    there (the corpus's completion record) is committed with the outputs."""
+    segment a video without an audio track with silence (else it is refused). A segmenter whose ``audio_channels``
+    is 2 (AuralSAM2's stereo VGGish) hears the track's two channels (``clip.channels``; a mono track duplicated).
+    ``opened``: ``video`` already opened by :func:`open_video` with these settings (it is closed here).
+    ``on_complete(folder, masks)``: called once everything is written, with the folder not yet in place and the
+    number of masks, so that what it adds there (the corpus's completion record) is committed with the outputs."""
     check_window(window)
     if mask_format not in MASK_FORMATS:
         raise ConfigError(f"--format {mask_format!r}: expected one of {', '.join(MASK_FORMATS)}")
     reuse_freed_memory()
     video = Path(video)
     out = Path(out_root) / output_folder_name(video)
-    with opened or open_video(video, sampling, sample_rate, window, propagator is not None, allow_silent) as decoded:
+    channels = getattr(segmenter, "audio_channels", 1)
+    with opened or open_video(video, sampling, sample_rate, window, propagator is not None, allow_silent, channels) as decoded:
         info = decoded.timing.info
         header = _summary_header(model_name, video_name or str(video), sampling, decoded.timing)
         with staged_folder(out, replaceable=OUTPUT_NAMES) as staging:
@@ -237,7 +241,8 @@ class _Loop:
             meta["seconds"] = [int(output.time) for output in keyframes]
             meta["audio_span"] = audio_span(keyframes, self.sample_rate)
         waveform = np.concatenate([output.audio for output in keyframes])
-        return Clip(frames=np.stack([output.image for output in keyframes]), waveform=waveform, sample_rate=self.sample_rate, meta=meta)
+        channels = np.concatenate([output.channels for output in keyframes], axis=1) if keyframes[0].channels is not None else None
+        return Clip(frames=np.stack([output.image for output in keyframes]), waveform=waveform, sample_rate=self.sample_rate, meta=meta, channels=channels)
 
 
 def _predict(segmenter: Any, clip: Clip) -> tuple[torch.Tensor, list[dict[str, Any]]]:

@@ -141,6 +141,34 @@ def check_cues(model: str | Path, cues: Sequence[str], option: str = "--cues", a
     return model_name
 
 
+def reads_expression(model: str | Path) -> bool:
+    """Whether ``model`` (a catalogue name, or a resolved model folder) is a Ref-AVS model that segments what a
+    referring expression names (AuralSAM2's Ref-AVS variant: its ``config.json`` has a ``text_encoder``)."""
+    from avseg.hub.pretrained import find_pretrained
+
+    row = find_pretrained(str(model))
+    if row is not None:
+        return row.needs_expression
+    config = Path(model) / "config.json"
+    try:
+        return bool(json.loads(config.read_text()).get("text_encoder"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_expression(model: str | Path, expression: str | None, option: str = "--expression", resolved: bool = True) -> str | None:
+    """The expression, stripped, once it fits the model: a Ref-AVS model needs one, the others take none.
+    ``resolved=False`` (before any download: a name, a hub repo or a folder) refuses only a missing expression of a
+    catalogue row that needs one; the resolved folder's own config decides the rest."""
+    expression = (expression or "").strip() or None
+    needed = reads_expression(model)
+    if needed and expression is None:
+        raise ConfigError(f"{model} is a Ref-AVS model: it segments what an expression refers to; pass {option} 'the dog on the left'")
+    if expression is not None and not needed and resolved:
+        raise ConfigError(f"{option}: {model} reads no expression (only a Ref-AVS model such as auralsam2-refavs does)")
+    return expression
+
+
 def load_segmenter(
     model: str | Path,
     cues: Sequence[str] = (),
@@ -150,24 +178,30 @@ def load_segmenter(
     precision: str | None = None,
     compile: bool = False,
     cues_per_video: bool = False,
+    expression: str | None = None,
 ) -> LoadedSegmenter:
     """The checks and loading of ``avseg segment``: a trained model folder, a name of ``avseg models`` or
     a hub repo id (TeSO needs ``cues``, or ``cue_models`` that make them, or a function loading those once the
     model is known to take cues, or ``cues_per_video``: each video comes with its own, which the caller
     checked; the others take none), or a zero-shot model name
     (``settings``: its config fields, e.g. ``vocabulary``). ``precision`` (None: the device's default) and
-    ``compile``: see :mod:`avseg.engine.precision`."""
+    ``compile``: see :mod:`avseg.engine.precision`. ``expression``: what a Ref-AVS model segments (it needs one;
+    the others take none); a catalogue row's missing expression is refused before any download."""
     from avseg.engine.train import resolve_device
     from avseg.hub.resolve import resolve_model
     from avseg.models.registry import load_system
 
     inference = Inference.resolve(resolve_device(device), precision, compile)
+    check_expression(model, expression, resolved=False)
     model = resolve_model(model)
+    expression = check_expression(model, expression)
     check_cues(model, cues, auto=cue_models is not None or cues_per_video)
     if callable(cue_models):
         cue_models = cue_models()
     system, info = load_system(model, cues={}, settings=settings or {})
     segmenter = inference.prepare(system.segmenter(inference.device))
+    if expression is not None:
+        segmenter.expression = expression
     return LoadedSegmenter(segmenter, info, tuple(cues), cue_models, inference, system)
 
 

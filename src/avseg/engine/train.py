@@ -113,6 +113,8 @@ def _scheduler(optimizer: torch.optim.Optimizer, settings, steps_per_epoch: int)
     if settings.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     total = settings.epochs * (steps_per_epoch if settings.schedule_step == "iteration" else 1)
+    if settings.schedule == "poly":  # AuralSAM2's release: lr * (1 - step / total) ** 0.9
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(1 - step / total, 0.0) ** 0.9)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=settings.min_lr)
 
 
@@ -127,6 +129,9 @@ def check_model_config(recipe: Recipe) -> None:
     if entry.converter is not None and "init" in settings:  # a converted or trained folder to start from
         if not isinstance(settings.pop("init"), str):
             raise ConfigError(f"{where}.init: expected a model folder, got {recipe.model_config['init']!r}")
+    for key in entry.start_keys:  # weights to start from, not config fields
+        if key in settings and not isinstance(settings.pop(key), str):
+            raise ConfigError(f"{where}.{key}: expected a hub name or folder, got {recipe.model_config[key]!r}")
     config_values(entry.config_class(), settings, where)
 
 

@@ -50,8 +50,9 @@ class PretrainedModel:
     revision: str | None = None
     """a branch, tag or commit of ``repo``; None is the default branch"""
     converter: str | None = None
-    """``av2t-sam`` or ``evf-sam`` (the :func:`avseg.models.av2t_sam.convert.convert` kind), ``vct``
-    (:func:`avseg.models.vct.convert.convert`); None: no conversion"""
+    """``av2t-sam`` or ``evf-sam`` (the :func:`avseg.models.av2t_sam.convert.convert` kind), ``auralsam2``
+    (:func:`avseg.models.auralsam2.convert.convert`), ``vct`` (:func:`avseg.models.vct.convert.convert`); None: no
+    conversion"""
     projector: str | None = None
     gpu_memory_gb: float = 0.0
     """an estimate for inference at bf16: the weights (parameter count x 2 bytes) plus one 5-frame window"""
@@ -63,6 +64,11 @@ class PretrainedModel:
     published_source: str = ""
     weights: str = ""
     """where the weights come from, in words"""
+    needs_expression: bool = False
+    """a Ref-AVS model: ``avseg segment`` needs ``--expression`` (what to segment)"""
+    evaluation: dict = field(default_factory=dict)
+    """the recipe ``data`` fields of the test set its published numbers are on (``avseg evaluate --model NAME --data
+    DIR``: ``layout``, and ``channels``, ``foreground``, ``test_split`` where they differ); empty: no such test set"""
 
     @property
     def needs(self) -> str:
@@ -98,6 +104,52 @@ def _av2t_sam_release(subset: str, data: str) -> PretrainedModel:
         licence="not stated by the release (see the hub repo); SAM 2 Apache-2.0, BEiT-3 MIT",
         published_source=f"{AV2T_SAM_PAPER}; values not yet entered here",
         weights=f"hub Kyungbok/AV2T-SAM (official AVTSAM state dict), converted on first use; {_AV2T_ENCODERS}",
+        evaluation={"layout": subset},
+    )
+
+
+AURALSAM2_PAPER = "AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting (arXiv:2506.01015)"
+
+
+AURALSAM2_EVALUATION = {
+    "s4": {"layout": "s4", "channels": 2},
+    "ms3": {"layout": "ms3", "channels": 2},
+    "avss": {"layout": "avss", "channels": 2, "foreground": True},
+    "refavs": {"layout": "refavs", "channels": 2, "test_split": "test_s"},
+}
+"""The test sets of the release's evaluation (stereo audio; AVSS as binary foreground, ``v2.code``; Ref-AVS's seen split
+first, ``main.py`` scores test_s, test_u and test_n)."""
+AURALSAM2_PUBLISHED = (
+    f"{AURALSAM2_PAPER}: none entered. The release's README and docs/ (64a16dd) give no numbers, and the paper's "
+    "tables could not be read here (the stored copies of arXiv 2506.01015 v1 and v2 gave only their abstract); "
+    "avseg evaluate --model prints what the weights measure"
+)
+
+
+def _auralsam2_release(name: str, file: str, data: str, text: bool = False) -> PretrainedModel:
+    """A released AuralSAM2 checkpoint (SAM 2.0 Hiera-L + AuralFuser) trained on one AVSBench subset.
+
+    Its file name is the release's own list (``docs/before_start.md`` at 64a16dd, "Available Checkpoints", the
+    document its README points to for reproducing the results), hence ``verified``. Published numbers: see
+    :data:`AURALSAM2_PUBLISHED` (none could be entered); ``avseg evaluate --model`` prints what the weights measure."""
+    return PretrainedModel(
+        name=f"auralsam2-{name}",
+        architecture="auralsam2",
+        method="AuralSAM2 (SAM 2.0 Hiera-L prompted by the AuralFuser; stereo VGGish; SAM 2 video memory)"
+        + ("; Ref-AVS: a frozen DistilRoBERTa reads the expression" if text else ""),
+        data=data,
+        repo="yyliu01/AuralSAM2",
+        files=(f"ckpts/auralsam2_{file}.pth",),
+        file_names="verified",
+        file_names_source="the release's docs/before_start.md (64a16dd), its list of available checkpoints",
+        converter="auralsam2",
+        gpu_memory_gb=4,
+        licence="MIT (AuralSAM2); SAM 2 Apache-2.0; VGGish Apache-2.0" + ("; DistilRoBERTa Apache-2.0" if text else ""),
+        published_source=AURALSAM2_PUBLISHED,
+        weights="hub yyliu01/AuralSAM2 (official checkpoint), converted on first use; SAM 2.0 Hiera-L from the checkpoint, "
+        "else transformers' facebook/sam2-hiera-large" + ("; DistilRoBERTa and its tokenizer from distilbert/distilroberta-base" if text else ""),
+        needs_expression=text,
+        evaluation=AURALSAM2_EVALUATION[name],
     )
 
 
@@ -105,8 +157,8 @@ VCT_SOURCE = "the release's README (spyflying/VCT_AVS at 9a18d2f), Model Zoo, Sw
 
 
 def _vct_release(name: str, folder: str, data: str, j: float, f: float) -> PretrainedModel:
-    # AVSS's M_J is the mIoU over its 71 classes (avseg's AVSS metric name); S4 and MS3's is the binary J.
-    """A released VCT checkpoint (Swin-B at 384) trained on one AVSBench subset.
+    """A released VCT checkpoint (Swin-B at 384) trained on one AVSBench subset. AVSS's M_J is the mIoU over its 71
+    classes (avseg's AVSS metric name); S4 and MS3's is the binary J.
 
     File names: the release's README links each checkpoint as ``nowherespyfly/VCT_AVS/blob/main/{folder}/model_best.pth``,
     hence ``verified``. Published numbers: its Model Zoo table (M_J and M_F at 224 x 224, as the release evaluates;
@@ -128,12 +180,17 @@ def _vct_release(name: str, folder: str, data: str, j: float, f: float) -> Pretr
         published_source=VCT_SOURCE,
         weights="hub nowherespyfly/VCT_AVS (official detectron2 checkpoint), converted on first use; mask images from the "
         "dataset (COMBO's) or made by SAM 2 (facebook/sam2.1-hiera-large, approximate)",
+        evaluation={"layout": name.removeprefix("vct-")},
     )
 
 
 PRETRAINED: tuple[PretrainedModel, ...] = (
     _av2t_sam_release("s4", "AVSBench S4 (single source)"),
     _av2t_sam_release("ms3", "AVSBench MS3 (multiple sources)"),
+    _auralsam2_release("s4", "avs_v1s", "AVSBench S4 (single source; the AVSBench-semantic v1s folder)"),
+    _auralsam2_release("ms3", "avs_v1m", "AVSBench MS3 (multiple sources; the AVSBench-semantic v1m folder)"),
+    _auralsam2_release("avss", "avs_v2", "AVSBench-semantic v2 (binary foreground, as the release trains it)"),
+    _auralsam2_release("refavs", "refavs_best", "Ref-AVS (referring expressions; segment needs --expression)", text=True),
     _vct_release("vct-s4", "s4_swinb_384", "AVSBench S4 (single source)", 0.862, 0.934),
     _vct_release("vct-ms3", "ms3_swinb_384", "AVSBench MS3 (multiple sources)", 0.676, 0.814),
     _vct_release("vct-avss", "ss_swinb_384", "AVSBench-semantic (AVSS, 71 classes)", 0.525, 0.569),

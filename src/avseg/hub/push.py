@@ -38,6 +38,7 @@ ENCODER_LICENCES = {
 
 def push_model(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None, licence: str | None = None, token: str | None = None) -> str:
     """Upload ``folder`` with its model card to ``repo_id`` (created if missing); returns the repo's URL."""
+    from avseg.hub.resolve import TOKENIZER_FILES
     from avseg.models.av2t_sam.model import MEMORY_FILE
     from avseg.models.registry import load_model, read_system_info
 
@@ -52,8 +53,9 @@ def push_model(folder: str | Path, repo_id: str, private: bool = False, revision
     reports = {path.parent.name: _read_json(path) for path in sorted(folder.glob("eval-*/report.json"))}
     with tempfile.TemporaryDirectory(prefix="avseg-push-") as stage_name:
         stage = Path(stage_name)
-        for name in ("config.json", "model.safetensors", MEMORY_FILE):
-            if name != MEMORY_FILE or (folder / name).is_file():  # AV2T-SAM's SAM 2 video weights, for propagation
+        for name in ("config.json", "model.safetensors", MEMORY_FILE, *TOKENIZER_FILES):
+            # AV2T-SAM's SAM 2 video weights (propagation) and a Ref-AVS AuralSAM2's tokenizer travel when there
+            if name in ("config.json", "model.safetensors") or (folder / name).is_file():
                 _link_or_copy(folder / name, stage / name)
         encoders = {**system.get("encoders", {}), "audio_weights": None, "cache": None}
         write_json(stage / "system.json", {**system, "encoders": encoders})
@@ -89,7 +91,8 @@ def model_card(repo_id: str, config: Any, system: dict, recipe: dict | None, rep
         "---", yaml.safe_dump(metadata, sort_keys=False).rstrip(), "---", "",
         f"# {repo_id}", "",
         f"An audio-visual segmentation model ({name}) for [avseg](https://pypi.org/project/avseg/): it segments the objects that make the sound in every frame of a video.",
-        "", "```bash", "pip install avseg", f"avseg segment clip.mp4 --model {repo_id} --out out/" + (" --cues auto" if name == "teso" else ""), "```", "",
+        "", "```bash", "pip install avseg", f"avseg segment clip.mp4 --model {repo_id} --out out/" + (" --cues auto" if name == "teso" else "")
+        + (" --expression 'the dog on the left'" if getattr(config, "referring", False) else ""), "```", "",
         "```python", "import avseg", "", f'model = avseg.load_model("{repo_id}")  # strict: every weight present and used', "```", "",
         "## Frozen encoders and licences", "",
         *[f"- {role}: {ENCODER_LICENCES.get(str(value), str(value))}" for role, value in encoders.items() if value],

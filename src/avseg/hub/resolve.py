@@ -51,7 +51,9 @@ CACHE_FORMAT = 1
 MARKER = "avseg-cache.json"
 ENTRY_FILES = frozenset({MARKER, "config.json", "model.safetensors", "sam2_memory.safetensors", "system.json"})
 """What a conversion writes into an entry (with the marker): all that replacing an entry may remove."""
-MODEL_FILES = ["config.json", "model.safetensors", "sam2_memory.safetensors", "system.json", "recipe.json", "README.md", "eval-*/report.json"]
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]
+"""What ``save_pretrained`` of a text model's tokenizer writes beside the weights (AuralSAM2's Ref-AVS variant)."""
+MODEL_FILES = ["config.json", "model.safetensors", "sam2_memory.safetensors", "system.json", "recipe.json", "README.md", "eval-*/report.json", *TOKENIZER_FILES]
 """What a hub repo of an avseg model folder holds (as ``avseg push`` uploads it)."""
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
@@ -102,8 +104,12 @@ def converted_model(row: PretrainedModel) -> Path:
     return folder
 
 
-CONVERTED_KINDS = {"av2t-sam": "trained AV2T-SAM checkpoint", "evf-sam": "EVF-SAM weights", "vct": "VCT checkpoint"}
+CONVERTED_KINDS = {
+    "av2t-sam": "trained AV2T-SAM checkpoint", "evf-sam": "EVF-SAM weights", "auralsam2": "AuralSAM2 checkpoint", "vct": "VCT checkpoint",
+}
 """What a row's converter turns into a model, as messages name it."""
+SINGLE_FILE_KINDS = ("av2t-sam", "auralsam2", "vct")
+"""Converters of one checkpoint file: two matching files are named, not chosen between."""
 
 
 def _download(row: PretrainedModel) -> tuple[Path, list[Path]]:
@@ -120,7 +126,7 @@ def _download(row: PretrainedModel) -> tuple[Path, list[Path]]:
         raise AvsegError(
             f"{where}: holds no {CONVERTED_KINDS[row.converter]} for {row.name} (no file matching {patterns}); it holds {describe_files(names)}"
         )
-    if len(chosen) > 1 and row.converter in ("av2t-sam", "vct"):
+    if len(chosen) > 1 and row.converter in SINGLE_FILE_KINDS:
         raise AvsegError(
             f"{where}: {len(chosen)} files could be {row.name}'s checkpoint ({', '.join(chosen)}); "
             f"convert the one you mean with `avseg convert {row.converter} FILE`"
@@ -202,6 +208,10 @@ def _convert_into(row: PretrainedModel, source: Path, folder: Path, key: str) ->
             from avseg.models.vct import convert as vct_conversion
 
             vct_conversion.convert(source, temporary)
+        elif row.converter == "auralsam2":
+            from avseg.models.auralsam2 import convert as auralsam2_conversion
+
+            auralsam2_conversion.convert(source, temporary)
         else:
             conversion.convert(source, temporary, kind=row.converter, projector=row.projector)
         written = sorted(path for path in temporary.iterdir() if path.is_file())

@@ -392,24 +392,43 @@ def read_audio(
     return resample(waveform, native_rate, rate), rate
 
 
+def read_audio_channels(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream keeping its channels: ``(channels (C, S) float32, rate)``, each channel
+    resampled as :func:`read_audio` resamples the mix (which is their mean)."""
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(path, "has no audio track")
+        native_rate = _audio_rate(container, path)
+        chunks = list(_decode(container, path, mix=False))
+    channels = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), dtype=np.float32)
+    rate = sample_rate or native_rate
+    return np.stack([resample(channel, native_rate, rate) for channel in channels]), rate
+
+
 def iter_audio(
     path: str | os.PathLike,
     sample_rate: int,
     window_seconds: int,
     missing: Literal["error", "silence"] = "error",
+    channels: int = 1,
 ) -> Iterator[np.ndarray]:
-    """Mono float32 audio at ``sample_rate`` in consecutive windows of ``window_seconds``, streamed.
+    """Mono float32 audio at ``sample_rate`` in consecutive windows of ``window_seconds``, streamed; with
+    ``channels=2``, ``(2, S)`` windows of the track's own first two channels (a mono track duplicated, silence
+    for a missing track when ``missing="silence"``), for models that hear stereo (AuralSAM2).
 
     Memory stays bounded by the window whatever the file's length. Each window
     is resampled with a margin of context on both sides, starting on the
     resampler's phase grid, so the windows join into :func:`read_audio`'s
     output (to float rounding). The last window may be shorter.
     """
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, got {channels}")
     with _open(path) as container:
         if not container.streams.audio:
             silence = _silence(container, path, missing, sample_rate)
             for start in range(0, len(silence), window_seconds * sample_rate):
-                yield silence[start : start + window_seconds * sample_rate]
+                piece = silence[start : start + window_seconds * sample_rate]
+                yield piece if channels == 1 else np.stack([piece, piece])
             return
         native_rate = _audio_rate(container, path)
         common = gcd(native_rate, sample_rate)
@@ -418,23 +437,25 @@ def iter_audio(
         step = window_seconds * native_rate
         if step % down:
             raise ValueError(f"{window_seconds}s windows do not fall on the {native_rate}->{sample_rate} Hz phase grid")
-        buffer, buffer_start, position = np.zeros(0, dtype=np.float32), 0, 0
+        buffer, buffer_start, position = np.zeros((channels, 0), dtype=np.float32), 0, 0
 
         def window(end: int) -> np.ndarray:
             low = max(0, position - margin)
-            chunk = buffer[low - buffer_start : end + margin - buffer_start]
-            out = resample(chunk, native_rate, sample_rate)
+            chunk = buffer[:, low - buffer_start : end + margin - buffer_start]
+            out = np.stack([resample(row, native_rate, sample_rate) for row in chunk])
             first = (position - low) * up // down
-            return out[first : first + (min(end, buffer_start + len(buffer)) - position) * up // down]
+            out = out[:, first : first + (min(end, buffer_start + buffer.shape[1]) - position) * up // down]
+            return out[0] if channels == 1 else out
 
-        for chunk in _decode_mono(container, path):
-            buffer = np.concatenate([buffer, chunk])
-            while buffer_start + len(buffer) >= position + step + margin:
+        for chunk in _decode(container, path, mix=channels == 1):
+            chunk = chunk[None] if channels == 1 else np.repeat(chunk, 2, axis=0) if len(chunk) == 1 else chunk[:2]
+            buffer = np.concatenate([buffer, chunk], axis=1)
+            while buffer_start + buffer.shape[1] >= position + step + margin:
                 yield window(position + step)
                 position += step
                 keep = max(0, position - margin) - buffer_start
-                buffer, buffer_start = buffer[keep:], buffer_start + keep
-        while position < buffer_start + len(buffer):
+                buffer, buffer_start = buffer[:, keep:], buffer_start + keep
+        while position < buffer_start + buffer.shape[1]:
             yield window(position + step)
             position += step
 
@@ -455,16 +476,23 @@ def _silence(container, path, missing: str, rate: int) -> np.ndarray:
 
 def _decode_mono(container, path) -> Iterator[np.ndarray]:
     """Native-rate mono chunks of the first audio stream, checked for corruption, truncation and NaN."""
+    return _decode(container, path, mix=True)
+
+
+def _decode(container, path, mix: bool) -> Iterator[np.ndarray]:
+    """Native-rate chunks of the first audio stream, mono (``mix``) or ``(channels, samples)``, checked for
+    corruption, truncation and NaN."""
     stream = container.streams.audio[0]
     declared = _stream_duration(container, stream)
     decoded = 0
     try:
         for frame in container.decode(stream):
-            mono = _audio_frame_to_float(frame).mean(axis=0)
-            if not np.all(np.isfinite(mono)):
+            chunk = _audio_frame_to_float(frame)
+            chunk = chunk.mean(axis=0) if mix else chunk
+            if not np.all(np.isfinite(chunk)):
                 raise MediaError(path, "audio contains NaN or infinite samples")
-            decoded += len(mono)
-            yield mono
+            decoded += chunk.shape[-1]
+            yield chunk
     except av.error.FFmpegError as exc:
         raise MediaError(path, f"audio stream is corrupt ({_reason(exc)})") from None
     seconds = decoded / stream.codec_context.sample_rate

@@ -46,6 +46,8 @@ class ModelEntry:
     """Import path of the function that turns official weights into a model (``avseg convert``)."""
     binary: bool = False
     """Segments the sounding objects as one binary mask (no semantic AVSS output)."""
+    start_keys: tuple[str, ...] = ()
+    """``model_config`` keys that name weights a new model starts from (hub names or folders), not config fields."""
 
     @property
     def trainable(self) -> bool:
@@ -145,6 +147,20 @@ MODELS: dict[str, ModelEntry] = {
             model="avseg.models.vct.model:VCT",
             presets=("paper", "s4", "ms3", "avss", "tiny"),
             converter="avseg.models.vct.convert:convert",
+        ),
+        ModelEntry(
+            name="auralsam2",
+            method="AuralSAM2 (SAM 2 Hiera-L prompted by the AuralFuser)",
+            description="stereo VGGish and SAM 2's feature pyramid fused into prompts inside SAM 2's mask decoder, "
+            "tracked with SAM 2's video memory; loads the release's checkpoints (avseg convert auralsam2); binary masks; "
+            "presets refavs / tiny-refavs: the Ref-AVS variant (a frozen DistilRoBERTa reads the expression)",
+            system="avseg.models.auralsam2.system:AuralSAM2System",
+            config="avseg.models.auralsam2.model:AuralSAM2Config",
+            model="avseg.models.auralsam2.model:AuralSAM2",
+            presets=("paper", "tiny", "refavs", "tiny-refavs"),
+            converter="avseg.models.auralsam2.convert:convert",
+            binary=True,
+            start_keys=("sam", "text"),
         ),
         ModelEntry(
             name="zeroshot-sam3",

@@ -59,7 +59,10 @@ def build_system(recipe: Recipe, num_classes: int = 2, model: torch.nn.Module | 
     entry = model_entry(recipe.model)
     if entry.binary and num_classes != 2:
         binary = ", ".join(name for name, e in MODELS.items() if not e.binary)
-        raise ConfigError(f"model: {entry.name} segments sounding objects as one binary mask (S4, MS3, Ref-AVS); for AVSS use {binary}")
+        raise ConfigError(
+            f"model: {entry.name} segments sounding objects as one binary mask (S4, MS3, Ref-AVS); for AVSS's {num_classes} classes use {binary}, "
+            "or set data.foreground: true (every sounding class as foreground)"
+        )
     system_class = entry.system_class()
     with quiet_loading():
         if entry.by_name:  # nothing trained: no model or cues to hand over

@@ -244,13 +244,20 @@ def map_official(state: Mapping[str, torch.Tensor], names: OfficialNames, expect
             unexpected.append(key)
             continue
         mapped.update({t: value for t in targets})
-    if points:
-        key = "sam.prompt_encoder.point_embed.weight"
-        rows = len(expected[key])
-        unexpected += [f"visual_model.sam_prompt_encoder.point_embeddings.{i}.weight" for i in sorted(points) if i >= rows]
-        if all(i in points for i in range(rows)):
-            mapped[key] = torch.cat([points[i] for i in range(rows)])
+    unexpected += stack_point_embeddings(points, mapped, expected, "visual_model.")
     return mapped, memory, unexpected
+
+
+def stack_point_embeddings(points: dict[int, torch.Tensor], mapped: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor], prefix: str) -> list[str]:
+    """SAM 2's official point embeddings (one tensor per row, by index) stacked into transformers' one tensor in
+    ``mapped`` when every row is there (a missing row leaves it missing); returns the official names of extra rows."""
+    if not points:
+        return []
+    key = "sam.prompt_encoder.point_embed.weight"
+    rows = len(expected[key])
+    if all(i in points for i in range(rows)):
+        mapped[key] = torch.cat([points[i] for i in range(rows)])
+    return [f"{prefix}sam_prompt_encoder.point_embeddings.{i}.weight" for i in sorted(points) if i >= rows]
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
