@@ -44,7 +44,10 @@ def test_segment_with_auto_cues_runs_end_to_end_and_caches_the_cues(tmp_path, mo
     assert all(isinstance(entry["caption"], str) and isinstance(entry["cues"], list) for entry in entries(cache))
     assert len(json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())["frames"]) == 30  # every frame, 10 fps
 
-    assert main(args) == 0
+    assert main(args) == 0  # its record matches: the video is not segmented again
+    assert "1 already done" in capsys.readouterr().out
+    again = [*args[:5], str(tmp_path / "out2"), *args[6:]]  # segmented again, elsewhere: the cues come from the cache
+    assert main(again) == 0
     assert "0 new, 3 cached" in capsys.readouterr().out and len(entries(cache)) == 3
 
     assert main([*args[:6], "--cues", "guitar, man", "--device", "cpu"]) == 0  # typed cues keep working

@@ -293,12 +293,15 @@ SEGMENT_EACH_NAME = """
 import sys, time
 import avseg.hub.download as download
 from avseg.cli import main
+from avseg.hub.pretrained import find_pretrained
 video, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 for name in names:
     download._probes.clear()  # each name as its own command would find it
     print(f"--- {name}", file=sys.stderr, flush=True)
     start = time.monotonic()
-    code = main(["segment", video, "--model", name, "--out", out])
+    row = find_pretrained(name)
+    expression = ["--expression", "the dog"] if row is not None and row.needs_expression else []
+    code = main(["segment", video, "--model", name, "--out", out, *expression])
     print(f"--- {code} {time.monotonic() - start:.2f}", file=sys.stderr, flush=True)
 """
 

@@ -14,7 +14,7 @@ Prompting", arXiv:2506.01015; the release yyliu01/AuralSAM2 at 64a16dd is the sp
         memory       += the frame's binarised best-IoU mask and its object pointer
     logits           = one of the three masks per frame (the inference mode), upsampled
 
-Trained: the AuralFuser (about 30M parameters at full size); frozen: SAM 2 and VGGish.
+Trained: the AuralFuser (58,279,424 parameters at full size, the count of avseg and of the release alike); frozen: SAM 2 and VGGish.
 
 **Inference modes** (the release's ``Trainer.valid(process=...)``, all three reported by its inference
 script): ``default`` the first of the three multimask outputs; ``iou_select`` the one of highest predicted
