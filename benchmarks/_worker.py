@@ -4,7 +4,9 @@ it from its own environment (the worker puts ``benchmarks/`` on ``sys.path``).
 
 Peak memory is the peak resident set (``VmHWM``): the **load peak** while importing and loading the
 weights, then the **compute peak** of what follows, after resetting ``VmHWM`` to the current resident set
-(``5`` written to ``/proc/self/clear_refs``), so it counts the loaded model plus the work.
+(``5`` written to ``/proc/self/clear_refs``), so it counts the loaded model plus the work. The resident set at
+that reset is reported too (``compute_start_mib``): the compute peak less it is what the work itself added, which
+sets aside what the two sides' imports and loaded weights hold.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from typing import Any
 
 import torch
 
+_compute_start_mib = 0.0
+
 
 def peak_mib() -> float:
     """``VmHWM``: the peak resident set since the start, or since the last :func:`reset_peak`."""
     with open("/proc/self/status") as status:
         return int(re.search(r"VmHWM:\s+(\d+) kB", status.read())[1]) / 1024
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status.read())[1]) / 1024
 
 
 def reset_peak() -> None:
@@ -47,22 +56,27 @@ def set_allocator(allocator: str, task: str, memory_py: str) -> ModuleType | Non
 def start_compute(memory: ModuleType | None) -> float:
     """The load peak; then what loading freed goes back (the tuned heap keeps it otherwise) and ``VmHWM`` restarts."""
     load_peak = peak_mib()
+    global _compute_start_mib
     if memory is not None:
         memory.release_freed_memory()
     reset_peak()
+    _compute_start_mib = resident_mib()
     return load_peak
 
 
-def warm_and_time(step: Callable[[], Any], steps: int) -> tuple[Any, float]:
-    """One untimed warm-up ``step()`` (its result is returned), then the median seconds of ``steps`` timed ones."""
+def warm_and_time(step: Callable[[], Any], steps: int) -> tuple[Any, float, float]:
+    """One untimed warm-up ``step()`` (its result is returned), then the median wall-clock seconds of ``steps``
+    timed ones, and their median CPU seconds (every thread of the process: on a shared machine the wall clock
+    also counts waiting for a core, the CPU time much less so)."""
     first = step()
-    durations = []
+    wall, cpu = [], []
     for _ in range(steps):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         step()
-        durations.append(time.perf_counter() - started)
-    return first, statistics.median(durations)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    return first, statistics.median(wall), statistics.median(cpu)
 
 
-def report(seconds: float, load_peak: float, **extra: Any) -> dict[str, Any]:
-    return {"seconds": seconds, "load_peak_mib": load_peak, "compute_peak_mib": peak_mib(), "torch": torch.__version__, **extra}
+def report(seconds: float, cpu_seconds: float, load_peak: float, **extra: Any) -> dict[str, Any]:
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load_peak_mib": load_peak, "compute_peak_mib": peak_mib(), "compute_start_mib": _compute_start_mib, "torch": torch.__version__, **extra}

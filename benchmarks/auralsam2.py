@@ -30,8 +30,12 @@ Each measurement runs in a fresh process; the sides run ``--repeats`` times each
 alternating order, so both see the same contention on a shared machine. Both sides: the same threads
 (``torch.set_num_threads``), fp32, the same allocator setting (``tuned``: avseg's, from ``avseg/engine/memory.py``
 itself, for the command doing the task; ``untuned``: glibc's defaults), one untimed warm-up step, then the median
-of ``--steps`` timed steps. Peak memory as ``benchmarks/_worker.py`` defines it: the load peak (import and
-weights), and the compute peak after resetting ``VmHWM`` (the loaded model plus the work). The tasks:
+of ``--steps`` timed steps: wall-clock seconds, and CPU seconds of the process (all its threads), which a shared
+machine's contention inflates much less than the wall clock. Peak memory as ``benchmarks/_worker.py`` defines it:
+the load peak (imports and weights), the compute peak after resetting ``VmHWM`` (the loaded model plus the work),
+and the work's own part (the compute peak less the resident set at the reset; avseg's imports, transformers
+among them, hold about 180 MiB more than the official side's, which the compute peak counts and this does not).
+The tasks:
 
 - ``infer``: one clip of ``--frames`` frames with SAM 2's memory, tracked from the first frame, in
   evaluation mode under ``no_grad``, to the ``iou_select`` logits of every frame at the input size. Each side
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,7 +68,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from _common import SIDES_HEADER, alternating, load, machine, sides_cells, table
+from _common import SIDES_HEADER, alternating, load, machine, sides_cells, spread, table
 from _models import FRAME_SIZE, window_clip
 
 WORKER = r"""
@@ -160,9 +165,9 @@ else:
         loss_of(masks, *rest, target).backward()
         optimizer.step()
         return masks.detach()
-first, seconds = warm_and_time(step, settings["steps"])
+first, seconds, cpu_seconds = warm_and_time(step, settings["steps"])
 torch.save(first, f"{folder}/{side}-{task}.pt")
-print(json.dumps(report(seconds, load_peak, trainable=sum(p.numel() for p in trainable))))
+print(json.dumps(report(seconds, cpu_seconds, load_peak, trainable=sum(p.numel() for p in trainable))))
 """
 
 SMALL_TRUNK = {
@@ -274,12 +279,15 @@ def main() -> None:
                     raise SystemExit(f"the sides train different parameter counts: {results['official'][0]['trainable']} and {results['avseg'][0]['trainable']}")
                 compared = task == "infer" or args.dropout == 0
                 diff = (torch.load(folder / f"avseg-{task}.pt") - torch.load(folder / f"official-{task}.pt")).abs().max().item()
-                rows.append([task, allocator, *sides_cells(results["official"], results["avseg"]), f"{diff:.1e}" if compared else "n/a (dropout)"])
+                cpu = [spread([r["cpu_seconds"] for r in results[side]]) for side in ("official", "avseg")]
+                work = [f"{statistics.median(r['compute_peak_mib'] - r['compute_start_mib'] for r in results[side]):.0f}" for side in ("official", "avseg")]
+                rows.append([task, allocator, *sides_cells(results["official"], results["avseg"]), *work, *cpu, f"{diff:.1e}" if compared else "n/a (dropout)"])
     print(machine(), "|", load())
     print(f"size {args.size} ({'Hiera-L' if args.size == 'full' else 'small Hiera'} at {IMAGE_SIZE[args.size]}), {args.frames} frames, {args.threads} threads, fp32, "
           f"dropout {args.dropout}, {args.repeats} runs per side, {args.steps} timed steps per run after 1 warm-up")  # fmt: skip
     print(f"torch: official {versions['official']['torch']}, avseg {versions['avseg']['torch']}; trainable parameters {versions['avseg']['trainable']:,}")
-    print(table(["task", "allocator", *SIDES_HEADER, "max |Δ logits|"], rows))
+    header = ["task", "allocator", *SIDES_HEADER, "official work MiB", "avseg work MiB", "official CPU s", "avseg CPU s", "max |Δ logits|"]
+    print(table(header, rows))
 
 
 if __name__ == "__main__":
