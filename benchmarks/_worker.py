@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-_compute_start_mib = 0.0
+_measured: dict[str, float] = {}
+"""What :func:`start_compute` and :func:`warm_and_time` saw, for :func:`report`."""
 
 
 def peak_mib() -> float:
@@ -56,18 +57,18 @@ def set_allocator(allocator: str, task: str, memory_py: str) -> ModuleType | Non
 def start_compute(memory: ModuleType | None) -> float:
     """The load peak; then what loading freed goes back (the tuned heap keeps it otherwise) and ``VmHWM`` restarts."""
     load_peak = peak_mib()
-    global _compute_start_mib
     if memory is not None:
         memory.release_freed_memory()
     reset_peak()
-    _compute_start_mib = resident_mib()
+    _measured["compute_start_mib"] = resident_mib()
     return load_peak
 
 
 def warm_and_time(step: Callable[[], Any], steps: int) -> tuple[Any, float, float]:
     """One untimed warm-up ``step()`` (its result is returned), then the median wall-clock seconds of ``steps``
     timed ones, and their median CPU seconds (every thread of the process: on a shared machine the wall clock
-    also counts waiting for a core, the CPU time much less so)."""
+    also counts waiting for a core, the CPU time less so). The fastest step's seconds go to :func:`report` too:
+    on a machine shared with others' jobs, the least disturbed step is the closest to the step's own cost."""
     first = step()
     wall, cpu = [], []
     for _ in range(steps):
@@ -75,8 +76,9 @@ def warm_and_time(step: Callable[[], Any], steps: int) -> tuple[Any, float, floa
         step()
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
+    _measured["fastest_seconds"] = min(wall)
     return first, statistics.median(wall), statistics.median(cpu)
 
 
 def report(seconds: float, cpu_seconds: float, load_peak: float, **extra: Any) -> dict[str, Any]:
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load_peak_mib": load_peak, "compute_peak_mib": peak_mib(), "compute_start_mib": _compute_start_mib, "torch": torch.__version__, **extra}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load_peak_mib": load_peak, "compute_peak_mib": peak_mib(), **_measured, "torch": torch.__version__, **extra}

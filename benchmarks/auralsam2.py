@@ -31,10 +31,12 @@ alternating order, so both see the same contention on a shared machine. Both sid
 (``torch.set_num_threads``), fp32, the same allocator setting (``tuned``: avseg's, from ``avseg/engine/memory.py``
 itself, for the command doing the task; ``untuned``: glibc's defaults), one untimed warm-up step, then the median
 of ``--steps`` timed steps: wall-clock seconds, and CPU seconds of the process (all its threads), which a shared
-machine's contention inflates much less than the wall clock. Peak memory as ``benchmarks/_worker.py`` defines it:
-the load peak (imports and weights), the compute peak after resetting ``VmHWM`` (the loaded model plus the work),
-and the work's own part (the compute peak less the resident set at the reset; avseg's imports, transformers
-among them, hold about 180 MiB more than the official side's, which the compute peak counts and this does not).
+machine's contention inflates less than the wall clock; also the fastest timed step of all runs (on a machine
+shared with others' jobs, the least disturbed step is the closest to the step's own cost). Peak memory as
+``benchmarks/_worker.py`` defines it: the load peak (imports and weights), the compute peak after resetting
+``VmHWM`` (the loaded model plus the work), and the work's own part (the compute peak less the resident set at
+the reset; avseg's imports, transformers among them, hold about 180 MiB more than the official side's, which the
+compute peak counts and this does not).
 The tasks:
 
 - ``infer``: one clip of ``--frames`` frames with SAM 2's memory, tracked from the first frame, in
@@ -280,13 +282,14 @@ def main() -> None:
                 compared = task == "infer" or args.dropout == 0
                 diff = (torch.load(folder / f"avseg-{task}.pt") - torch.load(folder / f"official-{task}.pt")).abs().max().item()
                 cpu = [spread([r["cpu_seconds"] for r in results[side]]) for side in ("official", "avseg")]
+                fastest = [f"{min(r['fastest_seconds'] for r in results[side]):.3f}" for side in ("official", "avseg")]
                 work = [f"{statistics.median(r['compute_peak_mib'] - r['compute_start_mib'] for r in results[side]):.0f}" for side in ("official", "avseg")]
-                rows.append([task, allocator, *sides_cells(results["official"], results["avseg"]), *work, *cpu, f"{diff:.1e}" if compared else "n/a (dropout)"])
+                rows.append([task, allocator, *sides_cells(results["official"], results["avseg"]), *fastest, *work, *cpu, f"{diff:.1e}" if compared else "n/a (dropout)"])
     print(machine(), "|", load())
     print(f"size {args.size} ({'Hiera-L' if args.size == 'full' else 'small Hiera'} at {IMAGE_SIZE[args.size]}), {args.frames} frames, {args.threads} threads, fp32, "
           f"dropout {args.dropout}, {args.repeats} runs per side, {args.steps} timed steps per run after 1 warm-up")  # fmt: skip
     print(f"torch: official {versions['official']['torch']}, avseg {versions['avseg']['torch']}; trainable parameters {versions['avseg']['trainable']:,}")
-    header = ["task", "allocator", *SIDES_HEADER, "official work MiB", "avseg work MiB", "official CPU s", "avseg CPU s", "max |Δ logits|"]
+    header = ["task", "allocator", *SIDES_HEADER, "official fastest s", "avseg fastest s", "official work MiB", "avseg work MiB", "official CPU s", "avseg CPU s", "max |Δ logits|"]
     print(table(header, rows))
 
 
