@@ -36,7 +36,9 @@ shared with others' jobs, the least disturbed step is the closest to the step's 
 ``benchmarks/_worker.py`` defines it: the load peak (imports and weights), the compute peak after resetting
 ``VmHWM`` (the loaded model plus the work), and the work's own part (the compute peak less the resident set at
 the reset; avseg's imports, transformers among them, hold about 180 MiB more than the official side's, which the
-compute peak counts and this does not).
+compute peak counts and this does not). The work's part is read with ``tuned``: ``untuned`` leaves what loading
+freed on the heap, where the work reuses it, so it reads low, most for the official side, whose load frees a
+whole state dict.
 The tasks:
 
 - ``infer``: one clip of ``--frames`` frames with SAM 2's memory, tracked from the first frame, in
