@@ -1,10 +1,12 @@
-"""Helpers shared by the benchmark scripts: machine line, timing statistics, table printing, a synthetic video."""
+"""Helpers shared by the benchmark scripts: machine line, timing statistics, table printing, a synthetic video, and the
+alternating runs and table row of the avseg-against-official comparisons (their worker side: ``_worker.py``)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +22,11 @@ def machine() -> str:
 
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def load() -> str:
+    """The 1, 5 and 15-minute load averages: on a shared machine, how much else was running."""
+    return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -52,3 +59,26 @@ def synthetic_video(path: Path, seconds: float, fps: int, height: int) -> None:
             frame.sample_rate, frame.pts = rate, second * samples
             container.mux(audio.encode(frame))
         container.mux(audio.encode(None))
+
+
+SIDES_HEADER = ["official s", "avseg s", "time ratio", "official load peak MiB", "avseg load peak MiB",
+                "official compute peak MiB", "avseg compute peak MiB", "compute memory ratio"]  # fmt: skip
+
+
+def alternating(repeats: int, measure: Callable[[str], dict]) -> dict[str, list[dict]]:
+    """``measure(side)`` ``repeats`` times per side, alternately and in alternating order (official-avseg,
+    avseg-official, ...), so both sides see the same contention on a shared machine."""
+    results: dict[str, list[dict]] = {"official": [], "avseg": []}
+    for repeat in range(repeats):
+        for side in ("official", "avseg") if repeat % 2 == 0 else ("avseg", "official"):
+            results[side].append(measure(side))
+    return results
+
+
+def sides_cells(official: list[dict], ours: list[dict]) -> list[str]:
+    """The :data:`SIDES_HEADER` cells of two sides' runs (each ``seconds``, ``load_peak_mib``, ``compute_peak_mib``):
+    median and range of the seconds, medians of the peaks, and ratios (avseg / official) of those medians."""
+    median = {key: [statistics.median(r[key] for r in runs) for runs in (official, ours)] for key in ("seconds", "load_peak_mib", "compute_peak_mib")}
+    seconds, load_peak, compute = median["seconds"], median["load_peak_mib"], median["compute_peak_mib"]
+    return [spread([r["seconds"] for r in official]), spread([r["seconds"] for r in ours]), f"{seconds[1] / seconds[0]:.2f}",
+            f"{load_peak[0]:.0f}", f"{load_peak[1]:.0f}", f"{compute[0]:.0f}", f"{compute[1]:.0f}", f"{compute[1] / compute[0]:.2f}"]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The four segmenters with random weights, offline: at ``tiny`` size (the tests' configs) or ``full`` size (the
+"""The five segmenters with random weights, offline: at ``tiny`` size (the tests' configs) or ``full`` size (the
 released architectures, built from their configurations; nothing is downloaded).
 
 Full size, per model (random weights, so speed and memory are real, masks are not):
@@ -10,6 +10,8 @@ Full size, per model (random weights, so speed and memory are real, masks are no
   embedded once per name and cached, so a hashing stand-in embeds them (it does not count in frames/s).
 * ``zeroshot-sam3``: SAM 3 and transformers' default ``ClapConfig()`` (HTS-AT, the same family as
   ``laion/larger_clap_general``), with a word-level tokenizer over the vocabulary.
+* ``auralsam2``: SAM 2.0 Hiera-L at 1024 with its memory, VGGish and the AuralFuser (:class:`AuralSAM2Config`
+  defaults, the released architecture); it tracks each clip as one video.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from avseg.data.clip import Clip
 
-MODELS = ("av2t-sam", "av2t-sam3", "teso", "zeroshot-sam3")
+MODELS = ("av2t-sam", "av2t-sam3", "teso", "zeroshot-sam3", "auralsam2")
 FRAME_SIZE = 224  # AVSBench's frames
 
 
@@ -118,6 +120,13 @@ def zero_shot_segmenter(size: str, device: str):
     return system.segmenter(device)
 
 
+def auralsam2_segmenter(size: str, device: str):
+    from avseg.models.auralsam2.model import AuralSAM2, AuralSAM2Config
+    from avseg.models.auralsam2.system import AuralSAM2Segmenter
+
+    return AuralSAM2Segmenter(AuralSAM2(AuralSAM2Config() if size == "full" else AuralSAM2Config.tiny()), device)
+
+
 def build_segmenter(name: str, size: str, device: str = "cpu", seed: int = 0):
     """One of :data:`MODELS` at ``size`` (``tiny`` or ``full``) on ``device``, random weights from ``seed``."""
     torch.manual_seed(seed)
@@ -127,4 +136,6 @@ def build_segmenter(name: str, size: str, device: str = "cpu", seed: int = 0):
         return teso_segmenter(size, device)
     if name == "zeroshot-sam3":
         return zero_shot_segmenter(size, device)
+    if name == "auralsam2":
+        return auralsam2_segmenter(size, device)
     raise ValueError(f"unknown model {name!r} (use {', '.join(MODELS)})")

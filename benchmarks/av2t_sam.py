@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, spread, table
+from _common import SIDES_HEADER, alternating, machine, sides_cells, table
 
 WORKER = r"""
 import importlib.util, json, re, statistics, sys, time, types
@@ -159,14 +158,6 @@ def measure(side: str, task: str, allocator: str, folder: Path, args: argparse.N
     return json.loads(done.stdout.strip().splitlines()[-1]) if task != "random-weights" else {}
 
 
-def row(task: str, allocator: str, official: list[dict], ours: list[dict], diff: float) -> list:
-    """One table row; every ratio is of the medians printed beside it."""
-    median = {key: [statistics.median(r[key] for r in runs) for runs in (official, ours)] for key in ("seconds", "load_peak_mib", "compute_peak_mib")}
-    seconds, load, compute = median["seconds"], median["load_peak_mib"], median["compute_peak_mib"]
-    return [task, allocator, spread([r["seconds"] for r in official]), spread([r["seconds"] for r in ours]), f"{seconds[1] / seconds[0]:.2f}",
-            f"{load[0]:.0f}", f"{load[1]:.0f}", f"{compute[0]:.0f}", f"{compute[1]:.0f}", f"{compute[1] / compute[0]:.2f}", f"{diff:.1e}"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official-src", required=True, type=Path, help="checkout of bok-bok/AV2T-SAM")
@@ -195,19 +186,18 @@ def main() -> None:
         rows, versions = [], {}
         for allocator in args.allocators.split(","):
             for task in args.tasks.split(","):
-                results: dict[str, list[dict]] = {"official": [], "avseg": []}
-                for repeat in range(args.repeats):
-                    for side in ("official", "avseg") if repeat % 2 == 0 else ("avseg", "official"):  # alternate who runs first
-                        results[side].append(measure(side, task, allocator, folder, args))
-                        versions[side] = results[side][-1]["torch"]
-                        print(f"{allocator} {task} {side}: {results[side][-1]}", flush=True)
+
+                def run(side: str, task: str = task, allocator: str = allocator) -> dict:
+                    result = versions[side] = measure(side, task, allocator, folder, args)
+                    print(f"{allocator} {task} {side}: {result}", flush=True)
+                    return result
+
+                results = alternating(args.repeats, run)
                 diff = (torch.load(folder / f"avseg-{task}.pt") - torch.load(folder / f"official-{task}.pt")).abs().max().item()
-                rows.append(row(task, allocator, results["official"], results["avseg"], diff))
+                rows.append([task, allocator, *sides_cells(results["official"], results["avseg"]), f"{diff:.1e}"])
     print(machine() + f", {args.threads} threads, fp32, 1 frame (S4: B=1, T=1), {args.repeats} runs per side, {args.steps} timed steps per run")
-    print(f"torch: official {versions['official']}, avseg {versions['avseg']}")
-    header = ["task", "allocator", "official s", "avseg s", "time ratio", "official load peak MiB", "avseg load peak MiB",
-              "official compute peak MiB", "avseg compute peak MiB", "compute memory ratio", "max |Δ logits|"]
-    print(table(header, rows))
+    print(f"torch: official {versions['official']['torch']}, avseg {versions['avseg']['torch']}")
+    print(table(["task", "allocator", *SIDES_HEADER, "max |Δ logits|"], rows))
 
 
 if __name__ == "__main__":

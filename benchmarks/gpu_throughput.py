@@ -1,4 +1,4 @@
-"""Frames per second and peak GPU memory of the four segmenters at full size, and one AV2T-SAM training step.
+"""Frames per second and peak GPU memory of the five segmenters at full size, and one AV2T-SAM and one AuralSAM2 training step.
 
     python benchmarks/gpu_throughput.py [--device cuda] [--models av2t-sam,...] [--window 5] [--repeats 3]
     python benchmarks/gpu_throughput.py --device cpu --tiny      # correctness run on a CPU, tiny sizes
@@ -16,10 +16,18 @@ row is: one warm-up call, then ``--repeats`` timed calls, each on a new clip (th
 with ``torch.cuda.synchronize`` around the timing and the peak memory counter reset before the row. Frames/s
 is the window's frames over the median call time, the whole segmenter included (CPU preprocessing, CLIP and
 CLAP, the model, logits back on the CPU), as ``avseg segment`` runs it (:class:`avseg.engine.precision.Inference`).
+AuralSAM2 has only ``window`` rows: it tracks a clip as one video with SAM 2's memory, and a clip of one frame
+has no memory to use (``avseg segment`` gives it whole windows).
 
-The training row: AV2T-SAM, 8 clips of 5 annotated frames (MS3; 40 frame rows), bf16 autocast, the frozen
-encoders' activations recomputed in backward, AdamW on the trainable parameters; one warm-up step, then
-``--repeats`` timed steps. CLIP and CLAP embeddings are computed before timing (training caches them).
+The training rows, one per listed model that trains here: one warm-up step, then ``--repeats`` timed steps,
+bf16 autocast, AdamW on the trainable parameters, as ``avseg train`` takes a step:
+
+* AV2T-SAM: 8 clips of 5 annotated frames (MS3; 40 frame rows) in one batch, the frozen encoders' activations
+  recomputed in backward. CLIP and CLAP embeddings are computed before timing (training caches them).
+* AuralSAM2: the recipe's update (``configs/auralsam2_ms3.yaml``): 4 clips of 5 annotated frames, each clip its own
+  micro-batch tracked as one video (the release's 4 GPUs of one clip each), with ``avseg train``'s losses (SAM 2's
+  multistep mask loss and the contrastive loss) and the audio's log-mel examples computed in the step; SAM 2
+  and VGGish frozen, the AuralFuser trained.
 
 Each row is printed as soon as it is measured (a run cut short keeps its rows); the table follows at the
 end. Sized to finish within about 8 minutes on an H200 (most of it building the full-size models).
@@ -41,6 +49,10 @@ from avseg.data.clip import Clip
 from avseg.engine.precision import Inference
 
 HEADER = ["model", "precision", "batch", "frames/s", "median s per call", "peak GPU memory (GB)"]
+WHOLE_CLIPS = {"auralsam2"}
+"""Models that track a clip as one video: no one-frame rows."""
+TRAINED = {"av2t-sam": (8, 5, 1), "auralsam2": (4, 5, 4)}
+"""The training rows: clips per update, frames per clip, micro-batches per update (see the module docstring)."""
 
 
 def synchronize(device: torch.device) -> None:
@@ -85,6 +97,8 @@ def inference_rows(name: str, size: str, device: torch.device, window: int, repe
     clips = {k: window_clip(window, seed=100 + k) for k in range(-1, repeats)}  # a new clip per call: no cache hits
     rows = []
     settings = [("fp32", "1"), ("fp32", "window"), ("bf16", "1"), ("bf16", "window")] + [("bf16+compile", "window")] * compile
+    if name in WHOLE_CLIPS:
+        settings = [setting for setting in settings if setting[1] == "window"]
     for precision, batch in settings:
         inference = Inference.resolve(device, precision.split("+")[0], compile=precision.endswith("compile"))
         runner = inference.wrap(inference.prepare(segmenter))  # compiling is in place: the last row
@@ -100,31 +114,44 @@ def inference_rows(name: str, size: str, device: torch.device, window: int, repe
     return rows
 
 
-def training_row(size: str, device: torch.device, repeats: int, batch_clips: int = 8, frames: int = 5) -> list:
-    from avseg.models.av2t_sam.training import AV2TTask
-
+def training_task(name: str, size: str, device: torch.device, clips: list[Clip]):
+    """The model and its ``avseg train`` task over ``clips``."""
     with torch.device(device):
-        segmenter = build_segmenter("av2t-sam", size, str(device))
-    model, inputs = segmenter.model.train(), segmenter.inputs
-    model.activation_checkpointing = True
+        segmenter = build_segmenter(name, size, str(device))
+    model = segmenter.model.train()
+    if name == "av2t-sam":
+        from avseg.models.av2t_sam.training import AV2TTask
+
+        model.activation_checkpointing = True
+        return model, AV2TTask(model, segmenter.inputs, clips, batch_clips=len(clips))
+    from avseg.models.auralsam2.training import AuralSAM2Task
+
+    return model, AuralSAM2Task(model, clips, batch_clips=len(clips))
+
+
+def training_row(name: str, size: str, device: torch.device, repeats: int) -> list:
+    batch_clips, frames, micro_batches = TRAINED[name]
     masks = np.zeros((frames, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
     masks[:, 56:168, 56:168] = 1
     clips = [replace(window_clip(frames, seed=200 + k), masks=masks, mask_valid=None) for k in range(batch_clips)]  # every frame annotated
-    task = AV2TTask(model, inputs, clips, batch_clips=batch_clips)
+    model, task = training_task(name, size, device, clips)
     batch = next(task.batches(0))
+    parts = [batch[k::micro_batches] for k in range(micro_batches)]  # as avseg train splits an update
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-5)
     low = device.type == "cuda" or size == "tiny"  # bf16 autocast (CPU too at tiny size: the same code path)
 
     def step(_k: int) -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
-            loss = task.loss(batch, device)["total"]
-        loss.backward()
+        for part in parts:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
+                loss = task.loss(part, device)["total"]
+            (loss / micro_batches).backward()
         optimizer.step()
 
     reset_peak(device)
     seconds = timed(device, step, repeats)
-    row = ["av2t-sam train step", "bf16" if low else "fp32", f"{batch_clips} clips x {frames} frames", f"{batch_clips * frames / seconds:.1f}", f"{seconds:.3f}", peak_gb(device)]
+    shape = f"{batch_clips} clips x {frames} frames" + (f" ({micro_batches} micro-batches)" if micro_batches > 1 else "")
+    row = [f"{name} train step", "bf16" if low else "fp32", shape, f"{batch_clips * frames / seconds:.1f}", f"{seconds:.3f}", peak_gb(device)]
     print(" | ".join(row), flush=True)
     return row
 
@@ -148,7 +175,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-train", action="store_true", help="skip the training-step row")
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     parser.add_argument("--compile", action="store_true", help="add a bf16 row with --compile per model (its first call, compilation included, in the row)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -156,10 +183,11 @@ def main() -> None:
     print(machine(), f"| sizes: {size} | window {args.window} frames | {args.repeats} repeats", flush=True)
     print(" | ".join(HEADER), flush=True)
     rows = []
-    for name in args.models.split(","):
-        rows += measured(name, lambda: inference_rows(name, size, device, args.window, args.repeats, args.compile))
-    if not args.no_train:
-        rows += measured("av2t-sam train step", lambda: [training_row(size, device, args.repeats)])
+    names = args.models.split(",")
+    for name in names:
+        rows += measured(name, lambda name=name: inference_rows(name, size, device, args.window, args.repeats, args.compile))
+    for name in [] if args.no_train else [n for n in TRAINED if n in names]:
+        rows += measured(f"{name} train step", lambda name=name: [training_row(name, size, device, args.repeats)])
     print(table(HEADER, rows))
 
 

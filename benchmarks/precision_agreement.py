@@ -103,8 +103,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="avseg-agreement-") as folder:
         for name in args.models.split(","):
-            if args.trained and name == "zeroshot-sam3":
-                continue  # nothing to train
+            if args.trained and name in ("zeroshot-sam3", "auralsam2"):
+                continue  # zeroshot-sam3 has nothing to train; auralsam2 is not in the --trained set (the docstring's three)
             if args.trained:
                 segmenter, clips = trained_segmenter(name, Path(folder), args.epochs, args.videos, device)
                 label = f"tiny, trained {args.epochs} epochs, {len(clips)} test clips"
