@@ -206,6 +206,17 @@ def available_models() -> list[dict[str, Any]]:
     return rows + [{"kind": "architecture", **entry.info()} for entry in MODELS.values() if entry.name not in named]
 
 
+def load_start(init: str | Path, settings: dict[str, Any], model_class: type, method: str) -> Any:
+    """The model a recipe's ``model_config.init`` names (a converted or trained folder): the architecture comes from
+    it, so any other ``model_config`` value (``settings``) is refused, and so is a folder of another model."""
+    if settings:
+        raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
+    model = load_model(init)
+    if not isinstance(model, model_class):
+        raise ConfigError(f"model_config.init: {init} holds {type(model).__name__}, not {method}")
+    return model
+
+
 def load_model(path: str | Path) -> Any:
     """Load a saved model folder (``config.json`` + ``model.safetensors``) strictly, as the class the
     model table names for its ``config.json``'s ``model`` (names and hub repos: :func:`avseg.models.registry.load_model`)."""

@@ -18,7 +18,7 @@ import torch
 
 from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
-from avseg.models.architectures import load_model, model_entry
+from avseg.models.architectures import load_start, model_entry
 from avseg.models.auralsam2.convert import DEFAULT_SAM
 from avseg.models.auralsam2.inputs import clip_inputs, expression_features
 from avseg.models.auralsam2.model import DEFAULT_TEXT_ENCODER, AuralSAM2, check_mode, tiny_tokenizer
@@ -33,11 +33,7 @@ def auralsam2_model(recipe: Recipe) -> AuralSAM2:
     init = settings.pop("init", None)
     if init is not None:
         mode = settings.pop("inference_mode", None)
-        if settings:
-            raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
-        model = load_model(init)
-        if not isinstance(model, AuralSAM2):
-            raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an AuralSAM2 model")
+        model = load_start(init, settings, AuralSAM2, "AuralSAM2")
         if mode is not None:
             model.inference_mode = model.config.inference_mode = check_mode(mode, "model_config.inference_mode")
         return model

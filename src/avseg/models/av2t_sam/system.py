@@ -14,7 +14,7 @@ from avseg.models.av2t_sam.inputs import AV2TInputs
 from avseg.models.av2t_sam.model import AV2TSAM
 from avseg.models.av2t_sam.sam3 import AV2TSAM3, sam3_pixels
 from avseg.models.av2t_sam.training import AV2TTask
-from avseg.models.architectures import load_model, model_entry
+from avseg.models.architectures import load_start, model_entry
 
 
 def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM | AV2TSAM3:
@@ -26,12 +26,7 @@ def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM |
     settings = dict(recipe.model_config)
     init = settings.pop("init", None)
     if init is not None:
-        if settings:
-            raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
-        model = load_model(init)
-        if not isinstance(model, model_class):
-            raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not an {recipe.model} model")
-        return model
+        return load_start(init, settings, model_class, recipe.model)
     settings = config_values(config_class, settings, f"{recipe.source or 'recipe'}: model_config")
     return model_class(entry.preset_config(recipe.preset, **{"audio_dim": audio_dim, "vision_dim": vision_dim, **settings}))
 

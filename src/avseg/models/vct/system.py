@@ -12,7 +12,7 @@ import torch
 
 from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
-from avseg.models.architectures import load_model, model_entry
+from avseg.models.architectures import load_start, model_entry
 from avseg.models.vct.inputs import clip_inputs
 from avseg.models.vct.mask_images import Sam2MaskGenerator, describe
 from avseg.models.vct.model import VCT
@@ -24,11 +24,7 @@ def vct_model(recipe: Recipe, num_classes: int) -> VCT:
     settings = dict(recipe.model_config)
     init = settings.pop("init", None)
     if init is not None:
-        if settings:
-            raise ConfigError(f"model_config: with init, the architecture comes from {init}; remove {', '.join(sorted(settings))}")
-        model = load_model(init)
-        if not isinstance(model, VCT):
-            raise ConfigError(f"model_config.init: {init} holds a {type(model).__name__}, not a VCT model")
+        model = load_start(init, settings, VCT, "VCT")
     else:
         entry = model_entry(recipe.model)
         settings = config_values(entry.config_class(), settings, f"{recipe.source or 'recipe'}: model_config")
