@@ -26,9 +26,6 @@ samples keeps a random subset (the release truncates at a random length).
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
-
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -36,6 +33,7 @@ from avseg.config import ConfigError
 from avseg.data.clip import Clip
 from avseg.models.auralsam2.inputs import clip_inputs, expression_features
 from avseg.models.auralsam2.model import AuralSAM2, ClipOutput
+from avseg.models.clip_batches import ClipBatches
 
 WEIGHTS = {"mask": 20.0, "dice": 1.0, "iou": 1.0, "class": 1.0}
 """``sam2_training_config.yaml``'s ``weight_dict``."""
@@ -132,23 +130,10 @@ def info_nce(anchors: torch.Tensor, anchor_labels: torch.Tensor, audios: torch.T
     return -((positive * log_probability).sum(1) / pairs).mean()
 
 
-class AuralSAM2Task:
+class AuralSAM2Task(ClipBatches):
     """Training batches of clips for ``avseg train`` (see the module docstring)."""
 
-    def __init__(self, model: AuralSAM2, clips: Sequence[Clip], batch_clips: int = 1, seed: int = 0):
-        self.model = model
-        self.clips = list(clips)
-        self.batch_clips = batch_clips
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return (len(self.clips) + self.batch_clips - 1) // self.batch_clips
-
-    def batches(self, epoch: int) -> Iterator[list[Clip]]:
-        """Shuffled from ``(seed, epoch)`` alone, so a resumed run sees the same batches."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.clips))
-        for start in range(0, len(order), self.batch_clips):
-            yield [self.clips[i] for i in order[start : start + self.batch_clips]]
+    model: AuralSAM2
 
     def loss(self, clips: list[Clip], device: torch.device | str = "cpu", forward=None) -> dict[str, torch.Tensor]:
         model = self.model

@@ -17,7 +17,7 @@ Only annotated frames are supervised (S4 train: its first frame, as the release'
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 
 from avseg.data.clip import Clip
 from avseg.errors import ConfigError
+from avseg.models.clip_batches import ClipBatches
 from avseg.models.vct.inputs import clip_inputs
 from avseg.models.vct.model import VCT, VCTOutput
 
@@ -108,14 +109,13 @@ def frame_labels(clip: Clip, size: int) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), (size, size), mode="nearest")[:, 0].long()
 
 
-class VCTTask:
+class VCTTask(ClipBatches):
     """Training batches of clips for ``avseg train``: every real frame through the model, annotated frames supervised."""
 
+    model: VCT
+
     def __init__(self, model: VCT, clips: Sequence[Clip], batch_clips: int = 1, seed: int = 0):
-        self.model = model
-        self.clips = list(clips)
-        self.batch_clips = batch_clips
-        self.seed = seed
+        super().__init__(model, clips, batch_clips, seed)
         self.criterion = mask2former_loss(model.num_classes)
         self._generator = None
         self.categories = self.category_indices() if model.config.num_prototypes and model.num_classes == 2 else None
@@ -133,15 +133,6 @@ class VCTTask:
         if len(names) > prototypes:
             raise ConfigError(f"train: {len(names)} categories in the data but the model has {prototypes} prototypes")
         return {name: index for index, name in enumerate(names)}
-
-    def __len__(self) -> int:
-        return (len(self.clips) + self.batch_clips - 1) // self.batch_clips
-
-    def batches(self, epoch: int) -> Iterator[list[Clip]]:
-        """Shuffled from ``(seed, epoch)`` alone, so a resumed run sees the same batches."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.clips))
-        for start in range(0, len(order), self.batch_clips):
-            yield [self.clips[i] for i in order[start : start + self.batch_clips]]
 
     def generator(self):
         from avseg.models.vct.mask_images import Sam2MaskGenerator
