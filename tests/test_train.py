@@ -53,13 +53,21 @@ def assert_same_weights(a, b):
 def test_resume_is_bit_identical(tmp_path):
     # Both runs in this process: the resumed one restores weights, optimizer, scheduler and RNG and then
     # repeats the uninterrupted run's operations (same batches, shapes, per-step seeds; encoder outputs
-    # do not depend on which clips were seen before), so it is exact on any machine.
-    reference = train(recipe(tmp_path, "full"))
-    interrupted = recipe(tmp_path, "cut")
+    # do not depend on which clips were seen before), so it is exact on any machine. detectron2's solver
+    # settings (poly with warm-up, parameter groups, full-model clipping) checkpoint and resume too.
+    solver = ("train.schedule=poly", "train.warmup_steps=2", "train.warmup_factor=0.25", "train.grad_clip_norm=0.5",
+              "train.norm_weight_decay=0", "train.embedding_weight_decay=0")  # fmt: skip
+    reference = train(recipe(tmp_path, "full", *solver))
+    interrupted = recipe(tmp_path, "cut", *solver)
     train(interrupted, max_steps=5)  # stops after step 5; the last checkpoint is step 4
-    assert latest_checkpoint(tmp_path / "runs" / "cut" / "checkpoints").name == "step-00000004"
+    checkpoint = latest_checkpoint(tmp_path / "runs" / "cut" / "checkpoints")
+    assert checkpoint.name == "step-00000004"
+    assert [group["weight_decay"] for group in json.loads((checkpoint / "trainer.json").read_text())["param_groups"]][:2] == [0.01, 0.0]
     resumed = train(interrupted, resume=True)
     assert_same_weights(weights(reference / "final"), weights(resumed / "final"))
+    assert log_rows(resumed, "step") == log_rows(reference, "step")
+    # the first step: the warm-up factor 0.25 times the poly factor of step 0 (1)
+    assert log_rows(reference, "step")[0]["lr"] == pytest.approx(0.25 * interrupted.train.lr, rel=1e-12)
     log = (reference / "metrics.jsonl").read_text().splitlines()
     assert any('"val"' in line for line in log) and (reference / "best" / "model.safetensors").is_file()
 

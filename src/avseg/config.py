@@ -91,11 +91,33 @@ class TrainConfig:
     weight_decay: float = checked(0.01, min=0)
     schedule: str = checked("cosine", choices=("cosine", "constant", "poly"))
     """``cosine`` (from ``lr`` to ``min_lr`` over the run), ``constant`` (``lr`` throughout) or ``poly``
-    (``lr * (1 - step / steps) ** 0.9``, AuralSAM2's release; ``min_lr`` unused)."""
+    (``lr * (1 - step / steps) ** poly_power``: detectron2's ``WarmupPolyLR``, which AuralSAM2's and VCT's releases
+    use; ``min_lr`` unused). See :mod:`avseg.engine.optimizer`."""
     schedule_step: str = checked("iteration", choices=("iteration", "epoch"))
-    """When the cosine schedule steps: after every ``iteration`` (T_max = all steps of the run) or at the end of
+    """When the schedule steps: after every ``iteration`` (T_max = all steps of the run) or at the end of
     every ``epoch`` (T_max = ``epochs``, as the AV2T-SAM release does)."""
     min_lr: float = checked(1e-7, min=0)
+    poly_power: float = checked(0.9, above=0)
+    """The ``poly`` schedule's power (detectron2's ``SOLVER.POLY_LR_POWER``, 0.9)."""
+    warmup_steps: int = checked(0, min=0)
+    """Schedule steps of warm-up before the ``poly`` or ``constant`` schedule (detectron2's ``SOLVER.WARMUP_ITERS``;
+    0: none). The rate is multiplied by the warm-up factor of :func:`avseg.engine.optimizer.warmup_factor`."""
+    warmup_factor: float = checked(0.001, min=0, max=1)
+    """The warm-up's starting factor (detectron2's ``SOLVER.WARMUP_FACTOR``, 1/1000 by default)."""
+    warmup_method: str = checked("linear", choices=("linear", "constant"))
+    """detectron2's ``SOLVER.WARMUP_METHOD``: ``linear`` (from ``warmup_factor`` to 1) or ``constant`` (``warmup_factor``
+    throughout the warm-up)."""
+    backbone_lr_multiplier: float = checked(1.0, above=0)
+    """The learning rate of the parameters a model declares as its backbone is ``lr`` times this (detectron2 /
+    Mask2Former's ``SOLVER.BACKBONE_MULTIPLIER``); only for models that declare parameter groups (VCT)."""
+    norm_weight_decay: float | None = checked(None, min=0)
+    """Weight decay of normalisation layers' parameters (BatchNorm, GroupNorm, LayerNorm, ...: detectron2's
+    ``SOLVER.WEIGHT_DECAY_NORM``); None: ``weight_decay``."""
+    embedding_weight_decay: float | None = checked(None, min=0)
+    """Weight decay of ``nn.Embedding`` tables (Mask2Former's ``SOLVER.WEIGHT_DECAY_EMBED``); None: ``weight_decay``."""
+    grad_clip_norm: float = checked(0.0, min=0)
+    """Clip the gradients of all trained parameters together to this total L2 norm before each step (detectron2 /
+    Mask2Former's ``CLIP_GRADIENTS`` of type ``full_model``, ``CLIP_VALUE``); 0: no clipping."""
     seed: int = checked(123, min=0, max=MAX_SEED)
     mute_probability: float = checked(0.1, min=0, max=1)
     """Silence augmentation (TeSO, AV2T-SAM): this fraction of training clips get digital silence and empty
@@ -185,6 +207,8 @@ def build_config(cls, values: dict[str, Any], where: str):
 
 
 def _check_limits(value: Any, limits: dict[str, Any], where: str) -> None:
+    if value is None:  # an optional field left unset
+        return
     if "choices" in limits and value not in limits["choices"]:
         raise ConfigError(f"{where}: must be one of {', '.join(limits['choices'])}, got {value!r}")
     if "min" in limits and value < limits["min"]:
@@ -237,6 +261,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     safe_folder_name(recipe.name, f"{path}: name")
     if recipe.train.min_lr > recipe.train.lr:
         raise ConfigError(f"{path}: train.min_lr: must be at most train.lr ({recipe.train.lr:g}), got {recipe.train.min_lr:g}")
+    if recipe.train.warmup_steps and recipe.train.schedule == "cosine":
+        raise ConfigError(f"{path}: train.warmup_steps: warm-up is for the poly and constant schedules (detectron2's), not cosine")
     recipe.source = str(path)
     return recipe
 

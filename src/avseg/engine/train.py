@@ -15,8 +15,11 @@ Under torchrun each process takes every ``world_size``-th clip of each batch
 both runs compute the same update. Randomness inside the loss (Mask2Former's
 point sampling) is seeded per step and micro-batch for the same reason.
 
-The learning rate follows ``train.schedule`` (cosine or constant), stepped
-after every iteration or at the end of every epoch (``train.schedule_step``).
+The learning rate follows ``train.schedule`` (cosine, constant, or detectron2's
+poly with warm-up), stepped after every iteration or at the end of every epoch
+(``train.schedule_step``); parameter groups (a backbone learning-rate
+multiplier, weight decay of norms and embeddings) and full-model gradient
+clipping are detectron2's: :mod:`avseg.engine.optimizer`.
 Every ``train.validate_every`` epochs the validation split is evaluated with
 the official metrics and the best model by J (mIoU for AVSS) is kept in
 ``OUT/best``. Metrics go to ``OUT/metrics.jsonl``, one JSON object per line,
@@ -51,6 +54,7 @@ from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.distributed import join
 from avseg.engine.evaluate import evaluate_clips
 from avseg.engine.memory import keep_large_buffers_mmapped
+from avseg.engine.optimizer import build_optimizer, build_scheduler, clip_gradients, schedule_rate
 from avseg.engine.run_folder import check_new_run, new_run, read_recipe_record, resumed_record
 from avseg.errors import AvsegError, ConfigError
 from avseg.files import write_json
@@ -107,15 +111,6 @@ def _sync(log) -> None:
     if log is not None:
         log.flush()
         os.fsync(log.fileno())
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, settings, steps_per_epoch: int):
-    if settings.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    total = settings.epochs * (steps_per_epoch if settings.schedule_step == "iteration" else 1)
-    if settings.schedule == "poly":  # AuralSAM2's release: lr * (1 - step / total) ** 0.9
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(1 - step / total, 0.0) ** 0.9)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=settings.min_lr)
 
 
 def check_model_config(recipe: Recipe) -> None:
@@ -189,8 +184,8 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
     # Some backbone parameters (e.g. unused feature levels) never receive gradients.
     forward = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
 
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = _scheduler(optimizer, settings, len(task))
+    optimizer = build_optimizer(model, settings)
+    scheduler = build_scheduler(optimizer, settings, len(task))
     per_iteration = settings.schedule_step == "iteration"
     progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None}  # None: no validation yet (JSON has no -inf)
     if found is not None:
@@ -231,7 +226,8 @@ def train(recipe: Recipe, resume: bool = False, max_steps: int | None = None, ov
                         (losses["total"] / micro_batches).backward()
                         for name, value in losses.items():
                             logged[name] = logged.get(name, 0.0) + value.item() / micro_batches
-                    lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+                    lr = schedule_rate(optimizer)  # the rate this step used
+                    clip_gradients(optimizer, settings.grad_clip_norm)
                     optimizer.step()
                     if per_iteration:
                         scheduler.step()

@@ -194,6 +194,20 @@ class VCT(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The groups of the trainer's per-group settings (:mod:`avseg.engine.optimizer`), as the release's
+        ``build_optimizer`` (``train_net.py:173-195``) finds them by name: ``backbone``, both Swins (its ``backbone`` and
+        ``pre_sam_backbone``, the trained modules whose names hold "backbone"; the channel weightings, its
+        ``scale_factor_module``, and the audio MLP, in its ``sem_seg_head``, are not); ``no_weight_decay``, Swin's
+        relative position bias tables (and absolute position embeddings, which Swin-B @ 384 does not use: its
+        ``relative_position_bias_table`` / ``absolute_pos_embed``, transformers' ``embeddings.position_embeddings``)."""
+        swins = [self.encoder.frame_encoder, self.encoder.mask_encoder]
+        no_decay = [
+            parameter for swin in swins for name, parameter in swin.named_parameters()
+            if name.endswith(("relative_position_bias_table", "embeddings.position_embeddings"))
+        ]  # fmt: skip
+        return {"backbone": [p for swin in swins for p in swin.parameters()], "no_weight_decay": no_decay}
+
     def forward(self, pixels: Tensor, mask_images: Tensor, spectrograms: Tensor) -> VCTOutput:
         """``(N, 3, S, S)`` normalised frames, ``(N, 3, S, S)`` normalised mask images, ``(N, 96, 64)`` log-mel
         examples (one per frame) -> :class:`VCTOutput`."""
