@@ -268,8 +268,9 @@ name: vct_tiny
 model: vct
 preset: tiny
 model_config: {{num_prototypes: 16, mask_generator: {sam2}}}
-data: {{layout: s4, root: {root}, synthetic_videos: 4, synthetic_size: 64}}
-train: {{epochs: 1, batch_clips: 2, lr: 1.0e-4, seed: 8434882, mute_probability: 0.0}}
+data: {{layout: s4, root: {root}, synthetic_videos: 4, synthetic_size: 64, augmentation: mask2former}}
+train: {{epochs: 1, batch_clips: 2, lr: 1.0e-4, seed: 8434882, mute_probability: 0.0, schedule: poly, backbone_lr_multiplier: 0.1,
+  norm_weight_decay: 0.0, embedding_weight_decay: 0.0, grad_clip_norm: 0.01}}
 output: {out}
 """
 

@@ -65,6 +65,10 @@ class DataConfig:
     foreground: bool = False
     """``avss`` only: every sounding class is foreground, so the masks are binary (two classes: what a binary model
     such as AuralSAM2 trains on and is scored on, J and F); false keeps the 71 classes (mIoU)."""
+    augmentation: str = checked("none", choices=("none", "mask2former"))
+    """Training augmentation: ``none``, or ``mask2former``, Mask2Former's semantic-segmentation recipe (random resize,
+    crop, SSD colour distortion, flip) as VCT's release applies it to whole clips (:mod:`avseg.data.augmentation`);
+    only for models that take it (VCT)."""
 
 
 @dataclass

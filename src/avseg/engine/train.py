@@ -116,10 +116,13 @@ def _sync(log) -> None:
 def check_model_config(recipe: Recipe) -> None:
     """The recipe's ``model_config`` keys and types, checked before any work starts (the model's system
     checks them again when it builds the model, for ``avseg evaluate`` too)."""
-    from avseg.models.architectures import model_entry
+    from avseg.models.architectures import MODELS, model_entry
 
     where = f"{recipe.source or 'recipe'}: model_config"
     entry = model_entry(recipe.model)
+    if recipe.data.augmentation != "none" and recipe.data.augmentation not in entry.augmentations:
+        taking = [name for name, e in MODELS.items() if recipe.data.augmentation in e.augmentations]
+        raise ConfigError(f"{recipe.source or 'recipe'}: data.augmentation: {entry.name} trains without augmentation (none); {recipe.data.augmentation} is for {', '.join(taking)}")
     settings = dict(recipe.model_config)
     if entry.converter is not None and "init" in settings:  # a converted or trained folder to start from
         if not isinstance(settings.pop("init"), str):

@@ -48,6 +48,8 @@ class ModelEntry:
     """Segments the sounding objects as one binary mask (no semantic AVSS output)."""
     start_keys: tuple[str, ...] = ()
     """``model_config`` keys that name weights a new model starts from (hub names or folders), not config fields."""
+    augmentations: tuple[str, ...] = ()
+    """The values of ``data.augmentation`` besides ``none`` its training applies (:mod:`avseg.data.augmentation`)."""
 
     @property
     def trainable(self) -> bool:
@@ -147,6 +149,7 @@ MODELS: dict[str, ModelEntry] = {
             model="avseg.models.vct.model:VCT",
             presets=("paper", "s4", "ms3", "avss", "tiny"),
             converter="avseg.models.vct.convert:convert",
+            augmentations=("mask2former",),
         ),
         ModelEntry(
             name="auralsam2",

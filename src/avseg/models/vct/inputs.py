@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from avseg.audio import vggish_examples
 from avseg.data.clip import Clip
@@ -30,23 +31,33 @@ def published_mask_image_files(clip: Clip) -> list[str] | None:
     return list(files[:real])
 
 
-def clip_inputs(clip: Clip, image_size: int, generator, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], str | None]:
-    """The model's inputs for the clip's real frames, and the generator that made its mask images (None: published).
+def clip_images(clip: Clip, image_size: int, generator) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The clip's real frames and their mask images, uint8 ``(T, S, S, 3)`` (frames PIL bilinear to ``S``, as
+    ``generate_data_384``), and the generator that made the mask images (None: published).
 
     ``generator`` is a callable returning a :class:`~avseg.models.vct.mask_images.Sam2MaskGenerator`, called only when
     the clip has no published mask images (loading SAM 2 is not free)."""
-    keep = torch.from_numpy(clip.frame_valid)
-    frames = torch.from_numpy(clip.frames)[keep]
+    frames = clip.frames[clip.frame_valid]
+    frames = np.stack([np.asarray(Image.fromarray(frame).resize((image_size, image_size), Image.BILINEAR)) for frame in frames])
     files = published_mask_image_files(clip)
     if files is not None:
-        images, made_by = mask_images.read_published(files, image_size), None
-    else:
-        maker = generator()
-        images, made_by = np.stack([maker.mask_image(frame, image_size) for frame in frames.numpy()]), maker.name
+        return frames, mask_images.read_published(files, image_size), None
+    maker = generator()
+    return frames, np.stack([maker.mask_image(frame, image_size) for frame in clip.frames[clip.frame_valid]]), maker.name
+
+
+def model_inputs(clip: Clip, frames: np.ndarray, images: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The model's inputs from the clip's real frames and mask images (uint8 ``(T, S, S, 3)``) and its audio."""
+    size = frames.shape[1]
     examples = vggish_examples(np.asarray(clip.waveform, dtype=np.float32), clip.sample_rate, num_examples=clip.num_frames)
-    inputs = {
-        "pixels": sam_pixels(frames.to(device), image_size),
-        "mask_images": sam_pixels(torch.from_numpy(images).to(device), image_size),
-        "spectrograms": torch.from_numpy(examples)[keep].to(device),
+    return {
+        "pixels": sam_pixels(torch.from_numpy(frames).to(device), size),
+        "mask_images": sam_pixels(torch.from_numpy(images).to(device), size),
+        "spectrograms": torch.from_numpy(examples)[torch.from_numpy(clip.frame_valid)].to(device),
     }
-    return inputs, made_by
+
+
+def clip_inputs(clip: Clip, image_size: int, generator, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], str | None]:
+    """The model's inputs for the clip's real frames, and the generator that made its mask images (None: published)."""
+    frames, images, made_by = clip_images(clip, image_size, generator)
+    return model_inputs(clip, frames, images, device), made_by

@@ -109,19 +109,20 @@ class VCTSegmenter:
 
 
 class VCTSystem:
-    def __init__(self, model: VCT):
+    def __init__(self, model: VCT, augmentation: str = "none"):
         self.model = model
+        self.augmentation = augmentation
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, model: VCT | None = None, num_classes: int = 2, cues=None) -> VCTSystem:
         if cues:
             raise ConfigError(f"cues: {recipe.model} takes no text cues (only TeSO does)")
-        return cls(model or vct_model(recipe, num_classes))
+        return cls(model or vct_model(recipe, num_classes), recipe.data.augmentation)
 
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int):
         from avseg.models.vct.training import VCTTask
 
-        return VCTTask(self.model, clips, batch_clips, seed)
+        return VCTTask(self.model, clips, batch_clips, seed, self.augmentation)
 
     def segmenter(self, device: str | torch.device = "cpu") -> VCTSegmenter:
         return VCTSegmenter(self.model, device)

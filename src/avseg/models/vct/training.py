@@ -13,6 +13,11 @@ background (class 0) included (the release's dataset mappers take ``np.unique`` 
   AVSS: ``y_k = 1`` for each class present in the frame's label map.
 
 Only annotated frames are supervised (S4 train: its first frame, as the release's ``indices_first_frame``).
+
+``data.augmentation: mask2former`` (the recipes) augments each training clip as the release's dataset mappers do
+(:mod:`avseg.data.augmentation`): frames, label maps and mask images together, colour per image; the padding is
+ignored by the losses (label 255). The random values come from the trainer's per-step seed, so a resumed run and a run
+over several processes draw the same ones.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 from avseg.data.clip import Clip
 from avseg.errors import ConfigError
 from avseg.models.clip_batches import ClipBatches
-from avseg.models.vct.inputs import clip_inputs
+from avseg.data.augmentation import augment_clip
+from avseg.models.vct.inputs import clip_images, model_inputs
 from avseg.models.vct.model import VCT, VCTOutput
 
 CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT, PROTO_WEIGHT, NO_OBJECT_WEIGHT = 2.0, 5.0, 5.0, 1.0, 0.1
@@ -114,8 +120,9 @@ class VCTTask(ClipBatches):
 
     model: VCT
 
-    def __init__(self, model: VCT, clips: Sequence[Clip], batch_clips: int = 1, seed: int = 0):
+    def __init__(self, model: VCT, clips: Sequence[Clip], batch_clips: int = 1, seed: int = 0, augmentation: str = "none"):
         super().__init__(model, clips, batch_clips, seed)
+        self.augmentation = augmentation
         self.criterion = mask2former_loss(model.num_classes)
         self._generator = None
         self.categories = self.category_indices() if model.config.num_prototypes and model.num_classes == 2 else None
@@ -146,9 +153,18 @@ class VCTTask(ClipBatches):
         size = model.image_size
         if any(clip.masks is None for clip in clips):
             raise ConfigError("train: VCT trains on annotated clips (a clip without masks)")
-        parts = [clip_inputs(clip, size, self.generator, device)[0] for clip in clips]
+        rng = np.random.default_rng(int(torch.randint(2**62, ()))) if self.augmentation == "mask2former" else None
+        parts, maps = [], []
+        for clip in clips:
+            frames, images, _ = clip_images(clip, size, self.generator)
+            labels = frame_labels(clip, size)
+            if rng is not None:
+                frames, augmented, images = augment_clip(frames, labels.numpy(), images, size, rng)
+                labels = torch.from_numpy(augmented)
+            parts.append(model_inputs(clip, frames, images, device))
+            maps.append(labels)
         batch = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
-        labels = torch.cat([frame_labels(clip, size) for clip in clips]).to(device)
+        labels = torch.cat(maps).to(device)
         annotated = torch.cat([torch.from_numpy(clip.mask_valid[clip.frame_valid]) for clip in clips]).to(device)
         categories = None
         if self.categories is not None:  # S4: the clip's category is the prototype target
