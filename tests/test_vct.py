@@ -317,6 +317,9 @@ def test_the_recipes_load_and_name_the_release_heads(subset):
     config = model_entry("vct").preset_config(recipe.preset, **recipe.model_config)
     assert (config.num_classes, config.num_prototypes) == {"s4": (2, 23), "ms3": (2, 0), "avss": (71, 71)}[subset]
     assert config.swin_start == "microsoft/swin-base-patch4-window12-384-in22k" and recipe.data.layout == subset
+    solver = recipe.train  # the release's SOLVER (WarmupPolyLR without warm-up, backbone x 0.1, full-model clipping at 0.01)
+    assert (solver.schedule, solver.poly_power, solver.warmup_steps, solver.backbone_lr_multiplier, solver.grad_clip_norm) == ("poly", 0.9, 0, 0.1, 0.01)
+    assert (solver.norm_weight_decay, solver.embedding_weight_decay, recipe.data.augmentation) == (0.0, 0.0, "mask2former")
 
 
 def test_a_new_model_starts_from_an_imagenet_swin_and_vggish(tmp_path):

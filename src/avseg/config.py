@@ -95,8 +95,8 @@ class TrainConfig:
     weight_decay: float = checked(0.01, min=0)
     schedule: str = checked("cosine", choices=("cosine", "constant", "poly"))
     """``cosine`` (from ``lr`` to ``min_lr`` over the run), ``constant`` (``lr`` throughout) or ``poly``
-    (``lr * (1 - step / steps) ** poly_power``: detectron2's ``WarmupPolyLR``, which AuralSAM2's and VCT's releases
-    use; ``min_lr`` unused). See :mod:`avseg.engine.optimizer`."""
+    (``lr * (1 - step / steps) ** poly_power``: detectron2's ``WarmupPolyLR``, VCT's release, and the formula of
+    AuralSAM2's; ``min_lr`` unused). See :mod:`avseg.engine.optimizer`."""
     schedule_step: str = checked("iteration", choices=("iteration", "epoch"))
     """When the schedule steps: after every ``iteration`` (T_max = all steps of the run) or at the end of
     every ``epoch`` (T_max = ``epochs``, as the AV2T-SAM release does)."""

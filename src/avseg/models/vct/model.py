@@ -16,7 +16,8 @@ S4 categories, the release's ``ProtoVCQ(num_classes=23)``), MS3 (``ms3_swinb_384
 (``VCQ``), AVSS (``ss_swinb_384``) 71 classes and 71 prototypes. Frames, and mask images, are 384 x 384 (the query
 mixer is a linear map over the 96 x 96 pixel positions, so no other size runs).
 
-Trained: everything but VGGish (the release freezes the audio extractor only; its Swins learn at 0.1 x the rate).
+Trained: everything but VGGish (the release freezes the audio extractor only; its Swins learn at 0.1 x the rate:
+the recipes' ``train.backbone_lr_multiplier`` on :meth:`VCT.parameter_groups`).
 """
 
 from __future__ import annotations
