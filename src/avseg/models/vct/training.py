@@ -30,10 +30,10 @@ from torch.nn import functional as F
 from transformers import Mask2FormerConfig
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 
+from avseg.data.augmentation import augment_clip
 from avseg.data.clip import Clip
 from avseg.errors import ConfigError
 from avseg.models.clip_batches import ClipBatches
-from avseg.data.augmentation import augment_clip
 from avseg.models.vct.inputs import clip_images, model_inputs
 from avseg.models.vct.model import VCT, VCTOutput
 
