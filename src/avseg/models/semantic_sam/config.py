@@ -67,9 +67,10 @@ class SemanticSamConfig:
 
     @classmethod
     def tiny(cls, **changes: Any) -> SemanticSamConfig:
-        """The same classes at toy size: a Swin 16 wide, one block a stage, window 4; width 32, 2 heads, 2 layers each."""
+        """The same classes at toy size: a Swin 16 wide, one block a stage, window 4; width 64 (GroupNorm(32) needs two
+        channels a group where a tiny frame's extra level is 1 x 1), 2 heads, 2 layers each."""
         swin = {**SWIN_T_224, "embed_dim": 16, "depths": [1, 1, 2, 1], "num_heads": [1, 1, 2, 2], "window_size": 4}
-        sizes = {"swin": swin, "width": 32, "heads": 2, "points": 2, "encoder_layers": 2, "decoder_layers": 2, "feedforward": 64}
+        sizes = {"swin": swin, "width": 64, "heads": 2, "points": 2, "encoder_layers": 2, "decoder_layers": 2, "feedforward": 64}
         return cls(**{**sizes, **changes})
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,11 +30,22 @@ def published_mask_image_files(clip: Clip) -> list[str] | None:
     return list(files[:real])
 
 
+def mask_generator(name: str, device: str | torch.device = "cpu"):
+    """The generator ``mask_generator`` names: Semantic-SAM (a released name, a converted folder or an official
+    ``.pth``), else SAM 2 (a transformers hub name or folder)."""
+    from avseg.models.semantic_sam.convert import is_semantic_sam, load_semantic_sam
+    from avseg.models.semantic_sam.generator import SemanticSamMaskGenerator
+
+    if is_semantic_sam(name):
+        return SemanticSamMaskGenerator(load_semantic_sam(name), name, device=device)
+    return mask_images.Sam2MaskGenerator(name, device=device)
+
+
 def clip_inputs(clip: Clip, image_size: int, generator, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], str | None]:
     """The model's inputs for the clip's real frames, and the generator that made its mask images (None: published).
 
-    ``generator`` is a callable returning a :class:`~avseg.models.vct.mask_images.Sam2MaskGenerator`, called only when
-    the clip has no published mask images (loading SAM 2 is not free)."""
+    ``generator`` is a callable returning a mask generator (:func:`mask_generator`), called
+    only when the clip has no published mask images (loading one is not free)."""
     keep = torch.from_numpy(clip.frame_valid)
     frames = torch.from_numpy(clip.frames)[keep]
     files = published_mask_image_files(clip)

@@ -54,8 +54,11 @@ SWIN_B_384 = {
 }
 """The release's ``SWINB-*-SemanticSegmentation.yaml`` (``MODEL.SWIN``): Swin-B, window 12, ImageNet-22K at 384."""
 
-DEFAULT_MASK_GENERATOR = "facebook/sam2.1-hiera-large"
-"""SAM 2.1 Hiera-L, the largest SAM 2 (the release's Semantic-SAM is a Swin-L)."""
+DEFAULT_MASK_GENERATOR = "semantic-sam-l"
+"""The release's generator: Semantic-SAM Swin-L (``swinl_only_sam_many2many.pth``), avseg's port."""
+
+SAM2_MASK_GENERATOR = "facebook/sam2.1-hiera-large"
+"""The substitute generator (``mask_generator: facebook/sam2.1-hiera-large``): SAM 2.1 Hiera-L, the largest SAM 2."""
 
 S4_PROTOTYPES = 23
 """The release's ``ProtoVCQ(..., num_classes=23)`` for S4: one prototype per AVSBench S4 category."""
@@ -93,9 +96,10 @@ class VCTConfig:
     start from in ``avseg train`` (the release starts from Swin-B ImageNet-22K at 384, ``swin_base_patch4_window12_384_22k``:
     transformers' ``microsoft/swin-base-patch4-window12-384-in22k``); None: random (the tiny preset)."""
     mask_generator: str = DEFAULT_MASK_GENERATOR
-    """Not a weight: the transformers SAM 2 (hub name or folder) that makes the mask images of videos without published
-    ones (:mod:`avseg.models.vct.mask_images`; a substitute for the release's Semantic-SAM, so those outputs are marked
-    approximate)."""
+    """Not a weight: what makes the mask images of videos without published ones (:func:`avseg.models.vct.mask_images.mask_generator`):
+    ``semantic-sam-l`` (the release's Semantic-SAM, ported; default) or ``semantic-sam-t``, a converted Semantic-SAM
+    folder or an official ``.pth``; or a transformers SAM 2 (hub name or folder), a substitute whose outputs are
+    marked approximate."""
 
     @property
     def image_size(self) -> int:

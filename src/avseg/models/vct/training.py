@@ -135,10 +135,10 @@ class VCTTask(ClipBatches):
         return {name: index for index, name in enumerate(names)}
 
     def generator(self):
-        from avseg.models.vct.mask_images import Sam2MaskGenerator
+        from avseg.models.vct.inputs import mask_generator
 
         if self._generator is None:
-            self._generator = Sam2MaskGenerator(self.model.config.mask_generator)
+            self._generator = mask_generator(self.model.config.mask_generator)
         return self._generator
 
     def loss(self, clips: list[Clip], device: torch.device | str = "cpu", forward=None) -> dict[str, torch.Tensor]:
