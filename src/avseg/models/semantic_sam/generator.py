@@ -100,9 +100,14 @@ class SemanticSamMaskGenerator:
 
     @torch.no_grad()
     def masks(self, frame: np.ndarray) -> np.ndarray:
-        """uint8 ``(H, W, 3)`` RGB -> binary ``(M, H, W)`` masks, in the release's order."""
+        """uint8 ``(H, W, 3)`` RGB -> binary ``(M, H, W)`` masks, in the release's order. Always in fp32, as the release
+        runs (its thresholds on IoU scores and logits are not meant for bf16), whatever autocast the caller set."""
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise AvsegError(f"semantic-sam: a frame is (H, W, 3) RGB, got shape {frame.shape}")
+        with torch.autocast(torch.device(self.device).type, enabled=False):
+            return self.fp32_masks(frame)
+
+    def fp32_masks(self, frame: np.ndarray) -> np.ndarray:
         features = self.model.image_features(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).to(self.device))
         grid = point_grid(self.points_per_side).to(self.device)
         kept_masks, kept_scores = [], []
