@@ -50,7 +50,8 @@ def point_grid(per_side: int) -> torch.Tensor:
 
 def stability_scores(logits: torch.Tensor, offset: float) -> torch.Tensor:
     """``calculate_stability_score`` at threshold 0: IoU of the masks at ``+offset`` and ``-offset`` (0 / 0 is NaN,
-    which no threshold keeps)."""
+    which no threshold keeps). Counted in int32 throughout: the release sums each row in int16 first, which overflows
+    for frames wider than 32767 pixels (a release bug, harmless at video sizes, not reproduced)."""
     high = (logits > offset).flatten(1).sum(-1, dtype=torch.int32)
     low = (logits > -offset).flatten(1).sum(-1, dtype=torch.int32)
     return high / low
