@@ -218,7 +218,11 @@ def load_semantic_sam(name: str) -> SemanticSam:
             temporary = Path(tempfile.mkdtemp(dir=cache, prefix=f".{name}."))
             try:
                 convert(source, temporary)
-                os.replace(temporary, folder)
+                try:
+                    os.replace(temporary, folder)
+                except OSError:  # another process converted it meanwhile
+                    if not (folder / "model.safetensors").is_file():
+                        raise
             finally:
                 shutil.rmtree(temporary, ignore_errors=True)
         return SemanticSam.from_pretrained(folder)
