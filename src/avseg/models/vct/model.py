@@ -96,7 +96,7 @@ class VCTConfig:
     start from in ``avseg train`` (the release starts from Swin-B ImageNet-22K at 384, ``swin_base_patch4_window12_384_22k``:
     transformers' ``microsoft/swin-base-patch4-window12-384-in22k``); None: random (the tiny preset)."""
     mask_generator: str = DEFAULT_MASK_GENERATOR
-    """Not a weight: what makes the mask images of videos without published ones (:func:`avseg.models.vct.mask_images.mask_generator`):
+    """Not a weight: what makes the mask images of videos without published ones (:func:`avseg.models.vct.inputs.mask_generator`):
     ``semantic-sam-l`` (the release's Semantic-SAM, ported; default) or ``semantic-sam-t``, a converted Semantic-SAM
     folder or an official ``.pth``; or a transformers SAM 2 (hub name or folder), a substitute whose outputs are
     marked approximate."""
