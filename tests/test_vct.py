@@ -212,23 +212,35 @@ def test_published_mask_images_are_read_and_others_generated_and_marked_approxim
 
 
 def prefilled_hub(tmp_path, monkeypatch, prototypes: int = 23, folder: str = "s4_swinb_384"):
-    """A hub cache holding official-format random weights under the release's file name and a tiny SAM 2 under the
-    mask-image generator's hub name; offline."""
-    from hub_stand_in import publish, publish_folder, use_hub_cache
+    """A hub cache holding official-format random weights under the release's file name, and avseg's cache holding a
+    tiny official-format Semantic-SAM under the default mask-image generator's file name; offline."""
+    from hub_stand_in import publish, use_hub_cache
+    from test_semantic_sam import prefill_semantic_sam
 
-    from avseg.models.vct.model import DEFAULT_MASK_GENERATOR
+    from avseg.models.semantic_sam import convert as semantic_sam_conversion
+    from avseg.models.semantic_sam.config import SemanticSamConfig
+    from avseg.models.vct import system
 
     cache = use_hub_cache(monkeypatch, tmp_path)
     torch.manual_seed(0)
     release = randomised(VCT(VCTConfig.tiny(num_prototypes=prototypes)))
     torch.save({"model": conversion.official_state(release), "iteration": 44999}, tmp_path / "model_best.pth")
     publish(cache, "nowherespyfly/VCT_AVS", {f"{folder}/model_best.pth": tmp_path / "model_best.pth"})
-    publish_folder(cache, DEFAULT_MASK_GENERATOR, tiny_sam2(tmp_path / "sam2"))
+    monkeypatch.setattr(semantic_sam_conversion, "release_config", lambda state, path: SemanticSamConfig.tiny())
+    prefill_semantic_sam(cache.parent / "avseg", tmp_path)
+    made = system.mask_generator
+
+    def fewer_clicks(name, device="cpu"):
+        generator = made(name, device)
+        generator.points_per_side = 8  # the release's 32 x 32 clicks cost seconds a frame; test_semantic_sam tests the grid
+        return generator
+
+    monkeypatch.setattr(system, "mask_generator", fewer_clicks)
 
 
 def test_segment_by_name_offline_from_a_prefilled_hub_cache(tmp_path, monkeypatch, tiny_release):
     """``avseg segment clip.mp4 --model vct-s4``: the release's file in the release's repo, converted once, mask images
-    made by SAM 2 (a tiny one, under the generator's hub name), every row marked approximate."""
+    made by Semantic-SAM (a tiny one, under the released file's name), the release's generator: nothing approximate."""
     import json
 
     from conftest import make_video
@@ -245,7 +257,7 @@ def test_segment_by_name_offline_from_a_prefilled_hub_cache(tmp_path, monkeypatc
     assert main(["segment", str(video), "--model", "vct-s4", "--out", str(tmp_path / "out"), "--rate", "1"]) == 0
     summary = json.loads((tmp_path / "out" / "clip" / "summary.json").read_text())
     assert len(summary["frames"]) == 2 and summary["model"].startswith("vct (")
-    assert all(frame["approximate"] is True and DEFAULT_MASK_GENERATOR in frame["mask_images"] for frame in summary["frames"])
+    assert all(frame["approximate"] is False and f"Semantic-SAM's automatic mask generator ({DEFAULT_MASK_GENERATOR}" in frame["mask_images"] for frame in summary["frames"])
 
 
 def test_evaluate_by_name_prints_measured_beside_published(tmp_path, monkeypatch, tiny_release, synthetic, capsys):
@@ -259,7 +271,7 @@ def test_evaluate_by_name_prints_measured_beside_published(tmp_path, monkeypatch
     printed = capsys.readouterr().out
     assert "published (vct-s4; the release's README" in printed and "0.862" in printed
     report = json.loads((out / "report.json").read_text())
-    assert report["published"]["values"] == {"J": 0.862, "F": 0.934} and report["approximate"] is True
+    assert report["published"]["values"] == {"J": 0.862, "F": 0.934} and report["approximate"] is False
     assert 0.0 <= report["results"]["normal"]["J"] <= 1.0
 
 

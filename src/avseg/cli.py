@@ -151,6 +151,14 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    if args.kind == "semantic-sam":
+        from avseg.models.semantic_sam.convert import convert as convert_semantic_sam
+
+        if args.projector or args.sam:
+            raise ConfigError("--projector, --sam: not Semantic-SAM options")
+        model = convert_semantic_sam(args.checkpoint, args.out)
+        print(f"converted {args.checkpoint} (semantic-sam) -> {args.out}: Swin {model.config.swin['embed_dim']} wide, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; VCT's mask_generator: {args.out}")
+        return
     if args.kind == "vct":
         from avseg.models.vct.convert import convert as convert_vct
 
@@ -325,12 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    convert = commands.add_parser("convert", help="official AV2T-SAM, AuralSAM2, VCT, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
+    convert = commands.add_parser("convert", help="official AV2T-SAM, AuralSAM2, VCT, Semantic-SAM, EVF-SAM(2) or SAM 3 weights -> an avseg model folder")
     convert.add_argument(
         "kind",
-        choices=["av2t-sam", "auralsam2", "vct", "evf-sam", "sam3"],
+        choices=["av2t-sam", "auralsam2", "vct", "semantic-sam", "evf-sam", "sam3"],
         help="av2t-sam: a trained official AV2T-SAM checkpoint; auralsam2: an official AuralSAM2 checkpoint (the AuralFuser alone, "
         "the whole model or legacy audio_prompter names); vct: an official VCT checkpoint ({s4,ms3,ss}_swinb_384/model_best.pth); "
+        "semantic-sam: an official Semantic-SAM checkpoint (swin{l,t}_only_sam_many2many.pth; VCT's mask-image generator); "
         "evf-sam: EVF-SAM2/EVF-SAM hub weights (AV2T-SAM's training start); "
         "sam3: SAM 3 (hub name such as facebook/sam3, or folder; AV2T-SAM3's training start)",
     )

@@ -163,7 +163,11 @@ def _vct_release(name: str, folder: str, data: str, j: float, f: float) -> Pretr
     File names: the release's README links each checkpoint as ``nowherespyfly/VCT_AVS/blob/main/{folder}/model_best.pth``,
     hence ``verified``. Published numbers: its Model Zoo table (M_J and M_F at 224 x 224, as the release evaluates;
     written there in percent, S4 86.2 / 93.4, here as fractions, as avseg reports them). Made with COMBO's Semantic-SAM
-    mask images: outputs made with avseg's generated ones are approximate (see :mod:`avseg.models.vct.mask_images`)."""
+    mask images; where a dataset has none, avseg makes them with its port of the release's generator (Semantic-SAM
+    Swin-L, ``semantic-sam-l``: the README's ``swinl_only_sam_many2many.pth``, a GitHub release asset of
+    UX-Decoder/Semantic-SAM, downloaded and converted once into ``<avseg cache>/semantic-sam``); only outputs made with
+    the SAM 2 substitute (``mask_generator: facebook/sam2.1-hiera-large``) are approximate (see
+    :mod:`avseg.models.vct.mask_images`)."""
     return PretrainedModel(
         name=name,
         architecture="vct",
@@ -175,11 +179,12 @@ def _vct_release(name: str, folder: str, data: str, j: float, f: float) -> Pretr
         file_names_source="the release's README (9a18d2f), its Model Zoo download links",
         converter="vct",
         gpu_memory_gb=2,
-        licence="Apache-2.0 (VCT); VGGish Apache-2.0; mask images: COMBO's (published) or SAM 2 (Apache-2.0)",
+        licence="Apache-2.0 (VCT); VGGish Apache-2.0; mask images: COMBO's (published) or Semantic-SAM (MIT)",
         published={"mIoU" if name.endswith("avss") else "J": j, "F": f},
         published_source=VCT_SOURCE,
         weights="hub nowherespyfly/VCT_AVS (official detectron2 checkpoint), converted on first use; mask images from the "
-        "dataset (COMBO's) or made by SAM 2 (facebook/sam2.1-hiera-large, approximate)",
+        "dataset (COMBO's) or made by Semantic-SAM Swin-L (github.com/UX-Decoder/Semantic-SAM/releases/download/checkpoint/"
+        "swinl_only_sam_many2many.pth, converted on first use), the release's generator",
         evaluation={"layout": name.removeprefix("vct-")},
     )
 

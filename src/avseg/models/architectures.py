@@ -143,7 +143,8 @@ MODELS: dict[str, ModelEntry] = {
             method="VCT (Vision-Centric Transformer, CVPR 2025: two Swin-B + Mask2Former pixel decoder + vision-centric queries)",
             description="frames and their mask images through two Swin-B, VGGish audio tokens, prototype-prompted "
             "vision-derived queries in a decoder cycling audio/res5/res4/res3; loads the release's checkpoints (avseg "
-            "convert vct); mask images published (COMBO's) or made by SAM 2 (approximate); S4, MS3 (binary), AVSS",
+            "convert vct); mask images published (COMBO's) or made by Semantic-SAM as the release makes them (avseg convert "
+            "semantic-sam; SAM 2 as an approximate substitute); S4, MS3 (binary), AVSS",
             system="avseg.models.vct.system:VCTSystem",
             config="avseg.models.vct.model:VCTConfig",
             model="avseg.models.vct.model:VCT",

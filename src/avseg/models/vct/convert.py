@@ -31,6 +31,7 @@ from avseg.models.av2t_sam.model import listed_problems
 from avseg.models.system_info import save_system_info
 from avseg.models.vct.model import VCT, VCTConfig
 
+
 class Names(NameTable):
     FIELDS = {**NameTable.FIELDS, "j": r"\d+"}
 

@@ -31,12 +31,23 @@ def published_mask_image_files(clip: Clip) -> list[str] | None:
     return list(files[:real])
 
 
+def mask_generator(name: str, device: str | torch.device = "cpu"):
+    """The generator ``mask_generator`` names: Semantic-SAM (a released name, a converted folder or an official
+    ``.pth``), else SAM 2 (a transformers hub name or folder)."""
+    from avseg.models.semantic_sam.convert import is_semantic_sam, load_semantic_sam
+    from avseg.models.semantic_sam.generator import SemanticSamMaskGenerator
+
+    if is_semantic_sam(name):
+        return SemanticSamMaskGenerator(load_semantic_sam(name), name, device=device)
+    return mask_images.Sam2MaskGenerator(name, device=device)
+
+
 def clip_images(clip: Clip, image_size: int, generator) -> tuple[np.ndarray, np.ndarray, str | None]:
     """The clip's real frames and their mask images, uint8 ``(T, S, S, 3)`` (frames PIL bilinear to ``S``, as
     ``generate_data_384``), and the generator that made the mask images (None: published).
 
-    ``generator`` is a callable returning a :class:`~avseg.models.vct.mask_images.Sam2MaskGenerator`, called only when
-    the clip has no published mask images (loading SAM 2 is not free)."""
+    ``generator`` is a callable returning a mask generator (:func:`mask_generator`), called only when the clip has
+    no published mask images (loading one is not free)."""
     frames = clip.frames[clip.frame_valid]
     frames = np.stack([np.asarray(Image.fromarray(frame).resize((image_size, image_size), Image.BILINEAR)) for frame in frames])
     files = published_mask_image_files(clip)

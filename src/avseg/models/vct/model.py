@@ -34,7 +34,11 @@ from transformers.initialization import no_init_weights
 from avseg.config import build_config, checked
 from avseg.encoders.vggish import VGGishConfig
 from avseg.errors import AvsegError, ConfigError
-from avseg.models.av2t_sam.model import load_strict, read_model_folder, save_model_folder
+from avseg.models.av2t_sam.model import (
+    load_strict,
+    read_model_folder,
+    save_model_folder,
+)
 from avseg.models.teso.model import class_scores
 from avseg.models.vct.audio_tokens import AudioTokens
 from avseg.models.vct.decoder import DecoderOutput, VisionCentricDecoder
@@ -55,8 +59,11 @@ SWIN_B_384 = {
 }
 """The release's ``SWINB-*-SemanticSegmentation.yaml`` (``MODEL.SWIN``): Swin-B, window 12, ImageNet-22K at 384."""
 
-DEFAULT_MASK_GENERATOR = "facebook/sam2.1-hiera-large"
-"""SAM 2.1 Hiera-L, the largest SAM 2 (the release's Semantic-SAM is a Swin-L)."""
+DEFAULT_MASK_GENERATOR = "semantic-sam-l"
+"""The release's generator: Semantic-SAM Swin-L (``swinl_only_sam_many2many.pth``), avseg's port."""
+
+SAM2_MASK_GENERATOR = "facebook/sam2.1-hiera-large"
+"""The substitute generator (``mask_generator: facebook/sam2.1-hiera-large``): SAM 2.1 Hiera-L, the largest SAM 2."""
 
 S4_PROTOTYPES = 23
 """The release's ``ProtoVCQ(..., num_classes=23)`` for S4: one prototype per AVSBench S4 category."""
@@ -94,9 +101,10 @@ class VCTConfig:
     start from in ``avseg train`` (the release starts from Swin-B ImageNet-22K at 384, ``swin_base_patch4_window12_384_22k``:
     transformers' ``microsoft/swin-base-patch4-window12-384-in22k``); None: random (the tiny preset)."""
     mask_generator: str = DEFAULT_MASK_GENERATOR
-    """Not a weight: the transformers SAM 2 (hub name or folder) that makes the mask images of videos without published
-    ones (:mod:`avseg.models.vct.mask_images`; a substitute for the release's Semantic-SAM, so those outputs are marked
-    approximate)."""
+    """Not a weight: what makes the mask images of videos without published ones (:func:`avseg.models.vct.inputs.mask_generator`):
+    ``semantic-sam-l`` (the release's Semantic-SAM, ported; default) or ``semantic-sam-t``, a converted Semantic-SAM
+    folder or an official ``.pth``; or a transformers SAM 2 (hub name or folder), a substitute whose outputs are
+    marked approximate."""
 
     @property
     def image_size(self) -> int:

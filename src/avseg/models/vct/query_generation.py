@@ -14,7 +14,9 @@ The release fixes the mixer's and the projection's hidden width at 256; here it 
 from __future__ import annotations
 
 from torch import Tensor, nn
-from transformers.models.mask2former.modeling_mask2former import Mask2FormerMLPPredictionHead
+from transformers.models.mask2former.modeling_mask2former import (
+    Mask2FormerMLPPredictionHead,
+)
 
 from avseg.models.vct.grouping import GumbelGrouping
 

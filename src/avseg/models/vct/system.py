@@ -6,15 +6,15 @@ Each clip's real frames are one batch (the release runs 5 or 10 frames at once; 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.models.architectures import load_start, model_entry
-from avseg.models.vct.inputs import clip_inputs
-from avseg.models.vct.mask_images import Sam2MaskGenerator, describe
+from avseg.models.vct.inputs import clip_inputs, mask_generator
+from avseg.models.vct.mask_images import describe
 from avseg.models.vct.model import VCT
 
 
@@ -62,18 +62,18 @@ def with_pretrained_backbones(model: VCT, swin: str, vggish_weights: str | None)
 class VCTSegmenter:
     """Runs a :class:`VCT` on whole clips; logits at each clip's mask size (or frame size), padding frames -100.
 
-    Every frame's summary row says where its mask image came from (published, or the generator, then approximate)."""
+    Every frame's summary row says where its mask image came from (published, or the generator; SAM 2's are approximate)."""
 
     def __init__(self, model: VCT, device: str | torch.device = "cpu"):
         self.model = model.eval().to(device)
         self.device = device
-        self._generator: Sam2MaskGenerator | None = None
+        self._generator = None
         self.generators_used: set[str] = set()
         self.published_used = False
 
-    def generator(self) -> Sam2MaskGenerator:
+    def generator(self):
         if self._generator is None:
-            self._generator = Sam2MaskGenerator(self.model.config.mask_generator, device=self.device)
+            self._generator = mask_generator(self.model.config.mask_generator, device=self.device)
         return self._generator
 
     @torch.no_grad()
@@ -101,7 +101,7 @@ class VCTSegmenter:
 
     def report_fields(self) -> dict[str, object]:
         """What ``report.json`` records about the mask images of an evaluation."""
-        fields: dict[str, object] = {"mask_images": [], "approximate": bool(self.generators_used)}
+        fields: dict[str, object] = {"mask_images": [], "approximate": any(describe(name)["approximate"] for name in self.generators_used)}
         if self.published_used:
             fields["mask_images"].append(describe(None)["mask_images"])
         fields["mask_images"] += [describe(name)["mask_images"] for name in sorted(self.generators_used)]

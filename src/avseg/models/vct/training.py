@@ -22,7 +22,7 @@ over several processes draw the same ones.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from avseg.data.augmentation import augment_clip
 from avseg.data.clip import Clip
 from avseg.errors import ConfigError
 from avseg.models.clip_batches import ClipBatches
-from avseg.models.vct.inputs import clip_images, model_inputs
+from avseg.models.vct.inputs import clip_images, mask_generator, model_inputs
 from avseg.models.vct.model import VCT, VCTOutput
 
 CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT, PROTO_WEIGHT, NO_OBJECT_WEIGHT = 2.0, 5.0, 5.0, 1.0, 0.1
@@ -142,10 +142,8 @@ class VCTTask(ClipBatches):
         return {name: index for index, name in enumerate(names)}
 
     def generator(self):
-        from avseg.models.vct.mask_images import Sam2MaskGenerator
-
         if self._generator is None:
-            self._generator = Sam2MaskGenerator(self.model.config.mask_generator)
+            self._generator = mask_generator(self.model.config.mask_generator)
         return self._generator
 
     def loss(self, clips: list[Clip], device: torch.device | str = "cpu", forward=None) -> dict[str, torch.Tensor]:
