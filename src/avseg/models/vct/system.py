@@ -76,6 +76,12 @@ class VCTSegmenter:
             self._generator = Sam2MaskGenerator(self.model.config.mask_generator, device=self.device)
         return self._generator
 
+    def prepare_for_videos(self) -> None:
+        """Load the mask-image generator now (``avseg segment``, the app): a video has no published mask images, so
+        every one needs it, and a generator that cannot load is then one line before the first video instead of a
+        failure per video of a corpus. ``avseg evaluate`` loads it only when a clip lacks published ones."""
+        self.generator()
+
     @torch.no_grad()
     def predict_with_details(self, clips: Sequence[Clip]) -> tuple[list[torch.Tensor], list[list[dict]]]:
         outputs, details = [], []
