@@ -134,11 +134,13 @@ class VCTTask(ClipBatches):
             raise ConfigError(f"train: {len(names)} categories in the data but the model has {prototypes} prototypes")
         return {name: index for index, name in enumerate(names)}
 
-    def generator(self):
+    def generator(self, device: torch.device | str = "cpu"):
+        """The mask-image generator, loaded on first use on the training device (SAM 2 on a CPU beside a GPU run would
+        make every clip without published mask images wait for it)."""
         from avseg.models.vct.mask_images import Sam2MaskGenerator
 
         if self._generator is None:
-            self._generator = Sam2MaskGenerator(self.model.config.mask_generator)
+            self._generator = Sam2MaskGenerator(self.model.config.mask_generator, device=device)
         return self._generator
 
     def loss(self, clips: list[Clip], device: torch.device | str = "cpu", forward=None) -> dict[str, torch.Tensor]:
@@ -146,7 +148,7 @@ class VCTTask(ClipBatches):
         size = model.image_size
         if any(clip.masks is None for clip in clips):
             raise ConfigError("train: VCT trains on annotated clips (a clip without masks)")
-        parts = [clip_inputs(clip, size, self.generator, device)[0] for clip in clips]
+        parts = [clip_inputs(clip, size, lambda: self.generator(device), device)[0] for clip in clips]
         batch = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
         labels = torch.cat([frame_labels(clip, size) for clip in clips]).to(device)
         annotated = torch.cat([torch.from_numpy(clip.mask_valid[clip.frame_valid]) for clip in clips]).to(device)
