@@ -69,8 +69,11 @@ def test_segment_every_frame_as_rle_and_in_bf16(folder, video, tmp_path):
     rows = json.loads((tmp_path / "rle" / "short" / "summary.json").read_text())["frames"]
     assert [line["frame"] for line in lines] == [row["frame"] for row in rows] == [0, 1, 2, 3] and all("counts" in line for line in lines)
     assert [row["time"] for row in rows] == [line["time"] for line in lines] == pytest.approx([0, 0.125, 0.25, 0.375], abs=1e-6)
-    if kind_of(folder) == "vct":  # every row says its mask image was made, and by which SAM 2
-        assert all(row["approximate"] is True and row["mask_images"].startswith(mask_images_of(folder)) for row in rows)
+    assert main(["segment", str(short), "--model", str(folder), "--out", str(tmp_path / "hold"), "--rate", "all", "--propagator", "hold"]) == 0
+    held = json.loads((tmp_path / "hold" / "short" / "summary.json").read_text())["frames"]
+    assert [row["kind"] for row in held] == ["keyframe"] + ["propagated"] * 3
+    if kind_of(folder) == "vct":  # every row says its mask image was made, and by which SAM 2 (a propagated mask: its keyframe's)
+        assert all(row["approximate"] is True and row["mask_images"].startswith(mask_images_of(folder)) for row in rows + held)
     assert main(["segment", str(video), "--model", str(folder), "--out", str(tmp_path / "bf16"), "--rate", "1", "--precision", "bf16"]) == 0
     plain = load_segmenter(folder, device="cpu").segment(video, tmp_path / "plain", progress=False, sampling=Sampling(1))
     low = json.loads((tmp_path / "bf16" / "clip" / "summary.json").read_text())["frames"]
