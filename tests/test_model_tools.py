@@ -142,6 +142,34 @@ def test_evaluate_with_perturbations_and_robust_audio(folder, tmp_path):
         assert "mask_images" not in report
 
 
+def test_padding_frames_get_no_logits_so_avss_clips_score(folder):
+    """AVSS pads its 5-frame clips to 10 (``frame_valid``); evaluate scores a segmenter's logits of the real frames."""
+    import numpy as np
+
+    from avseg.data.clip import Clip
+    from avseg.engine.evaluate import evaluate_clips
+    from avseg.models.registry import load_system
+
+    segmenter = load_system(folder, cues={})[0].segmenter("cpu")
+    frames = (np.random.default_rng(0).random((4, 48, 64, 3)) * 255).astype(np.uint8)
+    masks = np.zeros((4, 48, 64), np.uint8)
+    masks[:2, 10:30, 20:40] = 1
+    clip = Clip(frames, np.zeros(4 * 16000, np.float32), 16000, masks=masks, frame_valid=np.array([True, True, False, False]), meta={"id": "padded"})
+    assert segmenter.predict([clip])[0].shape == (2, 48, 64)
+    assert 0.0 <= evaluate_clips(segmenter, [clip], batch_clips=1)["J"] <= 1.0
+
+
+def test_a_vct_of_other_classes_than_the_data_is_one_line(tmp_path):
+    from avseg.config import Recipe
+    from avseg.errors import ConfigError
+    from avseg.models.registry import build_system
+    from avseg.models.vct.model import VCT
+
+    binary = VCT.from_pretrained(save_tiny_model("vct", tmp_path / "vct"))
+    with pytest.raises(ConfigError, match="this VCT has 2 classes but the data has 9"):
+        build_system(Recipe(model="vct"), num_classes=9, model=binary)
+
+
 def test_an_evaluation_over_several_processes_names_the_mask_images_of_each():
     """Under torchrun each process segments its share of the clips: the report holds what any of them used."""
     from avseg.engine.report import mask_images_markdown, merged_fields
