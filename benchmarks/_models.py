@@ -12,16 +12,28 @@ Full size, per model (random weights, so speed and memory are real, masks are no
   ``laion/larger_clap_general``), with a word-level tokenizer over the vocabulary.
 * ``auralsam2``: SAM 2.0 Hiera-L at 1024 with its memory, VGGish and the AuralFuser (:class:`AuralSAM2Config`
   defaults, the released architecture); it tracks each clip as one video.
+* ``vct``: VCT's released S4 model (two Swin-B at 384, :class:`VCTConfig` defaults), each clip carrying published
+  mask images (:func:`with_mask_images`: flat ADE-coloured regions at 224, as COMBO's files; ``avseg evaluate`` on
+  AVSBench with them).
+* ``vct-generated``: the same VCT making its mask images, as ``avseg segment`` does for any video: SAM 2's automatic
+  mask generation on a Hiera-L ``Sam2Model`` (``facebook/sam2.1-hiera-large``'s architecture, random weights, saved to
+  a temporary folder, as the generator loads by name). How many masks pass its filters, and so what its NMS and
+  painting cost, depends on weights the random ones do not have.
 """
 
 from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from avseg.data.clip import Clip
 
-MODELS = ("av2t-sam", "av2t-sam3", "teso", "zeroshot-sam3", "auralsam2")
+MODELS = ("av2t-sam", "av2t-sam3", "teso", "zeroshot-sam3", "auralsam2", "vct", "vct-generated")
 FRAME_SIZE = 224  # AVSBench's frames
 
 
@@ -127,6 +139,43 @@ def auralsam2_segmenter(size: str, device: str):
     return AuralSAM2Segmenter(AuralSAM2(AuralSAM2Config() if size == "full" else AuralSAM2Config.tiny()), device)
 
 
+def with_mask_images(clip: Clip, folder: Path, seed: int = 0) -> Clip:
+    """``clip`` with published mask images for its frames, written into ``folder`` as COMBO's are (224 x 224 PNGs in
+    ADE's colours; here a 4 x 4 grid of random colours), so that VCT reads them instead of generating them."""
+    from PIL import Image
+
+    from avseg.models.vct.mask_images import ade_palette
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k in range(clip.num_frames):
+        grid = ade_palette()[rng.integers(0, 150, (4, 4))]
+        files.append(str(folder / f"{clip.id}_{seed}_{k}_mask_color.png"))
+        Image.fromarray(np.repeat(np.repeat(grid, 56, axis=0), 56, axis=1)).save(files[-1])
+    return replace(clip, meta={**clip.meta, "mask_image_files": tuple(files)})
+
+
+def vct_segmenter(name: str, size: str, device: str):
+    from avseg.models.vct.model import VCT, VCTConfig
+    from avseg.models.vct.system import VCTSegmenter
+
+    model = VCT(VCTConfig() if size == "full" else VCTConfig.tiny())
+    if name == "vct-generated":
+        from transformers import Sam2Model
+
+        from avseg.models.av2t_sam.model import hiera_large_sam2_config, tiny_sam2_config
+
+        folder = Path(tempfile.mkdtemp(prefix="vct-generator-"))
+        Sam2Model(hiera_large_sam2_config() if size == "full" else tiny_sam2_config()).save_pretrained(folder)
+        model.config.mask_generator = str(folder)
+        segmenter = VCTSegmenter(model, device)
+        segmenter.prepare_for_videos()  # loads it
+        shutil.rmtree(folder)
+        return segmenter
+    return VCTSegmenter(model, device)
+
+
 def build_segmenter(name: str, size: str, device: str = "cpu", seed: int = 0):
     """One of :data:`MODELS` at ``size`` (``tiny`` or ``full``) on ``device``, random weights from ``seed``."""
     torch.manual_seed(seed)
@@ -138,4 +187,6 @@ def build_segmenter(name: str, size: str, device: str = "cpu", seed: int = 0):
         return zero_shot_segmenter(size, device)
     if name == "auralsam2":
         return auralsam2_segmenter(size, device)
+    if name in ("vct", "vct-generated"):
+        return vct_segmenter(name, size, device)
     raise ValueError(f"unknown model {name!r} (use {', '.join(MODELS)})")

@@ -1,4 +1,4 @@
-"""Frames per second and peak GPU memory of the five segmenters at full size, and one AV2T-SAM and one AuralSAM2 training step.
+"""Frames per second and peak GPU memory of the segmenters at full size, and one AV2T-SAM, AuralSAM2 and VCT training step.
 
     python benchmarks/gpu_throughput.py [--device cuda] [--models av2t-sam,...] [--window 5] [--repeats 3]
     python benchmarks/gpu_throughput.py --device cpu --tiny      # correctness run on a CPU, tiny sizes
@@ -17,10 +17,12 @@ with ``torch.cuda.synchronize`` around the timing and the peak memory counter re
 is the window's frames over the median call time, the whole segmenter included (CPU preprocessing, CLIP and
 CLAP, the model, logits back on the CPU), as ``avseg segment`` runs it (:class:`avseg.engine.precision.Inference`).
 AuralSAM2 has only ``window`` rows: it tracks a clip as one video with SAM 2's memory, and a clip of one frame
-has no memory to use (``avseg segment`` gives it whole windows).
+has no memory to use (``avseg segment`` gives it whole windows). VCT too (its frames are independent, but one batch
+of the window is how ``avseg segment`` and ``avseg evaluate`` run it): ``vct`` reads published mask images
+(AVSBench with COMBO's files), ``vct-generated`` makes them with SAM 2 as for any other video (see ``_models.py``).
 
 The training rows, one per listed model that trains here: one warm-up step, then ``--repeats`` timed steps,
-bf16 autocast, AdamW on the trainable parameters, as ``avseg train`` takes a step:
+bf16 autocast (VCT: fp32, as its recipe), AdamW on the trainable parameters, as ``avseg train`` takes a step:
 
 * AV2T-SAM: 8 clips of 5 annotated frames (MS3; 40 frame rows) in one batch, the frozen encoders' activations
   recomputed in backward. CLIP and CLAP embeddings are computed before timing (training caches them).
@@ -28,6 +30,10 @@ bf16 autocast, AdamW on the trainable parameters, as ``avseg train`` takes a ste
   micro-batch tracked as one video (the release's 4 GPUs of one clip each), with ``avseg train``'s losses (SAM 2's
   multistep mask loss and the contrastive loss) and the audio's log-mel examples computed in the step; SAM 2
   and VGGish frozen, the AuralFuser trained.
+* VCT: the S4 recipe's update (``configs/vct_s4.yaml``): 2 clips of 5 frames in one batch, the first frame of each
+  annotated (S4's training split), fp32 as the recipe (the release trains without AMP), with ``avseg train``'s losses
+  (Mask2Former's matched losses on all 10 predictions and the prototype-audio loss) and the log-mel examples computed
+  in the step; published mask images, as the recipe trains on AVSBench with COMBO's; VGGish frozen, the rest trained.
 
 Each row is printed as soon as it is measured (a run cut short keeps its rows); the table follows at the
 end. Sized to finish within about 8 minutes on an H200 (most of it building the full-size models).
@@ -37,22 +43,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from _common import machine, table
-from _models import FRAME_SIZE, MODELS, build_segmenter, window_clip
+from _models import FRAME_SIZE, MODELS, build_segmenter, window_clip, with_mask_images
 
 from avseg.data.clip import Clip
 from avseg.engine.precision import Inference
 
 HEADER = ["model", "precision", "batch", "frames/s", "median s per call", "peak GPU memory (GB)"]
-WHOLE_CLIPS = {"auralsam2"}
-"""Models that track a clip as one video: no one-frame rows."""
-TRAINED = {"av2t-sam": (8, 5, 1), "auralsam2": (4, 5, 4)}
-"""The training rows: clips per update, frames per clip, micro-batches per update (see the module docstring)."""
+WINDOW_ONLY = {"auralsam2", "vct", "vct-generated"}
+"""Models measured on whole windows only (see the module docstring): no one-frame rows."""
+PUBLISHED_MASK_IMAGES = {"vct"}
+"""Models whose clips carry published mask images (:func:`_models.with_mask_images`)."""
+TRAINED = {"av2t-sam": (8, 5, 1, True), "auralsam2": (4, 5, 4, True), "vct": (2, 5, 1, False)}
+"""The training rows: clips per update, frames per clip, micro-batches per update, bf16 autocast on a GPU (see the
+module docstring)."""
 
 
 def synchronize(device: torch.device) -> None:
@@ -95,9 +106,12 @@ def inference_rows(name: str, size: str, device: torch.device, window: int, repe
     with torch.device(device):  # random initialisation on the device (seconds instead of minutes on a CPU)
         segmenter = build_segmenter(name, size, str(device))
     clips = {k: window_clip(window, seed=100 + k) for k in range(-1, repeats)}  # a new clip per call: no cache hits
+    if name in PUBLISHED_MASK_IMAGES:
+        folder = Path(tempfile.mkdtemp(prefix="mask-images-"))
+        clips = {k: with_mask_images(clip, folder, seed=100 + k) for k, clip in clips.items()}
     rows = []
     settings = [("fp32", "1"), ("fp32", "window"), ("bf16", "1"), ("bf16", "window")] + [("bf16+compile", "window")] * compile
-    if name in WHOLE_CLIPS:
+    if name in WINDOW_ONLY:
         settings = [setting for setting in settings if setting[1] == "window"]
     for precision, batch in settings:
         inference = Inference.resolve(device, precision.split("+")[0], compile=precision.endswith("compile"))
@@ -124,21 +138,29 @@ def training_task(name: str, size: str, device: torch.device, clips: list[Clip])
 
         model.activation_checkpointing = True
         return model, AV2TTask(model, segmenter.inputs, clips, batch_clips=len(clips))
+    if name == "vct":
+        from avseg.models.vct.training import VCTTask
+
+        return model, VCTTask(model, clips, batch_clips=len(clips))
     from avseg.models.auralsam2.training import AuralSAM2Task
 
     return model, AuralSAM2Task(model, clips, batch_clips=len(clips))
 
 
 def training_row(name: str, size: str, device: torch.device, repeats: int) -> list:
-    batch_clips, frames, micro_batches = TRAINED[name]
+    batch_clips, frames, micro_batches, bf16 = TRAINED[name]
     masks = np.zeros((frames, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
     masks[:, 56:168, 56:168] = 1
     clips = [replace(window_clip(frames, seed=200 + k), masks=masks, mask_valid=None) for k in range(batch_clips)]  # every frame annotated
+    if name == "vct":  # S4's training split: the first frame annotated, the clip's category (its prototype target)
+        folder = Path(tempfile.mkdtemp(prefix="mask-images-"))
+        first = np.arange(frames) == 0
+        clips = [with_mask_images(replace(clip, mask_valid=first, meta={**clip.meta, "category": "dog_barking"}), folder, seed=200 + k) for k, clip in enumerate(clips)]
     model, task = training_task(name, size, device, clips)
     batch = next(task.batches(0))
     parts = [batch[k::micro_batches] for k in range(micro_batches)]  # as avseg train splits an update
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-5)
-    low = device.type == "cuda" or size == "tiny"  # bf16 autocast (CPU too at tiny size: the same code path)
+    low = bf16 and (device.type == "cuda" or size == "tiny")  # bf16 autocast (CPU too at tiny size: the same code path)
 
     def step(_k: int) -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -25,6 +25,41 @@ def save_tiny_teso(folder: Path) -> Path:
     return folder
 
 
+def save_tiny_model(kind: str, folder: Path, mask_generator: str | None = None) -> Path:
+    """A tiny randomised AuralSAM2 or VCT (``kind``) saved as ``avseg train`` saves it (weights, config, system.json):
+    the model of the tests that take these video models through the rest of avseg. VCT's mask-image generator is
+    ``mask_generator`` (a hub name), else a tiny SAM 2 saved beside the folder (``folder.parent / "sam2"``)."""
+    import torch
+
+    torch.manual_seed(0)
+    if kind == "auralsam2":
+        from test_auralsam2 import randomised
+
+        from avseg.models.auralsam2.model import AuralSAM2, AuralSAM2Config
+
+        model = randomised(AuralSAM2(AuralSAM2Config.tiny()))
+    elif kind == "vct":
+        from test_vct import randomised, tiny_sam2
+
+        from avseg.models.vct.model import VCT, VCTConfig
+
+        generator = mask_generator or str(tiny_sam2(folder.parent / "sam2"))
+        model = randomised(VCT(VCTConfig.tiny(mask_generator=generator)))
+    else:
+        raise ValueError(f"no tiny {kind!r}")
+    return save_trained(model, folder)
+
+
+def save_trained(model, folder: Path) -> Path:
+    """``model`` (AuralSAM2 or VCT: VGGish at 16 kHz) saved as ``avseg train`` saves it."""
+    from avseg.config import DataConfig, EncodersConfig, Recipe
+    from avseg.models.registry import save_system_info
+
+    model.save_pretrained(folder)
+    save_system_info(folder, Recipe(model=model.name, encoders=EncodersConfig(audio="vggish"), data=DataConfig(sample_rate=16000)))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny_teso_dir(tmp_path_factory) -> Path:
     """:func:`save_tiny_teso`, once per test module."""

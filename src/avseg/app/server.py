@@ -119,7 +119,7 @@ class SegmentApp:
         summary = (result / "summary.json").read_text()
         frames = len(list((result / "masks").glob("*.png")))
         silent = " It has no audio track: the model heard silence." if not info.has_audio else ""
-        status = f"Segmented **{name}** with {segmenter.label}: {frames} masks (one per second).{silent}"
+        status = f"Segmented **{name}** with {segmenter.label}: {frames} masks (one per second).{silent}{_approximate_note(summary)}"
         return status, str(result / "overlay.mp4"), compared, agreement, timeline, summary, masks
 
     def _comparison_audio(self, comparison: str, swap_audio: str | None, video: str) -> str | None:
@@ -174,6 +174,12 @@ def _named_models() -> list[str]:
 
     names = [row["name"] for row in avseg.available_models() if row["kind"] == "pretrained"]
     return list(dict.fromkeys([*names, *ZERO_SHOT_MODELS]))
+
+
+def _approximate_note(summary: str) -> str:
+    """What the status adds when the masks are approximate (VCT's generated mask images, in ``summary.json``'s rows)."""
+    made = sorted({row["mask_images"] for row in json.loads(summary)["frames"] if row.get("approximate")})
+    return f" Its mask images were {' and '.join(made)}, so the masks are approximate." if made else ""
 
 
 def _timeline(result: Path, condition: str) -> pd.DataFrame:

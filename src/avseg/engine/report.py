@@ -111,7 +111,10 @@ def _evaluate_recipe(recipe, checkpoint, split, perturb, out, silence_gate, robu
         report["published"] = {"values": pretrained.published, "source": pretrained.published_source}
         markdown += "\n\n" + published_markdown(pretrained, results["normal"])
     if hasattr(segmenter, "report_fields"):  # what the segmenter says about its outputs (VCT: where its mask images came from)
-        report.update(segmenter.report_fields())
+        fields = merged_fields(ranks.gather(segmenter.report_fields()))  # each process saw its own share of the clips
+        report.update(fields)
+        if "mask_images" in fields:
+            markdown += "\n\n" + mask_images_markdown(fields)
     report.update(inference.describe(), processes=ranks.world)
     if ranks.rank != 0:
         return None
@@ -144,6 +147,28 @@ def pretrained_recipe(name: str, data: Path | None, overrides: list[str] | tuple
     tree["encoders"] = info["encoders"]
     tree["data"] = {**dataclasses.asdict(base.data), **row.evaluation, "root": str(data), "sample_rate": info["sample_rate"]}
     return build_config(Recipe, apply_overrides(tree, overrides), f"--model {name}: "), folder, row
+
+
+def merged_fields(per_process: list[dict]) -> dict:
+    """The ``report_fields`` of the processes of an evaluation as one: a list holds every process's items once, in
+    rank order; a flag (``approximate``) is true when any process's is."""
+    merged: dict = {}
+    for fields in per_process:
+        for key, value in fields.items():
+            if isinstance(value, list):
+                merged[key] = merged.get(key, []) + [item for item in value if item not in merged.get(key, [])]
+            elif isinstance(value, bool):
+                merged[key] = merged.get(key, False) or value
+            else:
+                raise TypeError(f"report field {key!r}: a list or a flag, got {type(value).__name__}")
+    return merged
+
+
+def mask_images_markdown(fields: dict) -> str:
+    """``report.md``'s line on VCT's mask images: where they came from, and whether the numbers are approximate."""
+    made = "; ".join(fields["mask_images"]) or "none (no clip was segmented)"
+    verdict = "approximate: some mask images are not the release's" if fields.get("approximate") else "not approximate"
+    return f"mask images: {made} ({verdict})"
 
 
 def published_markdown(row: PretrainedModel, measured: dict) -> str:

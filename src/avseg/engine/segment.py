@@ -22,7 +22,8 @@ and moved into place whole, replacing an earlier run's result; see
   silence, and ``audio`` says so.
   A segmenter with ``predict_with_details`` (logits and per-frame fields) adds
   its own fields or replaces the score (zero-shot: CLAP's top class probability
-  and the prompted classes). ``rate=1`` writes exactly what avseg wrote before
+  and the prompted classes; VCT: where its mask images came from, which the
+  frames propagated from a keyframe repeat). ``rate=1`` writes exactly what avseg wrote before
   dense output (AVSBench sampling, the same files byte for byte).
 
 The video is decoded once, in a background thread a few frames ahead of the
@@ -63,6 +64,9 @@ killed run leaves, and a rerun removes (:func:`avseg.outputs.remove_leftovers`).
 QUEUE_FRAMES = 16
 """Decoded frames the decoder may run ahead, and frames the writer may lag behind."""
 MISSING_AUDIO = "missing: the video has no audio track, so the model heard silence (--allow-silent)"
+CARRIED_DETAILS = ("mask_images", "approximate")
+"""The per-frame fields of a keyframe that the masks propagated from it repeat: how its mask was made (VCT's mask
+images), which holds for them too. The others (a zero-shot model's scores of the keyframe) are the keyframe's own."""
 
 
 @dataclass
@@ -183,6 +187,8 @@ class _Loop:
         self.outputs: list[OutputFrame] = []
         self.shown: deque[ShownFrame] = deque()
         self.masks: dict[int, np.ndarray] = {}
+        self.carried: dict[str, Any] = {}
+        """The last keyframe's :data:`CARRIED_DETAILS`, for the frames propagated from it."""
 
     def run(self, frames) -> None:
         for item in frames:
@@ -212,8 +218,9 @@ class _Loop:
         for output in self.outputs:
             if output.keyframe:
                 probability, detail = next(probabilities), next(details)
+                self.carried = {key: detail[key] for key in CARRIED_DETAILS if key in detail}
             else:
-                probability, detail = torch.from_numpy(np.asarray(self.propagator.step(output.image), dtype=np.float32)), {}
+                probability, detail = torch.from_numpy(np.asarray(self.propagator.step(output.image), dtype=np.float32)), dict(self.carried)
             mask = probability > self.threshold
             if output.keyframe and self.propagator is not None:
                 self.propagator.start(output.image, mask.numpy())

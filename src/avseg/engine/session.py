@@ -200,6 +200,8 @@ def load_segmenter(
         cue_models = cue_models()
     system, info = load_system(model, cues={}, settings=settings or {})
     segmenter = inference.prepare(system.segmenter(inference.device))
+    if hasattr(segmenter, "prepare_for_videos"):  # what every video needs, loaded once: a failure is one line before any video
+        segmenter.prepare_for_videos()
     if expression is not None:
         segmenter.expression = expression
     return LoadedSegmenter(segmenter, info, tuple(cues), cue_models, inference, system)

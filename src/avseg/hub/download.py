@@ -39,6 +39,11 @@ _probes: dict[str, tuple[float, bool]] = {}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+def is_hub_name(source: Any) -> bool:
+    """Whether transformers' ``from_pretrained`` reads ``source`` from the hub: a repo name that is not a path here."""
+    return bool(_HUB_NAME.match(str(source))) and not Path(str(source)).exists()
+
+
 def hub_reachable() -> bool:
     """Whether the hub endpoint (``HF_ENDPOINT``) gave any HTTP answer within :data:`PROBE_SECONDS`."""
     endpoint, now = hub_endpoint(), time.monotonic()
@@ -145,7 +150,7 @@ def hub_load(source: Any, what: str) -> Iterator[None]:
     while only the cache can be read, ``huggingface_hub`` reads only the cache, and a file missing from
     it is :func:`not_in_cache`'s line. A folder passes untouched."""
     name = str(source)
-    if not _HUB_NAME.match(name) or Path(name).exists():
+    if not is_hub_name(name):
         yield
         return
     from huggingface_hub.errors import LocalEntryNotFoundError

@@ -7,7 +7,8 @@ the run's ``recipe.json`` and evaluation reports when present, and a model card:
 the hub's YAML metadata block (library name, tags, datasets, metrics and a ``model-index`` from the
 evaluation reports, licence) and, in words, how to load it, the recipe, the frozen encoders and their
 licences. The folder is loaded strictly before anything is uploaded, so a broken folder never
-reaches the hub.
+reaches the hub; nor does a model whose config names another model by a folder of this machine (VCT's
+mask-image generator, loaded by name where the model is used: :func:`check_names_travel`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ ENCODER_LICENCES = {
 }
 
 
+MODELS_BY_NAME = ("mask_generator",)
+"""Config fields naming a model that the pushed one loads wherever it is used (VCT's mask-image generator): they
+travel as they are, so they must be hub names, not folders of the pushing machine."""
+
+
 def push_model(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None, licence: str | None = None, token: str | None = None) -> str:
     """Upload ``folder`` with its model card to ``repo_id`` (created if missing); returns the repo's URL."""
     from avseg.hub.resolve import TOKENIZER_FILES
@@ -48,6 +54,7 @@ def push_model(folder: str | Path, repo_id: str, private: bool = False, revision
     if "/" not in repo_id or repo_id.count("/") != 1 or "@" in repo_id:
         raise AvsegError(f"{repo_id}: a hub repo id is org/name (push to a branch with --revision)")
     model = load_model(folder)
+    check_names_travel(model.config, folder)
     system = read_system_info(folder)
     recipe = _read_json(folder / "recipe.json") or _read_json(folder.parent / "recipe.json")
     reports = {path.parent.name: _read_json(path) for path in sorted(folder.glob("eval-*/report.json"))}
@@ -67,6 +74,22 @@ def push_model(folder: str | Path, repo_id: str, private: bool = False, revision
         card = model_card(repo_id, model.config, {**system, "encoders": encoders}, recipe, reports, licence)
         (stage / "README.md").write_text(card)
         return _upload(stage, repo_id, private, revision, token)
+
+
+def check_names_travel(config: Any, folder: Path) -> None:
+    """Refuse (one line) a config whose :data:`MODELS_BY_NAME` field is a folder of this machine: the pushed model
+    could not load it anywhere else. (A recipe's encoder weights file is dropped instead, as avseg downloads VGGish's
+    itself; putting the default generator in place of the one the user chose would change the model's outputs unseen.)"""
+    from avseg.hub.download import is_hub_name
+    from avseg.models.vct.model import DEFAULT_MASK_GENERATOR
+
+    for field in MODELS_BY_NAME:
+        value = getattr(config, field, None)
+        if value is not None and not is_hub_name(value):
+            raise AvsegError(
+                f"{folder / 'config.json'}: {field} {value} is a folder of this machine, which the pushed model could not load "
+                f"elsewhere; set it to a hub name (VCT's default: {DEFAULT_MASK_GENERATOR}) and push again"
+            )
 
 
 def model_card(repo_id: str, config: Any, system: dict, recipe: dict | None, reports: dict[str, dict], licence: str | None) -> str:

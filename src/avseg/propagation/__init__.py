@@ -43,7 +43,7 @@ def load_propagator(spec: str, model_folder: str | Path | None, system_info: dic
     (:class:`~avseg.propagation.hold.HoldPropagator`, the one-mask-per-second baseline). ``auto``: the model's own: AV2T-SAM on SAM 2 (EVF-SAM2
     weights): the SAM 2 of its folder; ``zeroshot-sam3``: SAM 3's tracker from its SAM 3 weights
     (``system_info["sam3_model"]``, else ``model_folder``, else the zero-shot default ``facebook/sam3``);
-    every other model (TeSO, AV2T-SAM on SAM ViT-H, AV2T-SAM3): None. Anything else: a transformers
+    every other model (TeSO, AV2T-SAM on SAM ViT-H, AV2T-SAM3, AuralSAM2, VCT): None. Anything else: a transformers
     ``Sam2VideoModel`` folder or hub name (``facebook/sam2.1-hiera-large``). Loads are strict; problems are
     one-line errors."""
     from avseg.propagation.sam2_weights import load_sam2_video, sam2_video_from_av2t

@@ -72,7 +72,8 @@ def with_pretrained_backbones(model: AuralSAM2, sam: str, vggish_weights: str | 
 
 
 class AuralSAM2Segmenter:
-    """Runs an :class:`AuralSAM2` on whole clips; logits at each clip's mask size (or frame size), padding frames -100."""
+    """Runs an :class:`AuralSAM2` on whole clips; logits of each clip's real frames (none for AVSS's padding frames,
+    as :mod:`avseg.engine.evaluate` scores them) at its mask size (or frame size)."""
 
     audio_channels = 2
     """it hears stereo: ``avseg segment`` and the app decode a video's two channels (a mono track duplicated)"""
@@ -88,11 +89,9 @@ class AuralSAM2Segmenter:
         outputs = []
         for clip in clips:
             size = tuple(clip.masks.shape[1:]) if clip.masks is not None else tuple(clip.frames.shape[1:3])
-            logits = torch.full((clip.num_frames, *size), -100.0)
             expression = expression_features(self.model, clip, self.expression)
             output = self.model(**clip_inputs(clip, self.model.image_size, self.device), expression=expression)
-            logits[torch.from_numpy(clip.frame_valid)] = self.model.select(output, size).float().cpu()
-            outputs.append(logits)
+            outputs.append(self.model.select(output, size).float().cpu())
         return outputs
 
 

@@ -32,7 +32,8 @@ def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM |
 
 
 class AV2TSAMSegmenter:
-    """Runs an :class:`AV2TSAM` or :class:`AV2TSAM3` on whole clips; logits at each clip's mask size (or frame size)."""
+    """Runs an :class:`AV2TSAM` or :class:`AV2TSAM3` on whole clips; logits of each clip's real frames (none for
+    AVSS's padding frames, as :mod:`avseg.engine.evaluate` scores them) at its mask size (or frame size)."""
 
     def __init__(self, model: AV2TSAM | AV2TSAM3, inputs: AV2TInputs, device: str | torch.device = "cpu", frames_per_call: int = 8):
         self.model = model.eval().to(device)
@@ -46,13 +47,11 @@ class AV2TSAMSegmenter:
         for clip in clips:
             rows = self.inputs.rows(clip)
             size = tuple(clip.masks.shape[1:]) if clip.masks is not None else tuple(clip.frames.shape[1:3])
-            logits = torch.full((clip.num_frames, *size), -100.0)
             parts = [
                 self.model(**self.inputs.model_inputs(rows.select(torch.arange(s, min(s + self.frames_per_call, len(rows)))), self.device), size=size).float().cpu()
                 for s in range(0, len(rows), self.frames_per_call)
             ]
-            logits[torch.from_numpy(clip.frame_valid)] = torch.cat(parts)
-            outputs.append(logits)
+            outputs.append(torch.cat(parts))
         return outputs
 
 

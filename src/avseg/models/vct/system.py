@@ -31,8 +31,13 @@ def vct_model(recipe: Recipe, num_classes: int) -> VCT:
         model = VCT(entry.preset_config(recipe.preset, **{"num_classes": num_classes, **settings}))
         if model.config.swin_start is not None:
             with_pretrained_backbones(model, model.config.swin_start, recipe.encoders.audio_weights)
+    return checked_classes(model, num_classes)
+
+
+def checked_classes(model: VCT, num_classes: int) -> VCT:
+    """``model``, refused in one line when its classes are not the data's (a binary S4/MS3 VCT on AVSS's 71)."""
     if model.num_classes != num_classes:
-        raise ConfigError(f"model: this VCT has {model.num_classes} classes but the data has {num_classes}")
+        raise ConfigError(f"model: this VCT has {model.num_classes} classes but the data has {num_classes} (vct-s4 and vct-ms3 are binary, vct-avss has AVSS's 71)")
     return model
 
 
@@ -60,7 +65,8 @@ def with_pretrained_backbones(model: VCT, swin: str, vggish_weights: str | None)
 
 
 class VCTSegmenter:
-    """Runs a :class:`VCT` on whole clips; logits at each clip's mask size (or frame size), padding frames -100.
+    """Runs a :class:`VCT` on whole clips; logits of each clip's real frames (none for AVSS's padding frames, as
+    :mod:`avseg.engine.evaluate` scores them) at its mask size (or frame size).
 
     Every frame's summary row says where its mask image came from (published, or the generator; SAM 2's are approximate)."""
 
@@ -76,24 +82,25 @@ class VCTSegmenter:
             self._generator = mask_generator(self.model.config.mask_generator, device=self.device)
         return self._generator
 
+    def prepare_for_videos(self) -> None:
+        """Load the mask-image generator now (``avseg segment``, the app): a video has no published mask images, so
+        every one needs it, and a generator that cannot load is then one line before the first video instead of a
+        failure per video of a corpus. ``avseg evaluate`` loads it only when a clip lacks published ones."""
+        self.generator()
+
     @torch.no_grad()
     def predict_with_details(self, clips: Sequence[Clip]) -> tuple[list[torch.Tensor], list[list[dict]]]:
         outputs, details = [], []
         for clip in clips:
             size = tuple(clip.masks.shape[1:]) if clip.masks is not None else tuple(clip.frames.shape[1:3])
-            shape = (clip.num_frames, self.model.num_classes, *size) if self.model.num_classes > 2 else (clip.num_frames, *size)
-            logits = torch.full(shape, -100.0)
-            if self.model.num_classes > 2:
-                logits[:, 0] = 0.0  # padding frames: background
             inputs, made_by = clip_inputs(clip, self.model.image_size, self.generator, self.device)
             output = self.model(**inputs)
-            logits[torch.from_numpy(clip.frame_valid)] = self.model.segmentation_logits(output, size).float().cpu()
             if made_by is None:
                 self.published_used = True
             else:
                 self.generators_used.add(made_by)
-            outputs.append(logits)
-            details.append([describe(made_by)] * clip.num_frames)
+            outputs.append(self.model.segmentation_logits(output, size).float().cpu())
+            details.append([describe(made_by)] * len(outputs[-1]))
         return outputs, details
 
     def predict(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
@@ -117,7 +124,7 @@ class VCTSystem:
     def from_recipe(cls, recipe: Recipe, model: VCT | None = None, num_classes: int = 2, cues=None) -> VCTSystem:
         if cues:
             raise ConfigError(f"cues: {recipe.model} takes no text cues (only TeSO does)")
-        return cls(model or vct_model(recipe, num_classes), recipe.data.augmentation)
+        return cls(checked_classes(model, num_classes) if model is not None else vct_model(recipe, num_classes), recipe.data.augmentation)
 
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int):
         from avseg.models.vct.training import VCTTask

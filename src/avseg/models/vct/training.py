@@ -141,9 +141,11 @@ class VCTTask(ClipBatches):
             raise ConfigError(f"train: {len(names)} categories in the data but the model has {prototypes} prototypes")
         return {name: index for index, name in enumerate(names)}
 
-    def generator(self):
+    def generator(self, device: torch.device | str = "cpu"):
+        """The mask-image generator, loaded on first use on the training device (on a CPU beside a GPU run it would
+        make every clip without published mask images wait for it)."""
         if self._generator is None:
-            self._generator = mask_generator(self.model.config.mask_generator)
+            self._generator = mask_generator(self.model.config.mask_generator, device=device)
         return self._generator
 
     def loss(self, clips: list[Clip], device: torch.device | str = "cpu", forward=None) -> dict[str, torch.Tensor]:
@@ -154,7 +156,7 @@ class VCTTask(ClipBatches):
         rng = np.random.default_rng(int(torch.randint(2**62, ()))) if self.augmentation == "mask2former" else None
         parts, maps = [], []
         for clip in clips:
-            frames, images, _ = clip_images(clip, size, self.generator)
+            frames, images, _ = clip_images(clip, size, lambda: self.generator(device))
             labels = frame_labels(clip, size)
             if rng is not None:
                 frames, augmented, images = augment_clip(frames, labels.numpy(), images, size, rng)
