@@ -118,9 +118,22 @@ def teso_segmenter(size: str, device: str):
 
 
 def zero_shot_segmenter(size: str, device: str):
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, Sam3Config, Sam3Model
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        Sam3Config,
+        Sam3Model,
+    )
 
-    from avseg.models.zero_shot import ZeroShotConfig, ZeroShotSystem, load_vocabulary, tiny_clap_config, tiny_sam3_config, word_tokenizer
+    from avseg.models.zero_shot import (
+        ZeroShotConfig,
+        ZeroShotSystem,
+        load_vocabulary,
+        tiny_clap_config,
+        tiny_sam3_config,
+        word_tokenizer,
+    )
 
     tokenizer = word_tokenizer()
     clap = ClapModel(ClapConfig() if size == "full" else tiny_clap_config()).eval()
@@ -164,7 +177,10 @@ def vct_segmenter(name: str, size: str, device: str):
     if name == "vct-generated":
         from transformers import Sam2Model
 
-        from avseg.models.av2t_sam.model import hiera_large_sam2_config, tiny_sam2_config
+        from avseg.models.av2t_sam.model import (
+            hiera_large_sam2_config,
+            tiny_sam2_config,
+        )
 
         folder = Path(tempfile.mkdtemp(prefix="vct-generator-"))
         Sam2Model(hiera_large_sam2_config() if size == "full" else tiny_sam2_config()).save_pretrained(folder)

@@ -22,16 +22,16 @@ from pathlib import Path
 import torch
 from _common import machine, spread, table
 
+from avseg.cues.pipeline import oracle_cues
 from avseg.data.avsbench import MS3
 from avseg.data.synthetic import write_dataset
-from avseg.encoders.cache import CachedAudioEncoder, CachedTextEncoder, FeatureCache
-from avseg.encoders.vggish import VGGish, VGGishEncoder
 from avseg.encoders.build import minilm_offline_path
+from avseg.encoders.cache import CachedAudioEncoder, CachedTextEncoder, FeatureCache
+from avseg.encoders.text import TextEncoder
+from avseg.encoders.vggish import VGGish, VGGishEncoder
 from avseg.models.teso import TeSO, TeSOConfig
 from avseg.models.teso.inputs import TeSOInputs
 from avseg.models.teso.system import TeSOSystem
-from avseg.cues.pipeline import oracle_cues
-from avseg.encoders.text import TextEncoder
 
 
 def epoch(clips, cues, audio_encoder, text_encoder) -> tuple[float, torch.Tensor]:

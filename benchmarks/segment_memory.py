@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from _common import machine, synthetic_video, table
 
-from avseg.engine.demo import DEMO_RECIPE
 from avseg.config import load_recipe
+from avseg.engine.demo import DEMO_RECIPE
 from avseg.media import probe
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig

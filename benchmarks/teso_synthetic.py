@@ -37,9 +37,9 @@ import torch
 from preference import FULL, QUICK, shuffle_train_audio
 
 from avseg.config import load_recipe
-from avseg.engine.demo import DEMO_RECIPE
 from avseg.data.perturb import PerturbedClips
 from avseg.engine.data import open_split, prepare_dataset
+from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.evaluate import evaluate_clips, evaluate_preference
 from avseg.engine.train import train
 from avseg.metrics import format_table

@@ -29,8 +29,7 @@ from _common import machine, table
 from avseg.engine.data import reader_class
 from avseg.engine.evaluate import evaluate_clips
 from avseg.models.registry import load_model
-from avseg.models.vct.inputs import published_mask_image_files
-from avseg.models.vct.inputs import mask_generator
+from avseg.models.vct.inputs import mask_generator, published_mask_image_files
 from avseg.models.vct.mask_images import read_published
 from avseg.models.vct.system import VCTSegmenter
 

@@ -8,15 +8,21 @@ import zipfile
 
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
 from conftest import make_audio_file, make_video, save_tiny_teso
+from gradio_client import Client, handle_file
 from PIL import Image
 
 from avseg.app.inputs import check_upload, write_examples
-from avseg.media import audio_condition_copy
 from avseg.engine.session import mask_agreement, run_segment
 from avseg.errors import MediaError
-from avseg.media import iter_frames, probe, read_audio, read_frames
+from avseg.media import (
+    audio_condition_copy,
+    iter_frames,
+    probe,
+    read_audio,
+    read_frames,
+)
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):

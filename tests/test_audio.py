@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from avseg.audio import resample, second_windows, vggish_examples, vggish_log_mel, vggish_mel_matrix
+from avseg.audio import (
+    resample,
+    second_windows,
+    vggish_examples,
+    vggish_log_mel,
+    vggish_mel_matrix,
+)
 from avseg.silence import robust_level_db, silent_seconds
 
 

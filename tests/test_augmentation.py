@@ -7,7 +7,14 @@ import pytest
 
 from avseg.config import load_recipe
 from avseg.data import augmentation
-from avseg.data.augmentation import augment_clip, color_ssd, hsv_to_rgb, rgb_to_hsv, short_edges, shortest_edge_shape
+from avseg.data.augmentation import (
+    augment_clip,
+    color_ssd,
+    hsv_to_rgb,
+    rgb_to_hsv,
+    short_edges,
+    shortest_edge_shape,
+)
 from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.train import check_model_config
 from avseg.errors import ConfigError

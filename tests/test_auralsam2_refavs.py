@@ -108,13 +108,12 @@ def test_segment_by_name_needs_an_expression_and_refuses_none_in_one_line(model,
     release's file name; DistilRoBERTa under its hub name); without ``--expression`` one line, before any download."""
     import json
 
+    import huggingface_hub.constants as constants
     from conftest import make_video
     from hub_stand_in import publish, publish_folder, use_hub_cache
 
     from avseg.cli import main
     from avseg.hub.pretrained import find_pretrained
-
-    import huggingface_hub.constants as constants
 
     cache = use_hub_cache(monkeypatch, tmp_path / "hub")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # transformers takes the cache folder from here

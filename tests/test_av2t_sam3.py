@@ -9,11 +9,11 @@ from transformers import Sam3Model, Sam3VideoConfig, Sam3VideoModel
 
 from avseg.config import EncodersConfig, Recipe, load_recipe
 from avseg.errors import AvsegError
+from avseg.models.av2t_sam.convert import convert
 from avseg.models.av2t_sam.inputs import FrameRows
 from avseg.models.av2t_sam.sam3 import AV2TSAM3, AV2TSAM3Config, avs_logits
 from avseg.models.av2t_sam.system import AV2TSAMSystem
 from avseg.models.av2t_sam.training import bce_soft_iou_loss
-from avseg.models.av2t_sam.convert import convert
 from avseg.models.registry import load_model, read_system_info
 from avseg.models.zero_shot import tiny_sam3_config
 

@@ -20,7 +20,13 @@ from avseg.models.av2t_sam.system import AV2TSAMSegmenter
 from avseg.models.teso.inputs import TeSOInputs
 from avseg.models.teso.model import TeSO, TeSOConfig
 from avseg.models.teso.segmenter import TeSOSegmenter
-from avseg.models.zero_shot import ZeroShotConfig, ZeroShotSystem, load_vocabulary, tiny_clap_config, tiny_sam3_config
+from avseg.models.zero_shot import (
+    ZeroShotConfig,
+    ZeroShotSystem,
+    load_vocabulary,
+    tiny_clap_config,
+    tiny_sam3_config,
+)
 
 WINDOW = 5
 TOLERANCE = {"atol": 1e-4, "rtol": 1e-4}  # batch position may change reduction order (module docstring)
@@ -88,7 +94,9 @@ def test_av2t_encoders_run_once_per_window_and_match_per_frame_runs(sam3):
 
 
 def test_teso_encoders_run_once_per_window_and_match_per_frame_runs():
-    from test_teso import HashingTextEncoder  # TeSO's text encoder embeds cue names, once per name, not frames
+    from test_teso import (
+        HashingTextEncoder,  # TeSO's text encoder embeds cue names, once per name, not frames
+    )
 
     torch.manual_seed(0)
     audio = VGGishEncoder(VGGish(VGGishConfig.tiny()))

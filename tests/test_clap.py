@@ -7,10 +7,10 @@ import torch
 
 from avseg.audio import second_windows
 from avseg.config import EncodersConfig
+from avseg.encoders.build import build_audio_encoder
 from avseg.encoders.clap import ClapAudio, ClapAudioConfig, ClapAudioEncoder
 from avseg.encoders.htsat_front_end import _mel_filterbank, resample_like_torchaudio
 from avseg.errors import AvsegError, ConfigError
-from avseg.encoders.build import build_audio_encoder
 
 HTSAT = "audio_encoder.base.htsat."
 PROJECTION = "audio_encoder.projection."

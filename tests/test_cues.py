@@ -15,8 +15,21 @@ from PIL import Image
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from avseg.cli import main  # noqa: E402
-from avseg.cues.pipeline import FRAMES, generate_cues, load_cues, oracle_cues, write_oracle_cues  # noqa: E402
-from avseg.cues.prompt import EXAMPLES, INSTRUCTION, MAX_CUES, SYSTEM, build_messages, parse_cues  # noqa: E402
+from avseg.cues.pipeline import (  # noqa: E402
+    FRAMES,
+    generate_cues,
+    load_cues,
+    oracle_cues,
+    write_oracle_cues,
+)
+from avseg.cues.prompt import (  # noqa: E402
+    EXAMPLES,
+    INSTRUCTION,
+    MAX_CUES,
+    SYSTEM,
+    build_messages,
+    parse_cues,
+)
 from avseg.data.avsbench import AVSS, MS3, S4  # noqa: E402
 from avseg.data.refavs import RefAVS  # noqa: E402
 from avseg.data.synthetic import load_objects, write_dataset  # noqa: E402
@@ -53,7 +66,13 @@ def tiny_tokenizer():
 def model_dirs(tmp_path_factory):
     """Tiny BLIP-2 captioner and Qwen2 chat LLM, saved as model folders like the hub's."""
     import torch
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
     root = tmp_path_factory.mktemp("models")

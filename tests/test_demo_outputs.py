@@ -7,7 +7,16 @@ from PIL import Image
 from test_viz import OBJECT_COLOURS, VISIBLE, moved, scene
 
 from avseg.engine.demo_outputs import (
-    CAPTION_HEIGHT, GAP, MIN_PANEL, SILENT_BADGE, SOUNDING_BADGE, DemoVideo, Segmentation, compare_frame, strip_frames, write_pictures,
+    CAPTION_HEIGHT,
+    GAP,
+    MIN_PANEL,
+    SILENT_BADGE,
+    SOUNDING_BADGE,
+    DemoVideo,
+    Segmentation,
+    compare_frame,
+    strip_frames,
+    write_pictures,
 )  # fmt: skip
 from avseg.media import iter_frames, probe
 from avseg.viz import enlarge, outline_of

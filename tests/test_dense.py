@@ -20,7 +20,6 @@ from avseg.media import iter_frames, read_audio
 from avseg.propagation.hold import HoldPropagator
 
 
-
 def masks_of(folder):
     return [np.asarray(Image.open(path)) > 0 for path in sorted((folder / "masks").glob("*.png"))]
 
@@ -204,8 +203,9 @@ def test_a_writer_error_is_raised_as_itself_and_the_writer_stops():
 
 def make_chirp_video(path, seconds, fps, rate=16000):
     """A grey video whose audio changes every instant (a rising, swelling chirp), so each second embeds apart."""
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), "w", format="mp4") as container:
         video = container.add_stream("libx264", rate=Fraction(fps))

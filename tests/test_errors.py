@@ -17,6 +17,7 @@ from avseg.models.av2t_sam.model import AV2TSAM, AV2TSAMConfig
 from avseg.models.registry import save_system_info
 from avseg.models.teso import TeSO, TeSOConfig
 
+
 def avseg_cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "avseg.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
@@ -49,7 +50,13 @@ def tiny_tokenizer():
 def folders(tmp_path_factory):
     """Tiny CLIP text and CLIP folders of the real classes (saved by transformers), broken in several ways,
     and tiny TeSO / AV2T-SAM model folders."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+    )
 
     root = tmp_path_factory.mktemp("errors")
     torch.manual_seed(0)

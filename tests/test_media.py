@@ -5,7 +5,14 @@ import pytest
 from conftest import make_audio_file, make_video
 
 from avseg.errors import MediaError
-from avseg.media import avsbench_frame_index, iter_frames, probe, read_audio, read_frames, write_video
+from avseg.media import (
+    avsbench_frame_index,
+    iter_frames,
+    probe,
+    read_audio,
+    read_frames,
+    write_video,
+)
 
 
 def dominant_frequency(waveform: np.ndarray, rate: int) -> float:

@@ -223,16 +223,16 @@ def test_push_carries_a_refavs_models_tokenizer(stand_in, refavs_folder):  # noq
 
 
 def test_a_pushed_vct_segments_by_repo_id_with_its_generator_from_the_hub(stand_in, tmp_path, capsys):  # noqa: F811
-    """A VCT's folder is its weights and config; its mask-image generator (a hub name in the config) is loaded from
+    """A VCT's folder is its weights and config; its mask-image generator (a released or hub name in the config) is loaded from
     the hub where the model is used. A generator that is a folder of the pushing machine is refused in one line."""
-    import avseg
     from hub_stand_in import publish_folder
     from test_vct import tiny_sam2
 
-    from avseg.models.vct.model import DEFAULT_MASK_GENERATOR, VCT
+    import avseg
+    from avseg.models.vct.model import DEFAULT_MASK_GENERATOR, SAM2_MASK_GENERATOR, VCT
 
-    publish_folder(tmp_path / "hf" / "hub", DEFAULT_MASK_GENERATOR, tiny_sam2(tmp_path / "sam2"))  # where stand_in's cache is
-    folder = save_tiny_model("vct", tmp_path / "vct", mask_generator=DEFAULT_MASK_GENERATOR)
+    publish_folder(tmp_path / "hf" / "hub", SAM2_MASK_GENERATOR, tiny_sam2(tmp_path / "sam2"))  # where stand_in's cache is
+    folder = save_tiny_model("vct", tmp_path / "vct", mask_generator=SAM2_MASK_GENERATOR)
     assert main(["push", str(folder), "me/vct"]) == 0
     assert sorted(dict(stand_in)["me/vct"]) == ["README.md", "config.json", "model.safetensors", "system.json"]
     loaded, saved = avseg.load_model("me/vct"), VCT.from_pretrained(folder)
@@ -240,7 +240,9 @@ def test_a_pushed_vct_segments_by_repo_id_with_its_generator_from_the_hub(stand_
     video = make_video(tmp_path / "clip.mp4", seconds=2.0)
     assert main(["segment", str(video), "--model", "me/vct", "--out", str(tmp_path / "seg"), "--rate", "1"]) == 0
     rows = json.loads((tmp_path / "seg" / "clip" / "summary.json").read_text())["frames"]
-    assert len(rows) == 2 and all(DEFAULT_MASK_GENERATOR in row["mask_images"] for row in rows)
+    assert len(rows) == 2 and all(SAM2_MASK_GENERATOR in row["mask_images"] for row in rows)
+    released = save_tiny_model("vct", tmp_path / "released" / "vct", mask_generator=DEFAULT_MASK_GENERATOR)
+    assert main(["push", str(released), "me/vct-released"]) == 0  # Semantic-SAM's released name travels too
 
     local = save_tiny_model("vct", tmp_path / "local" / "vct")
     capsys.readouterr()

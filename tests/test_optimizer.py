@@ -11,7 +11,14 @@ from torch import nn
 
 from avseg.config import TrainConfig, load_recipe
 from avseg.engine.demo import DEMO_RECIPE
-from avseg.engine.optimizer import NORM_TYPES, build_optimizer, build_scheduler, clip_gradients, parameter_groups, schedule_rate
+from avseg.engine.optimizer import (
+    NORM_TYPES,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    parameter_groups,
+    schedule_rate,
+)
 from avseg.errors import ConfigError
 from avseg.models.vct.model import VCT, VCTConfig
 

@@ -17,7 +17,14 @@ from avseg.cli import main
 from avseg.engine.dense import Sampling
 from avseg.engine.segment import fixed_cues, segment_video
 from avseg.errors import AvsegError, MediaError
-from avseg.media import avsbench_frame_index, decode_frames, iter_frames, probe, read_audio, sampling_instants
+from avseg.media import (
+    avsbench_frame_index,
+    decode_frames,
+    iter_frames,
+    probe,
+    read_audio,
+    sampling_instants,
+)
 from avseg.media.read import SampledFrame
 
 UNEVEN = [0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.6, 0.8, 1.0, 1.05, 1.1, 1.15, 1.2, 1.4, 1.8, 2.0, 2.3, 2.35, 2.9]

@@ -15,8 +15,8 @@ import sys
 import time
 
 import pytest
-from conftest import make_video
 import torch
+from conftest import make_video
 from hub_stand_in import ServedHub, publish, use_hub_cache
 from test_av2t_sam import inputs, official_av2t_state, randomised, tiny_config_patch
 from test_zero_shot import model_dirs  # noqa: F401 (tiny CLAP and SAM 3 folders)

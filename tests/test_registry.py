@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_video
 import torch
+from conftest import make_video
 from test_zero_shot import model_dirs  # noqa: F401  (the tiny CLAP and SAM 3 folders, a fixture)
 
 import avseg
@@ -16,7 +16,13 @@ from avseg.cli import main
 from avseg.config import DataConfig, EncodersConfig, Recipe, load_recipe
 from avseg.errors import AvsegError, ConfigError
 from avseg.models.architectures import MODELS, model_entry
-from avseg.models.registry import build_system, load_model, load_system, read_system_info, save_system_info
+from avseg.models.registry import (
+    build_system,
+    load_model,
+    load_system,
+    read_system_info,
+    save_system_info,
+)
 
 SRC = Path(avseg.__file__).parent
 NAMES = ("teso", "av2t-sam", "av2t-sam3", "vct", "auralsam2", "zeroshot-sam3")

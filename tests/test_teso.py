@@ -288,7 +288,9 @@ def test_class_scores_are_mask2former_semantic_post_processing_at_any_output_siz
     # query masks at the 384x384 input size and resizes the class maps; TeSO's full-size config works at 384.
     from types import SimpleNamespace
 
-    from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
+    from transformers.models.mask2former.image_processing_pil_mask2former import (
+        Mask2FormerImageProcessorPil,
+    )
 
     from avseg.models.teso.model import class_scores
 

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from avseg.config import load_recipe
-from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.checkpoint import latest_checkpoint
+from avseg.engine.demo import DEMO_RECIPE
 from avseg.engine.train import train
 from avseg.errors import AvsegError, ConfigError
 

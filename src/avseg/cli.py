@@ -169,7 +169,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
         print(f"converted {args.checkpoint} (vct) -> {args.out}: {model.name}, {config.num_classes} classes, {config.num_prototypes} prototypes, {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.1f}M trainable parameters")
         return
     if args.kind == "auralsam2":
-        from avseg.models.auralsam2.convert import DEFAULT_SAM, convert as convert_auralsam2
+        from avseg.models.auralsam2.convert import DEFAULT_SAM
+        from avseg.models.auralsam2.convert import convert as convert_auralsam2
 
         if args.projector:
             raise ConfigError("--projector: AuralSAM2 has no projector (it is AV2T-SAM's)")

@@ -27,9 +27,22 @@ from typing import Sequence
 import gradio as gr
 import pandas as pd
 
+from avseg.app.inputs import (
+    check_audio_source,
+    check_max_seconds,
+    check_upload,
+    write_examples,
+)
 from avseg.engine.dense import Sampling
-from avseg.app.inputs import check_audio_source, check_max_seconds, check_upload, write_examples
-from avseg.engine.session import LoadedSegmenter, check_cues, check_expression, load_cue_models, load_segmenter, mask_agreement, parse_cues
+from avseg.engine.session import (
+    LoadedSegmenter,
+    check_cues,
+    check_expression,
+    load_cue_models,
+    load_segmenter,
+    mask_agreement,
+    parse_cues,
+)
 from avseg.errors import AvsegError, ConfigError
 
 COMPARISONS = ("none", "muted audio", "swapped audio")

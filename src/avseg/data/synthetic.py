@@ -51,7 +51,15 @@ from avseg.data.avsbench import AVSS, AVSS_SUBSET_FRAMES, MS3, S4, voc_palette
 from avseg.data.dense import MAX_FPS, DenseWriter, sampling_times
 from avseg.data.reader import ClipReader, ClipRecord
 from avseg.data.refavs import RefAVS
-from avseg.data.scene import AUDIO_RATE, CLASSES, Scene, make_scene, render_audio, render_frame, sample_sounding
+from avseg.data.scene import (
+    AUDIO_RATE,
+    CLASSES,
+    Scene,
+    make_scene,
+    render_audio,
+    render_frame,
+    sample_sounding,
+)
 from avseg.errors import ConfigError
 from avseg.outputs import staged_folder
 

@@ -37,7 +37,9 @@ class ClipImageEncoder:
     @classmethod
     def from_pretrained(cls, name_or_path: str = DEFAULT_IMAGE_ENCODER, device: str | None = None) -> ClipImageEncoder:
         from transformers import CLIPModel
-        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+        from transformers.models.clip.image_processing_pil_clip import (
+            CLIPImageProcessorPil,
+        )
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         with loading(name_or_path, "a CLIP image encoder", ConfigError):

@@ -75,7 +75,12 @@ class TextEncoder:
         configs leave it out of ``text_config``, which would load a 512-d
         projection and fail).
         """
-        from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWithProjection
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoTokenizer,
+            CLIPTextModelWithProjection,
+        )
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         with loading(name_or_path, "a text encoder", ConfigError):

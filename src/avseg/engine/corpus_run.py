@@ -48,6 +48,8 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from avseg.engine.corpus import (
+    FAILURES,
+    INDEX,
     Corpus,
     CorpusVideo,
     check_output_root,
@@ -59,8 +61,6 @@ from avseg.engine.corpus import (
     read_record,
     write_index,
     write_record,
-    FAILURES,
-    INDEX,
 )
 from avseg.engine.dense import Sampling, check_sampling
 from avseg.engine.distributed import Ranks, join

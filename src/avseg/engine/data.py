@@ -7,7 +7,6 @@ from pathlib import Path
 from avseg.config import DataConfig
 from avseg.data.reader import ClipReader
 
-
 LAYOUTS = ("s4", "ms3", "avss", "refavs")
 
 
@@ -35,7 +34,6 @@ def open_split(data: DataConfig, split: str) -> ClipReader:
     """The split's reader; on the synthetic benchmark, with its record of what sounds as the readers'
     fallback for sounding labels (MS3's files name no category)."""
     from avseg.data.synthetic import OBJECTS_FILE, attach_sounding_labels
-
     from avseg.errors import ConfigError
 
     options = {}

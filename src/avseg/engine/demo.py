@@ -32,7 +32,13 @@ from avseg.data.dense import load_dense_truth, video_path
 from avseg.data.perturb import PerturbedClips
 from avseg.data.synthetic import load_objects
 from avseg.engine.data import open_split
-from avseg.engine.demo_outputs import DEMO_FILES, MUTED, OWN_AUDIO, DemoVideo, write_pictures
+from avseg.engine.demo_outputs import (
+    DEMO_FILES,
+    MUTED,
+    OWN_AUDIO,
+    DemoVideo,
+    write_pictures,
+)
 from avseg.engine.dense_eval import evaluate_dense
 from avseg.engine.evaluate import evaluate_clips, evaluate_with_and_without_gate
 from avseg.engine.session import load_segmenter

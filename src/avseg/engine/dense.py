@@ -39,7 +39,15 @@ import numpy as np
 
 from avseg.data.audio_span import CONTEXT_SECONDS, AudioSpan, centred_window_start
 from avseg.errors import ConfigError, MediaError
-from avseg.media import MediaInfo, check_audio_track, check_frame_times, decode_frames, iter_audio, probe, sampling_instants
+from avseg.media import (
+    MediaInfo,
+    check_audio_track,
+    check_frame_times,
+    decode_frames,
+    iter_audio,
+    probe,
+    sampling_instants,
+)
 
 MAX_WINDOW = 256
 """Frames per model call beyond which ``--window`` is a typo: no device holds a model's activations for more."""

@@ -24,10 +24,22 @@ from typing import Protocol, Sequence
 import torch
 
 from avseg.data.clip import Clip
-from avseg.data.perturb import NEGATIVE_CONDITIONS, NoiseBank, PerturbedClips, offscreen_donors, parse_perturbations
+from avseg.data.perturb import (
+    NEGATIVE_CONDITIONS,
+    NoiseBank,
+    PerturbedClips,
+    offscreen_donors,
+    parse_perturbations,
+)
 from avseg.engine.distributed import Ranks
 from avseg.errors import ConfigError
-from avseg.metrics import BinaryAccumulator, NullAccumulator, SemanticAccumulator, preference_drop, robust_summary
+from avseg.metrics import (
+    BinaryAccumulator,
+    NullAccumulator,
+    SemanticAccumulator,
+    preference_drop,
+    robust_summary,
+)
 from avseg.silence import SilenceGated, gate_logits
 
 

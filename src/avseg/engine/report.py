@@ -19,10 +19,15 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from avseg.config import Recipe
+from avseg.data.perturb import NoiseBank
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.distributed import Ranks, join
-from avseg.data.perturb import NoiseBank
-from avseg.engine.evaluate import evaluate_clips, evaluate_preference, evaluate_robust, robust_conditions_not_run
+from avseg.engine.evaluate import (
+    evaluate_clips,
+    evaluate_preference,
+    evaluate_robust,
+    robust_conditions_not_run,
+)
 from avseg.engine.memory import reuse_freed_memory
 from avseg.engine.precision import Inference
 from avseg.engine.robust import plot_robust, robust_markdown

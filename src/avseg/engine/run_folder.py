@@ -26,7 +26,16 @@ from typing import Iterator
 from avseg.engine.checkpoint import LATEST
 from avseg.errors import AvsegError, ConfigError
 from avseg.files import write_json
-from avseg.outputs import Layout, check_parent_folder, foreign_entries, missing_folders, output_error, remove_empty, remove_written, shown
+from avseg.outputs import (
+    Layout,
+    check_parent_folder,
+    foreign_entries,
+    missing_folders,
+    output_error,
+    remove_empty,
+    remove_written,
+    shown,
+)
 
 RUN_MARKER = ".avseg-run"
 REPORT_FILES = ("report.json", "report.md", "drops.png", "robust.png")

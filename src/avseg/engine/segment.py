@@ -45,7 +45,17 @@ import torch
 from tqdm import tqdm
 
 from avseg.data.clip import Clip
-from avseg.engine.dense import MAX_WINDOW, OutputFrame, Sampling, ShownFrame, VideoTiming, audio_span, check_sampling, estimated_outputs, stream_frames
+from avseg.engine.dense import (
+    MAX_WINDOW,
+    OutputFrame,
+    Sampling,
+    ShownFrame,
+    VideoTiming,
+    audio_span,
+    check_sampling,
+    estimated_outputs,
+    stream_frames,
+)
 from avseg.engine.frame_outputs import MASK_FORMATS, FrameOutputs
 from avseg.engine.memory import model_call, release_freed_memory, reuse_freed_memory
 from avseg.engine.stream import Prefetch, Worker

@@ -19,11 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from avseg.media import audio_condition_copy
 from avseg.engine.precision import Inference
 from avseg.engine.segment import fixed_cues, segment_video
 from avseg.errors import ConfigError
 from avseg.files import write_json
+from avseg.media import audio_condition_copy
 
 
 @dataclass

@@ -49,13 +49,28 @@ import torch
 from tqdm import tqdm
 
 from avseg.config import Recipe, config_values, recipe_to_dict
-from avseg.engine.checkpoint import checkpoint_progress, latest_checkpoint, load_checkpoint, save_checkpoint
+from avseg.engine.checkpoint import (
+    checkpoint_progress,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from avseg.engine.data import open_split, prepare_dataset
 from avseg.engine.distributed import join
 from avseg.engine.evaluate import evaluate_clips
 from avseg.engine.memory import keep_large_buffers_mmapped
-from avseg.engine.optimizer import build_optimizer, build_scheduler, clip_gradients, schedule_rate
-from avseg.engine.run_folder import check_new_run, new_run, read_recipe_record, resumed_record
+from avseg.engine.optimizer import (
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    schedule_rate,
+)
+from avseg.engine.run_folder import (
+    check_new_run,
+    new_run,
+    read_recipe_record,
+    resumed_record,
+)
 from avseg.errors import AvsegError, ConfigError
 from avseg.files import write_json
 from avseg.models.registry import ZERO_SHOT_MODELS, build_system, save_system_info

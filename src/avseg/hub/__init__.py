@@ -6,9 +6,9 @@ plain URLs (the VGGish weights), :mod:`~avseg.hub.push` uploads a model folder w
 :mod:`~avseg.hub.locations`, below them all, says where the caches are.
 """
 
-from avseg.hub.pretrained import PretrainedModel, format_models_table, pretrained_models
 from avseg.hub.download import vggish_weights
 from avseg.hub.locations import avseg_cache_dir
+from avseg.hub.pretrained import PretrainedModel, format_models_table, pretrained_models
 from avseg.hub.resolve import resolve_model
 
 __all__ = ["PretrainedModel", "avseg_cache_dir", "format_models_table", "pretrained_models", "resolve_model", "vggish_weights"]

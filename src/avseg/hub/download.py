@@ -30,7 +30,13 @@ from typing import Any
 
 from avseg.errors import AvsegError
 from avseg.files import file_sha256, with_umask_mode
-from avseg.hub.locations import avseg_cache_dir, cache_folder, hub_cache_dir, hub_endpoint, offline
+from avseg.hub.locations import (
+    avseg_cache_dir,
+    cache_folder,
+    hub_cache_dir,
+    hub_endpoint,
+    offline,
+)
 
 PROBE_SECONDS = 3.0
 """How long the endpoint has to answer before avseg reads only the hub cache (connect and read, each)."""

@@ -88,7 +88,7 @@ def check_names_travel(config: Any, folder: Path) -> None:
         if value is not None and not is_hub_name(value):
             raise AvsegError(
                 f"{folder / 'config.json'}: {field} {value} is a folder of this machine, which the pushed model could not load "
-                f"elsewhere; set it to a hub name (VCT's default: {DEFAULT_MASK_GENERATOR}) and push again"
+                f"elsewhere; set it to a name that downloads (VCT's default {DEFAULT_MASK_GENERATOR}, or a hub name) and push again"
             )
 
 

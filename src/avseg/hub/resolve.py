@@ -40,7 +40,14 @@ from pathlib import Path
 
 from avseg.errors import AvsegError
 from avseg.files import file_crc32, with_umask_mode, write_json
-from avseg.hub.download import describe_files, hub_blob_sha256, hub_file, hub_snapshot, not_in_cache, repo_file_names
+from avseg.hub.download import (
+    describe_files,
+    hub_blob_sha256,
+    hub_file,
+    hub_snapshot,
+    not_in_cache,
+    repo_file_names,
+)
 from avseg.hub.locations import avseg_cache_dir, cache_folder
 from avseg.hub.pretrained import PretrainedModel, find_pretrained, pretrained_models
 

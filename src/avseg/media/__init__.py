@@ -2,11 +2,14 @@
 frames, mono audio), :mod:`~avseg.media.write` encodes (mp4 with H.264/AAC).
 """
 
+from avseg.media.orientation import Orientation
 from avseg.media.read import (
     FrameSampling,
     MediaInfo,
     SampledFrame,
     avsbench_frame_index,
+    check_audio_track,
+    check_frame_times,
     decode_frames,
     frame_rate,
     iter_audio,
@@ -16,11 +19,13 @@ from avseg.media.read import (
     read_audio_channels,
     read_frames,
     sampling_instants,
-    check_audio_track,
-    check_frame_times,
 )
-from avseg.media.orientation import Orientation
-from avseg.media.write import VideoWriter, audio_condition_copy, replace_audio, write_video
+from avseg.media.write import (
+    VideoWriter,
+    audio_condition_copy,
+    replace_audio,
+    write_video,
+)
 
 __all__ = [
     "FrameSampling",

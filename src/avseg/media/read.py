@@ -33,8 +33,8 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from math import gcd
 from fractions import Fraction
+from math import gcd
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
 

@@ -75,7 +75,9 @@ def load_propagator(spec: str, model_folder: str | Path | None, system_info: dic
 
 def sam2_propagator(model: Any, device: str = "cpu", max_keyframes: int = 1, source: str = "Sam2VideoModel") -> Propagator:
     """A :class:`~avseg.propagation.sam2_video.MemoryPropagator` on a loaded ``Sam2VideoModel`` (ImageNet mean/std)."""
-    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+    from transformers.models.sam2_video.modeling_sam2_video import (
+        Sam2VideoInferenceSession,
+    )
 
     from avseg.encoders import IMAGENET_MEAN, IMAGENET_STD
     from avseg.propagation.sam2_video import MemoryPropagator

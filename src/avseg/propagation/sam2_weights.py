@@ -29,7 +29,12 @@ from transformers.initialization import no_init_weights
 from avseg.errors import AvsegError
 from avseg.loading import loading
 from avseg.models.av2t_sam.convert import MEMORY_FILE, SAM2_VIDEO_NAMES
-from avseg.models.av2t_sam.model import AV2TSAMConfig, listed_problems, load_strict, tiny_sam2_config
+from avseg.models.av2t_sam.model import (
+    AV2TSAMConfig,
+    listed_problems,
+    load_strict,
+    tiny_sam2_config,
+)
 
 MEMORY_ATTENTION_LAYERS = 4
 """SAM 2's memory attention depth (``memory_attention.num_layers: 4`` in every released config)."""

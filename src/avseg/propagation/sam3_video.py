@@ -56,7 +56,9 @@ def load_sam3_tracker(name_or_folder: str) -> Any:
 
 def sam3_propagator(name_or_folder: str, device: str = "cpu", max_keyframes: int = 1) -> Any:
     """A :class:`~avseg.propagation.sam2_video.MemoryPropagator` on SAM 3's tracker (see the module docstring)."""
-    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import Sam3TrackerVideoInferenceSession
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoInferenceSession,
+    )
 
     from avseg.propagation.sam2_video import MemoryPropagator
 

@@ -47,7 +47,9 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoPositionEmbeddingSine
+from transformers.models.sam2_video.modeling_sam2_video import (
+    Sam2VideoPositionEmbeddingSine,
+)
 
 WIDTH = 256
 """SAM 2's FPN width, which is the fuser's width and the stereo VGGish width (the release fixes all three at 256)."""

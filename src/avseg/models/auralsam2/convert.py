@@ -35,8 +35,21 @@ import torch
 
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
-from avseg.models.auralsam2.model import DEFAULT_TEXT_ENCODER, AuralSAM2, AuralSAM2Config, load_tokenizer
-from avseg.models.av2t_sam.convert import _POSITIONAL, _SAM2_POINT, SAM2_NAMES, SAM2_VIDEO_NAMES, NameTable, read_weights, stack_point_embeddings
+from avseg.models.auralsam2.model import (
+    DEFAULT_TEXT_ENCODER,
+    AuralSAM2,
+    AuralSAM2Config,
+    load_tokenizer,
+)
+from avseg.models.av2t_sam.convert import (
+    _POSITIONAL,
+    _SAM2_POINT,
+    SAM2_NAMES,
+    SAM2_VIDEO_NAMES,
+    NameTable,
+    read_weights,
+    stack_point_embeddings,
+)
 from avseg.models.av2t_sam.model import listed_problems
 from avseg.models.system_info import save_system_info
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoTwoWayTransformer
+from transformers.models.sam2_video.modeling_sam2_video import (
+    Sam2VideoTwoWayTransformer,
+)
 
 MASK_TOKENS = slice(2, 6)
 """Where the four mask tokens sit among SAM 2's output tokens (after the object-score and IoU tokens)."""

@@ -46,12 +46,17 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 from transformers.initialization import no_init_weights
 
 from avseg.config import build_config
-from avseg.errors import AvsegError
 from avseg.encoders.vggish import VGGish, VGGishConfig
+from avseg.errors import AvsegError
 from avseg.models.auralsam2.aural_fuser import AuralFuser
 from avseg.models.auralsam2.decoder_prompts import PromptedTwoWayTransformer
 from avseg.models.auralsam2.memory import ClipMemory
-from avseg.models.av2t_sam.model import hiera_large_sam2_config, load_strict, read_model_folder, save_model_folder
+from avseg.models.av2t_sam.model import (
+    hiera_large_sam2_config,
+    load_strict,
+    read_model_folder,
+    save_model_folder,
+)
 from avseg.models.av2t_sam.sam import predict_iou_in_fp32
 from avseg.propagation.sam2_weights import sam2_video_config, tiny_video_sam2_config
 

@@ -21,7 +21,12 @@ from avseg.data.clip import Clip
 from avseg.models.architectures import load_start, model_entry
 from avseg.models.auralsam2.convert import DEFAULT_SAM
 from avseg.models.auralsam2.inputs import clip_inputs, expression_features
-from avseg.models.auralsam2.model import DEFAULT_TEXT_ENCODER, AuralSAM2, check_mode, tiny_tokenizer
+from avseg.models.auralsam2.model import (
+    DEFAULT_TEXT_ENCODER,
+    AuralSAM2,
+    check_mode,
+    tiny_tokenizer,
+)
 
 
 def auralsam2_model(recipe: Recipe) -> AuralSAM2:

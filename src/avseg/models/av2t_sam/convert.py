@@ -37,9 +37,16 @@ from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
 from avseg.files import save_tensors
 from avseg.loading import failure_reason, quiet_loading
-from avseg.models.av2t_sam.model import MEMORY_FILE, AV2TSAM, AV2TSAMConfig, listed_problems, load_strict
+from avseg.models.av2t_sam.model import (
+    AV2TSAM,
+    MEMORY_FILE,
+    AV2TSAMConfig,
+    listed_problems,
+    load_strict,
+)
 from avseg.models.av2t_sam.sam3 import AV2TSAM3
 from avseg.models.system_info import save_system_info
+
 
 class NameTable:
     """Ordered pairs of name templates, official -> avseg and back; the first pair whose side matches wins.

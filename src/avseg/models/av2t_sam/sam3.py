@@ -52,20 +52,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from torch.nn import functional as F
-from safetensors import safe_open
 from transformers import AutoConfig, Sam3Config, Sam3Model, Sam3VideoModel
 from transformers.core_model_loading import revert_weight_conversion
 from transformers.initialization import no_init_weights
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from avseg.config import build_config
-from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backward
 from avseg.errors import AvsegError
-from avseg.models.av2t_sam.model import listed_problems, load_strict, read_model_folder, save_model_folder
-from avseg.models.av2t_sam.projector import AudioVisualProjector
 from avseg.loading import loading
+from avseg.models.av2t_sam.adapters import AudioBiasAdapters, recompute_in_backward
+from avseg.models.av2t_sam.model import (
+    listed_problems,
+    load_strict,
+    read_model_folder,
+    save_model_folder,
+)
+from avseg.models.av2t_sam.projector import AudioVisualProjector
 from avseg.models.zero_shot import sam3_pixel_values, tiny_sam3_config
 
 

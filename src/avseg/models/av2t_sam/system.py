@@ -10,11 +10,11 @@ import torch
 from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.encoders.build import build_audio_encoder, build_image_encoder
+from avseg.models.architectures import load_start, model_entry
 from avseg.models.av2t_sam.inputs import AV2TInputs
 from avseg.models.av2t_sam.model import AV2TSAM
 from avseg.models.av2t_sam.sam3 import AV2TSAM3, sam3_pixels
 from avseg.models.av2t_sam.training import AV2TTask
-from avseg.models.architectures import load_start, model_entry
 
 
 def av2t_sam_model(recipe: Recipe, audio_dim: int, vision_dim: int) -> AV2TSAM | AV2TSAM3:

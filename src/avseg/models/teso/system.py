@@ -58,7 +58,11 @@ class TeSOSystem:
         audio_encoder = build_audio_encoder(recipe.encoders)
         text_encoder = build_text_encoder(recipe.encoders)
         if recipe.encoders.cache is not None:
-            from avseg.encoders.cache import CachedAudioEncoder, CachedTextEncoder, FeatureCache
+            from avseg.encoders.cache import (
+                CachedAudioEncoder,
+                CachedTextEncoder,
+                FeatureCache,
+            )
 
             cache = FeatureCache(recipe.encoders.cache)
             audio_encoder, text_encoder = CachedAudioEncoder(audio_encoder, cache), CachedTextEncoder(text_encoder, cache)

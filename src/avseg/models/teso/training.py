@@ -26,7 +26,12 @@ import numpy as np
 import torch
 
 from avseg.data.clip import Clip
-from avseg.models.teso.inputs import FrameBatch, TeSOInputs, audio_windows, matched_targets
+from avseg.models.teso.inputs import (
+    FrameBatch,
+    TeSOInputs,
+    audio_windows,
+    matched_targets,
+)
 from avseg.models.teso.model import TeSO
 from avseg.silence import DIGITAL_SILENCE_DBFS
 

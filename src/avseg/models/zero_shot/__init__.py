@@ -41,7 +41,12 @@ settings (:class:`ZeroShotConfig`). SAM 3's preprocessing is reimplemented
 without torchvision (:func:`sam3_pixel_values`).
 """
 
-from avseg.models.zero_shot.clap_scorer import SOUND_TEMPLATE, ClapScorer, tiny_clap_config, word_tokenizer
+from avseg.models.zero_shot.clap_scorer import (
+    SOUND_TEMPLATE,
+    ClapScorer,
+    tiny_clap_config,
+    word_tokenizer,
+)
 from avseg.models.zero_shot.config import ZeroShotConfig, zero_shot_config
 from avseg.models.zero_shot.sam3_prompter import (
     EMPTY_LOGIT,
@@ -51,7 +56,11 @@ from avseg.models.zero_shot.sam3_prompter import (
     tiny_sam3_config,
 )
 from avseg.models.zero_shot.segmenter import Heard, ZeroShotSegmenter
-from avseg.models.zero_shot.system import MODEL_NAME, ZeroShotSystem, _load_model  # _load_model: AV2T-SAM's SAM 3 too
+from avseg.models.zero_shot.system import (  # _load_model: AV2T-SAM's SAM 3 too
+    MODEL_NAME,
+    ZeroShotSystem,
+    _load_model,
+)
 from avseg.models.zero_shot.vocabulary import (
     AVSS_CLASSES,
     AVSS_TEXT,
