@@ -208,7 +208,29 @@ def test_published_mask_images_are_read_and_others_generated_and_marked_approxim
     assert details[0][0] == {"mask_images": "published (COMBO's Semantic-SAM mask images from the dataset)", "approximate": False}
     assert details[1][0]["approximate"] is True and "SAM 2 automatic mask generation" in details[1][0]["mask_images"]
     assert segmenter.report_fields()["approximate"] is True and len(segmenter.report_fields()["mask_images"]) == 2
-    assert segmenter._generator is not None
+    assert segmenter._generator.made == 2 and segmenter._generator.reused == 0
+    muted = Clip(frames, np.zeros(32000, np.float32), 16000, meta={"id": "b-muted"})  # --perturb mute: the same frames
+    again, _ = segmenter.predict_with_details([muted])
+    assert segmenter._generator.made == 2 and segmenter._generator.reused == 2  # generated once per frame
+    assert torch.equal(again[0], logits[1])
+
+
+def test_remembered_mask_images_stay_within_their_budget(model, tmp_path):
+    import numpy as np
+
+    from avseg.models.vct.inputs import mask_generator
+    from avseg.models.vct.mask_images import RememberedMaskImages
+
+    frames = (np.random.default_rng(1).random((3, 40, 56, 3)) * 255).astype(np.uint8)
+    generator = mask_generator(str(tiny_sam2(tmp_path / "sam2")))
+    remembered = RememberedMaskImages(generator, budget_bytes=1)
+    first = remembered.mask_image(frames[0], 64)
+    assert np.array_equal(first, generator.mask_image(frames[0], 64)) and first.shape == (64, 64, 3)
+    assert remembered.held_bytes <= 1 and not remembered.images  # over budget: nothing is held
+    remembered = RememberedMaskImages(generator)
+    images = [remembered.mask_image(frame, 64) for frame in (*frames, *frames)]
+    assert remembered.made == 3 and remembered.reused == 3 and all(np.array_equal(a, b) for a, b in zip(images[:3], images[3:]))
+    assert remembered.mask_image(frames[0], 32).shape == (32, 32, 3) and remembered.made == 4  # another size, another image
 
 
 def prefilled_hub(tmp_path, monkeypatch, prototypes: int = 23, folder: str = "s4_swinb_384"):

@@ -14,7 +14,7 @@ from avseg.config import ConfigError, Recipe, config_values
 from avseg.data.clip import Clip
 from avseg.models.architectures import load_start, model_entry
 from avseg.models.vct.inputs import clip_inputs, mask_generator
-from avseg.models.vct.mask_images import describe
+from avseg.models.vct.mask_images import RememberedMaskImages, describe
 from avseg.models.vct.model import VCT
 
 
@@ -79,7 +79,7 @@ class VCTSegmenter:
 
     def generator(self):
         if self._generator is None:
-            self._generator = mask_generator(self.model.config.mask_generator, device=self.device)
+            self._generator = RememberedMaskImages(mask_generator(self.model.config.mask_generator, device=self.device))
         return self._generator
 
     def prepare_for_videos(self) -> None:
