@@ -1,4 +1,4 @@
-"""The five segmenters with random weights, offline: at ``tiny`` size (the tests' configs) or ``full`` size (the
+"""The segmenters with random weights, offline: at ``tiny`` size (the tests' configs) or ``full`` size (the
 released architectures, built from their configurations; nothing is downloaded).
 
 Full size, per model (random weights, so speed and memory are real, masks are not):
@@ -15,10 +15,14 @@ Full size, per model (random weights, so speed and memory are real, masks are no
 * ``vct``: VCT's released S4 model (two Swin-B at 384, :class:`VCTConfig` defaults), each clip carrying published
   mask images (:func:`with_mask_images`: flat ADE-coloured regions at 224, as COMBO's files; ``avseg evaluate`` on
   AVSBench with them).
-* ``vct-generated``: the same VCT making its mask images, as ``avseg segment`` does for any video: SAM 2's automatic
-  mask generation on a Hiera-L ``Sam2Model`` (``facebook/sam2.1-hiera-large``'s architecture, random weights, saved to
-  a temporary folder, as the generator loads by name). How many masks pass its filters, and so what its NMS and
-  painting cost, depends on weights the random ones do not have.
+* ``vct-generated``: the same VCT making its mask images, as ``avseg segment`` does for any video, with its default
+  generator: Semantic-SAM Swin-L's automatic mask generation at the release's settings (:class:`SemanticSamConfig`
+  ``large()``, random weights).
+* ``vct-sam2``: the same with the substitute generator, SAM 2's automatic mask generation on a Hiera-L ``Sam2Model``
+  (``facebook/sam2.1-hiera-large``'s architecture, random weights).
+
+For both generators, how many masks pass the filters, and so what NMS, small-region removal and painting cost,
+depends on weights the random ones do not have (with random weights almost none pass).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 
 from avseg.data.clip import Clip
 
-MODELS = ("av2t-sam", "av2t-sam3", "teso", "zeroshot-sam3", "auralsam2", "vct", "vct-generated")
+MODELS = ("av2t-sam", "av2t-sam3", "teso", "zeroshot-sam3", "auralsam2", "vct", "vct-generated", "vct-sam2")
 FRAME_SIZE = 224  # AVSBench's frames
 
 
@@ -175,20 +179,23 @@ def vct_segmenter(name: str, size: str, device: str):
 
     model = VCT(VCTConfig() if size == "full" else VCTConfig.tiny())
     if name == "vct-generated":
+        from avseg.models.semantic_sam.config import SemanticSamConfig
+        from avseg.models.semantic_sam.generator import SemanticSamMaskGenerator
+        from avseg.models.semantic_sam.model import SemanticSam
+
+        config = SemanticSamConfig.large() if size == "full" else SemanticSamConfig.tiny()
+        return VCTSegmenter(model, device, generator=SemanticSamMaskGenerator(SemanticSam(config), "semantic-sam-l (random weights)", device=device))
+    if name == "vct-sam2":
         from transformers import Sam2Model
 
-        from avseg.models.av2t_sam.model import (
-            hiera_large_sam2_config,
-            tiny_sam2_config,
-        )
+        from avseg.models.av2t_sam.model import hiera_large_sam2_config, tiny_sam2_config
+        from avseg.models.vct.inputs import mask_generator
 
         folder = Path(tempfile.mkdtemp(prefix="vct-generator-"))
         Sam2Model(hiera_large_sam2_config() if size == "full" else tiny_sam2_config()).save_pretrained(folder)
-        model.config.mask_generator = str(folder)
-        segmenter = VCTSegmenter(model, device)
-        segmenter.prepare_for_videos()  # loads it
+        generator = mask_generator(str(folder), device=device)  # the substitute loads by name or folder
         shutil.rmtree(folder)
-        return segmenter
+        return VCTSegmenter(model, device, generator=generator)
     return VCTSegmenter(model, device)
 
 
@@ -203,6 +210,6 @@ def build_segmenter(name: str, size: str, device: str = "cpu", seed: int = 0):
         return zero_shot_segmenter(size, device)
     if name == "auralsam2":
         return auralsam2_segmenter(size, device)
-    if name in ("vct", "vct-generated"):
+    if name in ("vct", "vct-generated", "vct-sam2"):
         return vct_segmenter(name, size, device)
     raise ValueError(f"unknown model {name!r} (use {', '.join(MODELS)})")

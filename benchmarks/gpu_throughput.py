@@ -19,7 +19,8 @@ CLAP, the model, logits back on the CPU), as ``avseg segment`` runs it (:class:`
 AuralSAM2 has only ``window`` rows: it tracks a clip as one video with SAM 2's memory, and a clip of one frame
 has no memory to use (``avseg segment`` gives it whole windows). VCT too (its frames are independent, but one batch
 of the window is how ``avseg segment`` and ``avseg evaluate`` run it): ``vct`` reads published mask images
-(AVSBench with COMBO's files), ``vct-generated`` makes them with SAM 2 as for any other video (see ``_models.py``).
+(AVSBench with COMBO's files), ``vct-generated`` makes them with Semantic-SAM as for any other video, ``vct-sam2``
+with the SAM 2 substitute (see ``_models.py``).
 
 The training rows, one per listed model that trains here: one warm-up step, then ``--repeats`` timed steps,
 bf16 autocast (VCT: fp32, as its recipe), AdamW on the trainable parameters, as ``avseg train`` takes a step:
@@ -57,7 +58,7 @@ from avseg.data.clip import Clip
 from avseg.engine.precision import Inference
 
 HEADER = ["model", "precision", "batch", "frames/s", "median s per call", "peak GPU memory (GB)"]
-WINDOW_ONLY = {"auralsam2", "vct", "vct-generated"}
+WINDOW_ONLY = {"auralsam2", "vct", "vct-generated", "vct-sam2"}
 """Models measured on whole windows only (see the module docstring): no one-frame rows."""
 PUBLISHED_MASK_IMAGES = {"vct"}
 """Models whose clips carry published mask images (:func:`_models.with_mask_images`)."""
@@ -105,15 +106,16 @@ def one_frame_clips(clip: Clip) -> list[Clip]:
 def inference_rows(name: str, size: str, device: torch.device, window: int, repeats: int, compile: bool) -> list[list]:
     with torch.device(device):  # random initialisation on the device (seconds instead of minutes on a CPU)
         segmenter = build_segmenter(name, size, str(device))
-    clips = {k: window_clip(window, seed=100 + k) for k in range(-1, repeats)}  # a new clip per call: no cache hits
-    if name in PUBLISHED_MASK_IMAGES:
-        folder = Path(tempfile.mkdtemp(prefix="mask-images-"))
-        clips = {k: with_mask_images(clip, folder, seed=100 + k) for k, clip in clips.items()}
+    folder = Path(tempfile.mkdtemp(prefix="mask-images-"))
     rows = []
     settings = [("fp32", "1"), ("fp32", "window"), ("bf16", "1"), ("bf16", "window")] + [("bf16+compile", "window")] * compile
     if name in WINDOW_ONLY:
         settings = [setting for setting in settings if setting[1] == "window"]
-    for precision, batch in settings:
+    for row, (precision, batch) in enumerate(settings):
+        # a new clip per call, and per row: no cache hits (encoders' caches, VCT's generated mask images)
+        clips = {k: window_clip(window, seed=100 + 1000 * row + k) for k in range(-1, repeats)}
+        if name in PUBLISHED_MASK_IMAGES:
+            clips = {k: with_mask_images(clip, folder, seed=100 + 1000 * row + k) for k, clip in clips.items()}
         inference = Inference.resolve(device, precision.split("+")[0], compile=precision.endswith("compile"))
         runner = inference.wrap(inference.prepare(segmenter))  # compiling is in place: the last row
         reset_peak(device)

@@ -70,10 +70,11 @@ class VCTSegmenter:
 
     Every frame's summary row says where its mask image came from (published, or the generator; SAM 2's are approximate)."""
 
-    def __init__(self, model: VCT, device: str | torch.device = "cpu"):
+    def __init__(self, model: VCT, device: str | torch.device = "cpu", generator=None):
+        """``generator``: a mask generator to use instead of loading the one the model's ``mask_generator`` names."""
         self.model = model.eval().to(device)
         self.device = device
-        self._generator = None
+        self._generator = None if generator is None else RememberedMaskImages(generator)
         self.generators_used: set[str] = set()
         self.published_used = False
 
