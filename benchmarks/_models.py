@@ -188,7 +188,10 @@ def vct_segmenter(name: str, size: str, device: str):
     if name == "vct-sam2":
         from transformers import Sam2Model
 
-        from avseg.models.av2t_sam.model import hiera_large_sam2_config, tiny_sam2_config
+        from avseg.models.av2t_sam.model import (
+            hiera_large_sam2_config,
+            tiny_sam2_config,
+        )
         from avseg.models.vct.inputs import mask_generator
 
         folder = Path(tempfile.mkdtemp(prefix="vct-generator-"))
