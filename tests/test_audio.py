@@ -146,3 +146,28 @@ def test_robust_level_of_a_silent_second_in_an_aac_track(tmp_path):
     robust = robust_level_db(decoded, decoded_rate, 3)
     assert robust[1] < -60 and robust[0] > -20 and robust[2] > -20
     assert silent_seconds(robust, -60.0).tolist() == [False, True, False]
+
+
+def test_dense_windows_each_give_their_frame_its_own_example():
+    """``avseg segment`` at a dense rate lays one 1-s window per frame end to end; each frame must hear its own window,
+    not the 0.96-s framing of the joined waveform (which drifts 0.04 s a frame into the previous window)."""
+    from avseg.audio import frame_examples, vggish_examples
+    from avseg.data.clip import Clip
+    from avseg.models.auralsam2.inputs import stereo_examples
+    from avseg.models.vct.inputs import model_inputs
+
+    rate, frames = 16000, 30
+    t = np.arange(rate) / rate
+    windows = np.stack([0.5 * np.sin(2 * np.pi * (200 + 50 * k) * t) for k in range(frames)]).astype(np.float32)
+    joined = windows.reshape(-1)
+    own = frame_examples(joined, rate, frames, windowed=True)
+    assert np.array_equal(own, np.stack([vggish_examples(window, rate)[0] for window in windows]))
+    assert np.array_equal(frame_examples(joined, rate, frames, windowed=False), vggish_examples(joined, rate, num_examples=frames))
+    assert not np.allclose(own[-1], vggish_examples(joined, rate, num_examples=frames)[-1], atol=1e-3)  # the drift this avoids
+
+    images = np.zeros((frames, 8, 8, 3), np.uint8)
+    dense = Clip(images, joined, rate, meta={"id": "v", "audio_span": None}, channels=np.stack([joined, joined[::-1].copy()]))
+    assert np.array_equal(model_inputs(dense, images, images)["spectrograms"].numpy(), own)
+    assert np.array_equal(stereo_examples(dense)[:, 0].numpy(), own)
+    with pytest.raises(ValueError, match="equal windows"):
+        frame_examples(joined[:-1], rate, frames, windowed=True)

@@ -157,3 +157,21 @@ def vggish_examples(
             filler = examples[:0]
         examples = np.concatenate([examples, filler])[:num_examples]
     return examples.astype(np.float32)
+
+
+def frame_examples(waveform: np.ndarray, sample_rate: int, num_frames: int, windowed: bool) -> np.ndarray:
+    """One VGGish example per frame, ``(num_frames, 96, 64)`` float32, from a clip's waveform.
+
+    ``windowed=False``: the waveform is the clip's contiguous track and frame ``k`` hears its ``k``-th 0.96-s
+    example, repeat-padded, as AVSBench's preprocessing (``audio_log_mel``) frames it. ``windowed=True``: the
+    waveform is one window per frame laid end to end (``avseg segment`` at dense rates: each frame's second of
+    audio centred on it, :mod:`avseg.engine.dense`); frame ``k`` hears the first example of its own window.
+    Framing such a waveform as one track would drift 0.04 s a frame into the previous frame's window (a whole
+    second by the 25th frame of a call)."""
+    if not windowed:
+        return vggish_examples(waveform, sample_rate, num_examples=num_frames)
+    if num_frames < 1 or len(waveform) % num_frames:
+        raise ValueError(f"{len(waveform)} samples are not {num_frames} equal windows")
+    windows = np.asarray(waveform, dtype=np.float32).reshape(num_frames, -1)
+    return np.concatenate([vggish_examples(window, sample_rate, num_examples=1) for window in windows])
+

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from avseg.audio import vggish_examples
+from avseg.audio import frame_examples
 from avseg.data.clip import Clip
 from avseg.errors import AvsegError
 from avseg.models.av2t_sam.inputs import sam_pixels
@@ -29,7 +29,8 @@ def stereo_examples(clip: Clip) -> torch.Tensor:
     """``(T, 2, 96, 64)`` log-mel examples: frame ``k`` hears example ``k`` of the left and of the right channel."""
     channels = clip.channels if clip.channels is not None else clip.waveform[None]
     pair = [channels[0], channels[0]] if len(channels) == 1 else [channels[0], channels[1]]
-    examples = [vggish_examples(np.asarray(channel, dtype=np.float32), clip.sample_rate, num_examples=clip.num_frames) for channel in pair]
+    windowed = "audio_span" in clip.meta  # avseg segment at a dense rate: one window per frame (see frame_examples)
+    examples = [frame_examples(np.asarray(channel, dtype=np.float32), clip.sample_rate, clip.num_frames, windowed) for channel in pair]
     return torch.from_numpy(np.stack(examples, axis=1))
 
 

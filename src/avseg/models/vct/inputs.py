@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from avseg.audio import vggish_examples
+from avseg.audio import frame_examples
 from avseg.data.clip import Clip
 from avseg.models.av2t_sam.inputs import sam_pixels
 from avseg.models.vct import mask_images
@@ -60,7 +60,7 @@ def clip_images(clip: Clip, image_size: int, generator) -> tuple[np.ndarray, np.
 def model_inputs(clip: Clip, frames: np.ndarray, images: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """The model's inputs from the clip's real frames and mask images (uint8 ``(T, S, S, 3)``) and its audio."""
     size = frames.shape[1]
-    examples = vggish_examples(np.asarray(clip.waveform, dtype=np.float32), clip.sample_rate, num_examples=clip.num_frames)
+    examples = frame_examples(np.asarray(clip.waveform, dtype=np.float32), clip.sample_rate, clip.num_frames, windowed="audio_span" in clip.meta)
     return {
         "pixels": sam_pixels(torch.from_numpy(frames).to(device), size),
         "mask_images": sam_pixels(torch.from_numpy(images).to(device), size),
