@@ -26,6 +26,7 @@ import torch
 
 from avseg.config import DataConfig, EncodersConfig, Recipe
 from avseg.errors import AvsegError
+from avseg.models import release_layout
 from avseg.models.av2t_sam.convert import NameTable, read_weights
 from avseg.models.av2t_sam.model import listed_problems
 from avseg.models.system_info import save_system_info
@@ -140,28 +141,9 @@ def official_name(key: str) -> tuple[str, int | None]:
     return PREFIXES.to_official(key) or key, part
 
 
-def official_layout(expected: Mapping[str, torch.Tensor]) -> dict[str, list[tuple[str, int | None]]]:
-    """Each official key of a model with ``expected`` weights -> the avseg keys (and thirds) it fills."""
-    layout: dict[str, list[tuple[str, int | None]]] = {}
-    for key in expected:
-        name, part = official_name(key)
-        layout.setdefault(name, []).append((key, part))
-    return layout
-
-
-def official_shape(parts: list[tuple[str, int | None]], expected: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
-    shape = tuple(expected[parts[0][0]].shape)
-    return (shape[0] * 3, *shape[1:]) if parts[0][1] is not None else shape
-
-
 def official_state(model: VCT) -> dict[str, torch.Tensor]:
     """A model's weights in the release's layout (what its checkpoints hold under ``model``)."""
-    expected = model.state_dict()
-    state = {}
-    for name, parts in official_layout(expected).items():
-        ordered = sorted(parts, key=lambda p: p[1] or 0)
-        state[name] = torch.cat([expected[k] for k, _ in ordered]) if ordered[0][1] is not None else expected[ordered[0][0]].clone()
-    return state
+    return release_layout.official_state(model.state_dict(), official_name)
 
 
 def release_config(num_classes: int, num_prototypes: int) -> VCTConfig:
@@ -189,22 +171,8 @@ def convert(path: str | Path, out: str | Path) -> VCT:
     config = release_config(*heads_of(state, path))
     with torch.device("meta"):
         expected = VCT(config).state_dict()
-    layout = official_layout(expected)
-    mapped: dict[str, torch.Tensor] = {}
-    unexpected, wrong = [], []
-    for name, value in state.items():
-        if name not in layout:
-            if not any(pattern.search(name) for pattern in NOT_WEIGHTS):
-                unexpected.append(name)
-            continue
-        parts = layout[name]
-        if tuple(value.shape) != official_shape(parts, expected):
-            wrong.append(f"{name} {tuple(value.shape)} (expected {official_shape(parts, expected)})")
-            continue
-        for key, part in parts:
-            mapped[key] = value if part is None else value.chunk(3)[part]
-    missing = sorted(name for name in layout if name not in state)
-    problems = listed_problems({"no place in VCT": sorted(unexpected), "missing": missing, "wrong shape": sorted(wrong)}, shown=10**9)
+    mapped, found = release_layout.from_official(state, expected, official_name, "VCT", NOT_WEIGHTS)
+    problems = listed_problems(found, shown=10**9)
     if problems:
         raise AvsegError(f"{path}: does not fit VCT ({config.num_classes} classes, {config.num_prototypes} prototypes); {problems}")
     model = VCT.from_state(config, {k: v.contiguous() for k, v in mapped.items()}, str(path))
