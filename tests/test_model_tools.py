@@ -261,3 +261,6 @@ def test_a_vct_whose_generator_cannot_load_is_one_line_before_any_video(tmp_path
     videos = [make_video(tmp_path / f"{name}.mp4", seconds=1.0) for name in ("a", "b")]
     one_line_error(capsys, ["segment", *videos, "--model", folder, "--out", tmp_path / "out"], "org/no-such-sam2", "mask-image generator")
     assert not (tmp_path / "out").exists()
+    gone = save_tiny_model("vct", tmp_path / "gone" / "vct", mask_generator=str(tmp_path / "no-such-folder"))
+    one_line_error(capsys, ["segment", *videos, "--model", gone, "--out", tmp_path / "out"], "no-such-folder", "no such file or folder")
+    assert not (tmp_path / "out").exists()

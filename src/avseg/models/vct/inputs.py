@@ -18,6 +18,7 @@ from PIL import Image
 
 from avseg.audio import frame_examples
 from avseg.data.clip import Clip
+from avseg.errors import AvsegError
 from avseg.models.av2t_sam.inputs import sam_pixels
 from avseg.models.vct import mask_images
 
@@ -34,11 +35,17 @@ def published_mask_image_files(clip: Clip) -> list[str] | None:
 def mask_generator(name: str, device: str | torch.device = "cpu"):
     """The generator ``mask_generator`` names: Semantic-SAM (a released name, a converted folder or an official
     ``.pth``), else SAM 2 (a transformers hub name or folder)."""
+    from avseg.hub.download import is_hub_name
     from avseg.models.semantic_sam.convert import is_semantic_sam, load_semantic_sam
     from avseg.models.semantic_sam.generator import SemanticSamMaskGenerator
 
     if is_semantic_sam(name):
         return SemanticSamMaskGenerator(load_semantic_sam(name), name, device=device)
+    if not Path(name).exists() and not is_hub_name(name):
+        raise AvsegError(
+            f"mask_generator {name}: no such file or folder (use semantic-sam-l, semantic-sam-t, a Semantic-SAM .pth or "
+            "converted folder, or a SAM 2 hub name or folder)"
+        )
     return mask_images.Sam2MaskGenerator(name, device=device)
 
 
