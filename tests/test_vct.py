@@ -369,3 +369,16 @@ def test_a_new_model_starts_from_an_imagenet_swin_and_vggish(tmp_path):
     model = with_pretrained_backbones(VCT(config), str(tmp_path / "swin"), str(tmp_path / "vggish.pth"))
     for encoder in (model.encoder.frame_encoder, model.encoder.mask_encoder):
         assert torch.equal(encoder.swin.encoder.layers[2].blocks[1].mlp.fc1.weight, swin.encoder.layers[2].blocks[1].mlp.fc1.weight)
+
+
+@pytest.mark.parametrize("subset", ["s4", "ms3"])
+def test_vcts_own_384_mask_images_are_preferred_to_combos(subset, tmp_path):
+    """The release trains and tests on ``generate_data_384``'s copies (from AVSBench-semantic's frame-size images);
+    COMBO's S4 ones were resized to 224 first. Without VCT's copies, COMBO's are read."""
+    from avseg.data.avsbench import mask_image_files
+
+    combo = mask_image_files(subset, tmp_path, "test", "clip", 5, "dog")
+    assert f"{subset}_data/pre_SAM_mask" in combo[0] and combo[0].endswith("_1_mask_color.png") and len(combo) == 5
+    folder = tmp_path / f"{subset}_data_384" / "pre_SAM_mask_384" / ("test/dog/clip" if subset == "s4" else "clip")
+    folder.mkdir(parents=True)
+    assert mask_image_files(subset, tmp_path, "test", "clip", 5, "dog") == tuple(str(folder / f"clip_{k}_mask_color.png") for k in range(1, 6))

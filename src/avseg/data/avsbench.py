@@ -67,19 +67,24 @@ AVSS_SUBSET_FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}
 
 
 def mask_image_files(subset: str, root: Path, split: str, name: str, frames: int, category: str = "") -> tuple[str, ...]:
-    """Where COMBO's published mask images (what VCT reads, :mod:`avseg.models.vct.mask_images`) sit beside an AVSBench
-    clip, as COMBO's ``register_*`` readers find them (the model checks they exist):
+    """Where the published mask images (what VCT reads, :mod:`avseg.models.vct.mask_images`) sit beside an AVSBench
+    clip (the model checks they exist). S4 and MS3: VCT's own 384 copies where ``generate_data_384`` wrote them (made
+    from AVSBench-semantic's frame-resolution images, what the release trains and tests on), else COMBO's:
 
-    - S4: ``s4_data/pre_SAM_mask/{split}/{category}/{name}/{name}_{k}_mask_color.png`` (k = 1..5)
-    - MS3: ``ms3_data/pre_SAM_mask/{name}/{name}.mp4_{k}_mask_color.png`` (k = 1..5)
+    - S4: ``s4_data_384/pre_SAM_mask_384/{split}/{category}/{name}/{name}_{k}_mask_color.png``, else
+      ``s4_data/pre_SAM_mask/{split}/{category}/{name}/{name}_{k}_mask_color.png`` (k = 1..5; COMBO's are 224 x 224)
+    - MS3: ``ms3_data_384/pre_SAM_mask_384/{name}/{name}_{k}_mask_color.png``, else
+      ``ms3_data/pre_SAM_mask/{name}/{name}.mp4_{k}_mask_color.png`` (k = 1..5)
     - AVSS: ``pre_SAM_mask/AVSBench_semantic/{subset}/{uid}/frames/{i}_mask_color.png`` (i from 0; the VCT release's
       ``s4_process.py`` reads ``frames/``, COMBO's reader ``processed_frames/``: the first that exists)."""
-    if subset == "s4":
-        folder = root / "s4_data" / "pre_SAM_mask" / split / category / name
-        return tuple(str(folder / f"{name}_{k}_mask_color.png") for k in range(1, frames + 1))
-    if subset == "ms3":
-        folder = root / "ms3_data" / "pre_SAM_mask" / name
-        return tuple(str(folder / f"{name}.mp4_{k}_mask_color.png") for k in range(1, frames + 1))
+    if subset in ("s4", "ms3"):
+        clip_folder = Path(split, category, name) if subset == "s4" else Path(name)
+        vct = root / f"{subset}_data_384" / "pre_SAM_mask_384" / clip_folder
+        if vct.is_dir():
+            return tuple(str(vct / f"{name}_{k}_mask_color.png") for k in range(1, frames + 1))
+        combo = root / f"{subset}_data" / "pre_SAM_mask" / clip_folder
+        stem = name if subset == "s4" else f"{name}.mp4"
+        return tuple(str(combo / f"{stem}_{k}_mask_color.png") for k in range(1, frames + 1))
     base = root / "pre_SAM_mask" / "AVSBench_semantic" / subset / name
     folder = next((base / sub for sub in ("frames", "processed_frames") if (base / sub).is_dir()), base / "frames")
     return tuple(str(folder / f"{i}_mask_color.png") for i in range(frames))

@@ -79,8 +79,8 @@ class SemanticSam(nn.Module):
         """``clicks`` ``(P, 2)``: x, y in [0, 1] of the image -> mask logits ``(P * G, H, W)`` at the image's size (click
         major, then granularity) and IoU scores ``(P, G)``."""
         (height, width), (padded_height, padded_width) = features.image_size, features.padded_size
-        scale = clicks.new_tensor([width / padded_width, height / padded_height]).repeat(2)
-        boxes = torch.cat([clicks, clicks.new_full((len(clicks), 2), CLICK_SIZE)], -1) * scale
+        size, padded = clicks.new_tensor([width, height] * 2), clicks.new_tensor([padded_width, padded_height] * 2)
+        boxes = torch.cat([clicks, clicks.new_full((len(clicks), 2), CLICK_SIZE)], -1) * size / padded  # in the release's float32 order
         masks, iou_scores = self.decoder(features.levels, features.mask_features, boxes[None], granularity)
         masks = F.interpolate(masks[0].flatten(0, 1)[None], size=features.padded_size, mode="bilinear", align_corners=False)[0]
         return masks[:, :height, :width], iou_scores[0]

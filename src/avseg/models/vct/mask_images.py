@@ -3,8 +3,10 @@
 **How the release makes it** (``avs_tools/pre_mask`` and ``pre_mask2rgb/mask_precess_*.py``, COMBO's tools): Semantic-SAM
 (Swin-L) proposes class-agnostic masks offline; they are sorted by area, smallest first, and painted into one id map
 where each pixel takes the id (1, 2, ...) of the smallest mask covering it and 0 where none does; the id map becomes a
-palette PNG with ADE20K's 150 colours (id 0 is ADE's first colour, grey 120), resized to 224 x 224 (nearest), and the
-384 preprocessing resizes that to 384 x 384 (nearest). The model reads it as RGB, normalised like the frame.
+palette PNG with ADE20K's 150 colours (id 0 is ADE's first colour, grey 120) at the frame's resolution
+(``mask_precess_ss.py``, AVSBench-semantic's frames, which VCT's ``generate_data_384`` reads for S4, MS3 and AVSS alike),
+then resized to 384 x 384 (nearest, ``resize_img``). The model reads it as RGB, normalised like the frame. (COMBO's
+own S4 PNGs, ``mask_precess_s4.py``, are resized to 224 first; VCT does not read those.)
 
 **In avseg.** Where a dataset holds the published mask images (COMBO's, on the hub as YannQi/COMBO-AVS-checkpoints,
 unpacked in COMBO's layout, see :func:`avseg.data.avsbench.mask_image_files`), they are read as they are
@@ -36,9 +38,6 @@ from torch.nn import functional as F
 
 from avseg.errors import AvsegError
 
-RELEASE_SIZE = 224
-"""The release paints the id map at 224 x 224, then resizes it to the model's 384 (both nearest)."""
-
 PUBLISHED = "published (COMBO's Semantic-SAM mask images from the dataset)"
 
 
@@ -49,7 +48,9 @@ def ade_palette() -> np.ndarray:
 
 def paint(masks: np.ndarray) -> np.ndarray:
     """Binary masks ``(M, H, W)`` -> the release's id map ``(H, W)``: smallest mask first, each pixel the id of the
-    smallest mask covering it (ids from 1), 0 where none does; ids wrap at 256, as the release's uint8 map does."""
+    smallest mask covering it (ids from 1), 0 where none does; ids wrap at 256, as the release's uint8 map does.
+    Masks of equal area keep their order (a stable sort): the release's ``np.argsort`` is numpy's introsort, whose
+    order of equal areas is not defined (it differs across numpy versions once there are more than 16 masks)."""
     ids = np.zeros(masks.shape[1:], dtype=np.int64)
     order = np.argsort(masks.reshape(len(masks), -1).sum(1), kind="stable")
     for rank, index in enumerate(order):
@@ -58,13 +59,11 @@ def paint(masks: np.ndarray) -> np.ndarray:
 
 
 def colour(ids: np.ndarray, size: int) -> np.ndarray:
-    """An id map -> the ``(size, size, 3)`` uint8 mask image: ADE colours at 224 x 224, then ``size`` (nearest both)."""
+    """An id map at the frame's resolution -> the ``(size, size, 3)`` uint8 mask image: ADE colours, nearest to ``size``
+    (``resize_img(384, mask, is_mask=True)``)."""
     image = Image.fromarray(ids, mode="P")
     image.putpalette(ade_palette().flatten().tolist())
-    image = image.resize((RELEASE_SIZE, RELEASE_SIZE), Image.NEAREST).convert("RGB")
-    if size != RELEASE_SIZE:
-        image = image.resize((size, size), Image.NEAREST)
-    return np.asarray(image)
+    return np.asarray(image.resize((size, size), Image.NEAREST).convert("RGB"))
 
 
 def read_published(files: list[str], size: int) -> np.ndarray:

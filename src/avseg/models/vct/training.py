@@ -110,9 +110,11 @@ def vct_losses(model: VCT, output: VCTOutput, labels: torch.Tensor, annotated: t
 
 
 def frame_labels(clip: Clip, size: int) -> torch.Tensor:
-    """The clip's real frames' label maps at ``size`` (nearest), class indices (binary masks: 0/1)."""
+    """The clip's real frames' label maps at ``size``, class indices (binary masks: 0/1): nearest with pixel centres
+    aligned (``nearest-exact``, PIL's ``NEAREST``, as the release's ``resize_img``), so labels stay on the frames,
+    which PIL resizes centre-aligned too (torch's ``nearest`` is offset by half a pixel)."""
     masks = torch.from_numpy(clip.masks[clip.frame_valid].astype(np.int64))
-    return F.interpolate(masks[:, None].float(), (size, size), mode="nearest")[:, 0].long()
+    return F.interpolate(masks[:, None].float(), (size, size), mode="nearest-exact")[:, 0].long()
 
 
 class VCTTask(ClipBatches):
