@@ -382,3 +382,37 @@ def test_vcts_own_384_mask_images_are_preferred_to_combos(subset, tmp_path):
     folder = tmp_path / f"{subset}_data_384" / "pre_SAM_mask_384" / ("test/dog/clip" if subset == "s4" else "clip")
     folder.mkdir(parents=True)
     assert mask_image_files(subset, tmp_path, "test", "clip", 5, "dog") == tuple(str(folder / f"clip_{k}_mask_color.png") for k in range(1, 6))
+
+
+@pytest.mark.parametrize("layout", ["avss", "ms3"])
+def test_avss_clips_are_augmented_from_their_short_side_square_as_the_release(layout, tmp_path, monkeypatch):
+    """The release augments AVSS's raw training frames squared to their short side, S4 and MS3's 384 copies."""
+    import numpy as np
+    from PIL import Image
+
+    from avseg.data.clip import Clip
+    from avseg.models.vct import training
+    from avseg.models.vct.model import VCTConfig
+    from avseg.models.vct.system import VCTSystem
+
+    files = []
+    for k in range(2):
+        Image.fromarray(np.full((48, 80, 3), 60 * k, np.uint8)).save(tmp_path / f"{k}_mask_color.png")
+        files.append(str(tmp_path / f"{k}_mask_color.png"))
+    frames = (np.random.default_rng(0).random((2, 48, 80, 3)) * 255).astype(np.uint8)
+    masks = np.zeros((2, 48, 80), np.int64)
+    masks[:, 10:30, 20:50] = 1
+    clip = Clip(frames, np.zeros(32000, np.float32), 16000, masks=masks, meta={"id": "a", "mask_image_files": tuple(files)})
+    seen = []
+
+    def recorded(frames, labels, paired, size, rng):
+        seen.append((frames.shape, labels.shape, paired.shape))
+        return augment(frames, labels, paired, size, rng)
+
+    augment = training.augment_clip
+    monkeypatch.setattr(training, "augment_clip", recorded)
+    model = VCT(VCTConfig.tiny(num_prototypes=0))
+    system = VCTSystem(model, "mask2former", layout)
+    losses = system.task([clip], 1, 0).loss([clip])
+    side = 48 if layout == "avss" else model.image_size
+    assert seen == [((2, side, side, 3), (2, side, side), (2, side, side, 3))] and torch.isfinite(losses["total"])

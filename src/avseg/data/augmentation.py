@@ -24,11 +24,10 @@ release's pin) outside the repository: ``rgb_to_hsv`` equals it on all 16.7 M co
 of the 11.8 M HSV values (off by one level: float rounding), and :func:`color_ssd` fed the same random draws as
 detectron2's ``ColorAugSSDTransform`` gives the same image on all but 0.011% of the values (at most 2 levels).
 
-Not reproduced: the release's AVSS training split is not pre-resized (``generate_data_384/ss_process.py`` copies only
-val and test to 384); its mapper squares each raw frame, label and mask image to its short side (``resize_img``) and
-augments from there. Here every clip arrives at ``S`` x ``S`` (as S4 and MS3 do in the release), so for AVSS the random
-resize to 192-768 upsamples a 384 image where the release downsamples, e.g., a 720 x 720 one: softer frames and
-coarser mask-image edges than the release trained on.
+The input size follows the release's data: S4 and MS3 clips arrive at 384 x 384 (``generate_data_384``); AVSS's
+training split is not pre-resized there (only val and test are), its mapper squares each raw frame, label and mask
+image to its short side (``resize_img``), so VCT's task gives AVSS clips at that square
+(:class:`avseg.models.vct.training.VCTTask`).
 """
 
 from __future__ import annotations

@@ -117,20 +117,21 @@ class VCTSegmenter:
 
 
 class VCTSystem:
-    def __init__(self, model: VCT, augmentation: str = "none"):
+    def __init__(self, model: VCT, augmentation: str = "none", layout: str | None = None):
         self.model = model
         self.augmentation = augmentation
+        self.layout = layout
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, model: VCT | None = None, num_classes: int = 2, cues=None) -> VCTSystem:
         if cues:
             raise ConfigError(f"cues: {recipe.model} takes no text cues (only TeSO does)")
-        return cls(checked_classes(model, num_classes) if model is not None else vct_model(recipe, num_classes), recipe.data.augmentation)
+        return cls(checked_classes(model, num_classes) if model is not None else vct_model(recipe, num_classes), recipe.data.augmentation, recipe.data.layout)
 
     def task(self, clips: Sequence[Clip], batch_clips: int, seed: int):
         from avseg.models.vct.training import VCTTask
 
-        return VCTTask(self.model, clips, batch_clips, seed, self.augmentation)
+        return VCTTask(self.model, clips, batch_clips, seed, self.augmentation, augment_from_short_side=self.layout == "avss")
 
     def segmenter(self, device: str | torch.device = "cpu") -> VCTSegmenter:
         return VCTSegmenter(self.model, device)

@@ -122,9 +122,16 @@ class VCTTask(ClipBatches):
 
     model: VCT
 
-    def __init__(self, model: VCT, clips: Sequence[Clip], batch_clips: int = 1, seed: int = 0, augmentation: str = "none"):
+    def __init__(
+        self, model: VCT, clips: Sequence[Clip], batch_clips: int = 1, seed: int = 0, augmentation: str = "none", augment_from_short_side: bool = False
+    ):
+        """``augment_from_short_side``: augment each clip from the square of its frames' short side instead of the
+        model's size, as the release does for AVSS's training split (``generate_data_384`` copies only val and test to
+        384; the AVSS mapper squares each raw frame, label and mask image to its short side, ``resize_img``); S4 and
+        MS3 train on 384 copies, as here by default."""
         super().__init__(model, clips, batch_clips, seed)
         self.augmentation = augmentation
+        self.augment_from_short_side = augment_from_short_side
         self.criterion = mask2former_loss(model.num_classes)
         self._generator = None
         self.categories = self.category_indices() if model.config.num_prototypes and model.num_classes == 2 else None
@@ -158,8 +165,9 @@ class VCTTask(ClipBatches):
         rng = np.random.default_rng(int(torch.randint(2**62, ()))) if self.augmentation == "mask2former" else None
         parts, maps = [], []
         for clip in clips:
-            frames, images, _ = clip_images(clip, size, lambda: self.generator(device))
-            labels = frame_labels(clip, size)
+            source = min(clip.frames.shape[1:3]) if rng is not None and self.augment_from_short_side else size
+            frames, images, _ = clip_images(clip, source, lambda: self.generator(device))
+            labels = frame_labels(clip, source)
             if rng is not None:
                 frames, augmented, images = augment_clip(frames, labels.numpy(), images, size, rng)
                 labels = torch.from_numpy(augmented)
