@@ -106,7 +106,7 @@ def one_frame_clips(clip: Clip) -> list[Clip]:
 def inference_rows(name: str, size: str, device: torch.device, window: int, repeats: int, compile: bool) -> list[list]:
     with torch.device(device):  # random initialisation on the device (seconds instead of minutes on a CPU)
         segmenter = build_segmenter(name, size, str(device))
-    folder = Path(tempfile.mkdtemp(prefix="mask-images-"))
+    folder = Path(tempfile.mkdtemp(prefix="mask-images-")) if name in PUBLISHED_MASK_IMAGES else None
     rows = []
     settings = [("fp32", "1"), ("fp32", "window"), ("bf16", "1"), ("bf16", "window")] + [("bf16+compile", "window")] * compile
     if name in WINDOW_ONLY:

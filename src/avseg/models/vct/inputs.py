@@ -55,13 +55,13 @@ def clip_images(clip: Clip, image_size: int, generator) -> tuple[np.ndarray, np.
 
     ``generator`` is a callable returning a mask generator (:func:`mask_generator`), called only when the clip has
     no published mask images (loading one is not free)."""
-    frames = clip.frames[clip.frame_valid]
-    frames = np.stack([np.asarray(Image.fromarray(frame).resize((image_size, image_size), Image.BILINEAR)) for frame in frames])
+    real = clip.frames[clip.frame_valid]
+    frames = np.stack([np.asarray(Image.fromarray(frame).resize((image_size, image_size), Image.BILINEAR)) for frame in real])
     files = published_mask_image_files(clip)
     if files is not None:
         return frames, mask_images.read_published(files, image_size), None
     maker = generator()
-    return frames, np.stack([maker.mask_image(frame, image_size) for frame in clip.frames[clip.frame_valid]]), maker.name
+    return frames, np.stack([maker.mask_image(frame, image_size) for frame in real]), maker.name
 
 
 def model_inputs(clip: Clip, frames: np.ndarray, images: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
